@@ -1,0 +1,207 @@
+"""The reader contract and registry behind :func:`meddx.data.read`.
+
+A reader is a small class that knows one format: which suffixes it owns, how to
+recognise its content from the first bytes (``sniff``), and how to turn a file
+into a typed :class:`~meddx.data.sample.Sample`. Readers register themselves with
+:func:`register_reader`; :func:`read` picks one by content first, then by suffix,
+so a DICOM file without ``.dcm`` or a PNG named ``.jpg`` still reads correctly.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from meddx.data.sample import Sample
+from meddx.exceptions import (
+    CorruptFileError,
+    DataFileNotFoundError,
+    MeddxError,
+    UnsupportedFormatError,
+)
+
+HEAD_BYTES = 1024
+"""How many leading bytes readers get to recognise their format."""
+
+# Exceptions that decoding libraries raise on malformed bytes. A reader may widen
+# or narrow this; :func:`read` turns them into CorruptFileError naming the file.
+DEFAULT_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OSError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    OverflowError,
+    UnicodeDecodeError,
+)
+
+
+class Reader(ABC):
+    """Reads one format into a :class:`Sample`.
+
+    Subclasses set ``name`` and ``suffixes``, may override :meth:`sniff` to
+    recognise content, and implement :meth:`read`. They validate what they read
+    and raise errors from :mod:`meddx.exceptions` that name the file and field.
+    """
+
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    directories: ClassVar[bool] = False
+    """True if the reader accepts a folder (a DICOM series, an image folder)."""
+    decode_errors: ClassVar[tuple[type[BaseException], ...]] = DEFAULT_DECODE_ERRORS
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """True if ``head`` (the first bytes of ``path``) is surely this format."""
+        return False
+
+    def accepts_suffix(self, path: Path) -> bool:
+        name = path.name.lower()
+        return any(name.endswith(s) for s in self.suffixes)
+
+    def accepts_directory(self, path: Path) -> bool:
+        """True if this reader can read the folder ``path``."""
+        return False
+
+    @abstractmethod
+    def read(self, path: Path, **options: Any) -> Sample:
+        """Read ``path``; raise a :class:`~meddx.exceptions.MeddxError` on bad input."""
+
+
+_REGISTRY: dict[str, Reader] = {}
+
+R = TypeVar("R", bound=type[Reader])
+
+
+def register_reader(cls: R) -> R:
+    """Class decorator: add a reader to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"a reader named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def list_readers() -> list[str]:
+    """Names of the registered readers, in registration order."""
+    _load_builtin_readers()
+    return list(_REGISTRY)
+
+
+def get_reader(name: str) -> Reader:
+    """The reader registered as ``name``."""
+    _load_builtin_readers()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnsupportedFormatError(
+            f"no reader named {name!r}",
+            field="reader",
+            hint=f"Choose one of: {', '.join(_REGISTRY)}",
+        ) from None
+
+
+def find_reader(path: Path) -> Reader:
+    """Pick a reader for ``path``: content sniffing first, then the suffix."""
+    _load_builtin_readers()
+    readers = list(_REGISTRY.values())
+    if path.is_dir():
+        for reader in readers:
+            if reader.directories and reader.accepts_directory(path):
+                return reader
+        raise UnsupportedFormatError(
+            "no reader takes this folder",
+            path=path,
+            hint="A folder must hold a DICOM series, or images with a labels.csv (file,label)",
+        )
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    for reader in readers:
+        if reader.sniff(path, head):
+            return reader
+    for reader in readers:
+        if reader.accepts_suffix(path):
+            return reader
+    known = sorted({s for r in readers for s in r.suffixes})
+    raise UnsupportedFormatError(
+        "unsupported format (content not recognised, suffix not known)",
+        path=path,
+        hint=f"meddx reads {', '.join(known)}; pass reader=NAME to force one of {', '.join(_REGISTRY)}",
+    )
+
+
+def read(path: str | Path, *, reader: str | None = None, **options: Any) -> Sample:
+    """Read a medical file or folder into a typed sample.
+
+    Args:
+        path: a file (DICOM, NIfTI, PNG/JPEG, ``.npz``, WFDB ``.hea``, EDF, CSV,
+            FHIR JSON, HL7 v2) or a folder (DICOM series, images with ``labels.csv``).
+        reader: force a reader by name instead of detecting the format.
+        **options: passed to the reader (e.g. ``schema=`` for CSV tables).
+
+    Raises:
+        DataFileNotFoundError: ``path`` does not exist.
+        UnsupportedFormatError: no reader recognises it.
+        CorruptFileError: the reader's library could not decode it.
+        MeddxError: any other validation failure, naming the file and field.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFileNotFoundError(
+            "no such file or folder", path=path, hint="Check the path and the current directory"
+        )
+    chosen = get_reader(reader) if reader else find_reader(path)
+    try:
+        return chosen.read(path, **options)
+    except MeddxError:
+        raise
+    except MemoryError as exc:
+        raise CorruptFileError(
+            "declares more data than fits in memory", path=path, hint="The header is probably corrupt"
+        ) from exc
+    except RecursionError as exc:
+        raise CorruptFileError(
+            f"{chosen.name} structure is nested too deeply", path=path, hint="The file is probably corrupt"
+        ) from exc
+    except chosen.decode_errors as exc:
+        raise CorruptFileError(
+            f"cannot decode as {chosen.name}: {type(exc).__name__}: {exc}",
+            path=path,
+            hint="The file is truncated or corrupt; re-export or re-download it",
+        ) from exc
+
+
+_BUILTINS_LOADED = False
+
+
+def _load_builtin_readers() -> None:
+    """Import the built-in reader modules once (they register themselves)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(f"meddx.data.readers.{module}")
+
+
+# Order matters only for suffix fallback; sniffing is unambiguous.
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "dicom",
+    "nifti",
+    "image",
+    "npz",
+    "wfdb",
+    "edf",
+    "fhir",
+    "hl7v2",
+    "table",
+)
+
+Loader = Callable[[Path], Sample]
