@@ -10,6 +10,7 @@ so a DICOM file without ``.dcm`` or a PNG named ``.jpg`` still reads correctly.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -184,11 +185,12 @@ def _load_builtin_readers() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
-    _BUILTINS_LOADED = True
     import importlib
 
     for module in _BUILTIN_MODULES:
-        importlib.import_module(f"meddx.data.readers.{module}")
+        if f"meddx.data.readers.{module}" not in sys.modules:
+            importlib.import_module(f"meddx.data.readers.{module}")
+    _BUILTINS_LOADED = True
 
 
 # Order matters only for suffix fallback; sniffing is unambiguous.

@@ -1,0 +1,55 @@
+"""The ``meddx`` command: one Typer app, one sub-module per verb group.
+
+Only Typer is imported at start-up; every command imports what it needs inside
+its body, so ``meddx --help`` stays well under a second.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from meddx.cli import data as _data
+from meddx.cli import info as _info
+from meddx.cli import modelling as _modelling
+from meddx.exceptions import MeddxError
+
+app = typer.Typer(
+    name="meddx",
+    help="Deep-learning medical diagnosis: read clinical data, train, evaluate and predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("info")(_info.info)
+app.add_typer(_data.app, name="data")
+app.command("train")(_modelling.train)
+app.command("evaluate")(_modelling.evaluate)
+app.command("predict")(_modelling.predict)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; print project errors as one clear line, exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MeddxError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
