@@ -32,6 +32,7 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
 
 
 def _load_builtin() -> None:
+    import meddx.models.backbones  # noqa: F401
     import meddx.models.cnn  # noqa: F401
 
 
