@@ -75,17 +75,41 @@ def fetch(name: str = typer.Argument(..., help="Data set name.")) -> None:
 def read(
     path: Path = typer.Argument(..., help="A file or folder to read."),
     reader: str = typer.Option(None, help="Force a reader by name."),
+    option: list[str] = typer.Option(
+        None, "--option", "-o", help="Reader option KEY=VALUE (e.g. -o allow_nan=true); repeatable."
+    ),
 ) -> None:
     """Read one file and print its type, shape and metadata."""
     from meddx.data.readers import read as do_read
 
-    sample = do_read(path, reader=reader)
+    sample = do_read(path, reader=reader, **_parse_options(option or []))
     typer.echo(f"{sample.kind} read by {sample.format}: {path}")
-    for key in ("shape", "spacing", "modality", "fs", "channel_names", "units", "n_rows", "patient_id", "study_id"):
+    for key in ("shape", "spacing", "modality", "n_samples", "fs", "channel_names", "units", "n_rows",
+                "patient_id", "study_id"):
         value = getattr(sample, key, None)
         if value not in (None, [], ()):
             typer.echo(f"  {key}: {value}")
+    if getattr(sample, "annotations", None):
+        typer.echo(f"  annotations: {len(sample.annotations)}")
     if hasattr(sample, "counts"):
         typer.echo(f"  counts: {sample.counts()}")
     if getattr(sample, "resources", None):
         typer.echo(f"  resources: {sample.resources}")
+
+
+def _parse_options(items: list[str]) -> dict[str, object]:
+    """``["allow_nan=true", "fs=250"]`` → ``{"allow_nan": True, "fs": 250}`` (JSON values, else strings)."""
+    import json
+
+    from meddx.exceptions import ConfigError
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"reader option {item!r} is not KEY=VALUE", field="--option")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options

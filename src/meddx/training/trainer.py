@@ -208,7 +208,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss) * len(index)
+            total_loss += loss.item() * len(index)
             seen += len(index)
         val_metrics = compute_metrics(y_val, _predict(model, x_val, mean, std))
         record = {"epoch": epoch + 1, "loss": total_loss / len(order), **{f"val_{k}": v for k, v in val_metrics.items()}}
