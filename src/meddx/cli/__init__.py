@@ -11,8 +11,10 @@ import sys
 import typer
 
 from meddx.cli import data as _data
+from meddx.cli import evaluate as _evaluate
 from meddx.cli import info as _info
-from meddx.cli import modelling as _modelling
+from meddx.cli import predict as _predict
+from meddx.cli import train as _train
 from meddx.exceptions import MeddxError
 
 app = typer.Typer(
@@ -24,9 +26,9 @@ app = typer.Typer(
 )
 app.command("info")(_info.info)
 app.add_typer(_data.app, name="data")
-app.command("train")(_modelling.train)
-app.command("evaluate")(_modelling.evaluate)
-app.command("predict")(_modelling.predict)
+app.command("train")(_train.train)
+app.command("evaluate")(_evaluate.evaluate)
+app.command("predict")(_predict.predict)
 
 
 def main(argv: list[str] | None = None) -> int:
