@@ -1,4 +1,4 @@
-"""``meddx train``."""
+"""``meddx train``: train an image classifier into a run folder."""
 
 from __future__ import annotations
 
@@ -11,19 +11,42 @@ def train(
     data: str = typer.Argument(..., help="Catalogue image set (e.g. breastmnist) or a folder with labels.csv."),
     model: str = typer.Option("cnn-small", help="Model name (see meddx.models.list_models())."),
     epochs: int = typer.Option(40, help="Maximum epochs (early stopping on validation AUC)."),
+    patience: int = typer.Option(12, help="Epochs without a better validation AUC before stopping."),
     batch_size: int = typer.Option(64, help="Batch size."),
-    lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle schedule)."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate."),
+    weight_decay: float = typer.Option(1e-4, help="AdamW weight decay."),
+    schedule: str = typer.Option("onecycle", help="onecycle | cosine."),
+    sampler: str = typer.Option("weighted-loss", help="weighted-loss | balanced | none."),
+    augment: bool = typer.Option(True, help="Random affine and intensity augmentation."),
+    hflip: float = typer.Option(0.5, help="Probability of a horizontal flip (0 for lateralised images)."),
     size: int = typer.Option(None, help="Resize images to SIZE×SIZE."),
+    label_fraction: float = typer.Option(1.0, help="Train on this share of the training labels."),
     seed: int = typer.Option(0, help="Random seed."),
-    pretrained: str = typer.Option(None, help="Start from weights: a state-dict file or a run folder."),
+    pretrained: str = typer.Option(None, help="Start from weights: a meddx package/run folder or a state-dict file."),
+    freeze: str = typer.Option("none", help="none | backbone (linear probe: train the head only)."),
+    unfreeze_epoch: int = typer.Option(0, help="Keep the backbone frozen for this many epochs (gradual unfreezing)."),
+    backbone_lr_mult: float = typer.Option(1.0, help="Backbone learning rate = lr × this."),
+    amp: bool = typer.Option(None, help="Mixed precision (default: on with CUDA)."),
+    resume: Path = typer.Option(None, help="Continue the run in this folder from its last.pt."),
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train an image classifier; write a run folder that evaluate/predict accept."""
+    """Train an image classifier; write a run folder (model package) that evaluate/predict accept."""
+    import json
+
     from meddx.training import TrainConfig
     from meddx.training import train as run_training
 
-    config = TrainConfig(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr, size=size,
-                         seed=seed, pretrained=pretrained, out=str(out) if out else None)
+    if resume is not None:
+        saved = json.loads((resume / "config.json").read_text(encoding="utf-8"))
+        config = TrainConfig(**{**saved, "resume": str(resume), "epochs": epochs if epochs != 40 else saved["epochs"]})
+    else:
+        config = TrainConfig(
+            data=data, model=model, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+            weight_decay=weight_decay, schedule=schedule, sampler=sampler, augment=augment, hflip=hflip, size=size,
+            label_fraction=label_fraction, seed=seed, pretrained=pretrained, freeze=freeze,
+            unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
+            out=str(out) if out else None,
+        )
     run = run_training(config, progress=progress)
     typer.echo(str(run))

@@ -1,5 +1,5 @@
 """Training: configs, the loop, and run folders."""
 
-from meddx.training.trainer import TrainConfig, train
+from meddx.training.trainer import FitResult, TrainConfig, fit, train
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["FitResult", "TrainConfig", "fit", "train"]

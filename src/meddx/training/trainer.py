@@ -1,12 +1,19 @@
 """Train an image classifier into a run folder that ``evaluate``/``predict`` accept.
 
-A run folder holds everything needed to reproduce and use the model::
+A run folder holds everything needed to reproduce, resume and use the model::
 
     config.json        the resolved configuration (seed included)
     history.jsonl      one line of metrics per epoch
     model.safetensors  the best weights (highest validation AUC)
+    last.pt            model, optimiser, scheduler and RNG state after the last epoch (resume)
     package.json       model name, classes, preprocessing, data and split, metrics
     train.log          the log
+
+Transfer learning: ``pretrained`` starts from a meddx backbone package, a
+state-dict file or (through timm) ImageNet weights; ``freeze="backbone"`` trains
+the head only (linear probe); ``unfreeze_epoch=k`` keeps the backbone frozen for
+the first k epochs (gradual unfreezing); ``backbone_lr_mult`` gives the backbone
+a lower learning rate than the new head.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ from meddx.exceptions import ConfigError
 
 log = logging.getLogger("meddx.training")
 
+SAMPLERS = ("weighted-loss", "balanced", "none")
+SCHEDULES = ("onecycle", "cosine")
+FREEZE = ("none", "backbone")
+
 
 @dataclass
 class TrainConfig:
@@ -33,15 +44,19 @@ class TrainConfig:
     Attributes:
         data: a catalogue image set (``breastmnist``) or a folder with ``labels.csv``.
         model: a name from :func:`meddx.models.list_models`.
-        epochs: maximum epochs; early stopping may end sooner.
-        patience: epochs without a better validation AUC before stopping.
-        lr / weight_decay: AdamW settings; the schedule is one-cycle (cosine).
-        balanced: weight the loss by inverse class frequency.
-        augment: random flips and shifts during training.
+        epochs / patience: maximum epochs; stop after ``patience`` epochs without a
+            better validation AUC.
+        lr / weight_decay / schedule: AdamW with a one-cycle or cosine schedule.
+        sampler: ``weighted-loss`` (inverse class frequency in the loss),
+            ``balanced`` (class-balanced sampling) or ``none``.
+        augment / hflip: batched random affine + intensity jitter; flip probability.
         size: resize images to ``size``×``size`` (None keeps the data's size).
-        val_fraction: for data without a validation split, the share of training
-            groups held out for validation.
-        pretrained: weights to start from (state-dict file or run folder).
+        label_fraction: train on this share of the training labels (stratified).
+        val_fraction: for data without a validation split, the share of groups held out.
+        pretrained: weights to start from (see module docstring).
+        freeze / unfreeze_epoch / backbone_lr_mult: transfer-learning options.
+        amp: mixed precision; None turns it on where it helps (CUDA).
+        resume: a run folder whose ``last.pt`` to continue from.
         out: the run folder (default ``$MEDDX_HOME/runs/<data>-<model>-<time>``).
     """
 
@@ -52,18 +67,49 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    balanced: bool = True
+    schedule: str = "onecycle"
+    sampler: str = "weighted-loss"
     augment: bool = True
+    hflip: float = 0.5
     size: int | None = None
+    label_fraction: float = 1.0
     val_fraction: float = 0.15
     seed: int = 0
     pretrained: str | None = None
+    freeze: str = "none"
+    unfreeze_epoch: int = 0
+    backbone_lr_mult: float = 1.0
+    amp: bool | None = None
     threads: int | None = None
+    device: str = "auto"
+    resume: str | None = None
     out: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        for name, value, allowed in (("sampler", self.sampler, SAMPLERS), ("schedule", self.schedule, SCHEDULES),
+                                     ("freeze", self.freeze, FREEZE)):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}", field=name)
+        if not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}", field="label_fraction")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("epochs must be ≥ 1 and batch_size ≥ 2", field="epochs/batch_size")
 
-def _seed_everything(seed: int) -> None:
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the best model state and its bookkeeping."""
+
+    best_epoch: int
+    best_val_auc: float
+    epochs_run: int
+    seconds: float
+    images_per_second: float
+    history: list[dict[str, float]]
+
+
+def seed_everything(seed: int) -> None:
     import random
 
     import torch
@@ -74,86 +120,279 @@ def _seed_everything(seed: int) -> None:
 
 
 def prepare_arrays(images: np.ndarray, size: int | None) -> np.ndarray:
-    """uint8 ``(N,H,W[,C])`` → float32 ``(N,C,H,W)`` in [0, 1], resized if asked."""
+    """uint8/uint16 ``(N,H,W[,C])`` → float32 ``(N,C,H,W)`` in [0, 1], resized if asked."""
     import torch
     import torch.nn.functional as F
 
     x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[:, None]
-    else:
-        x = np.moveaxis(x, -1, 1)
-    scale = 65535.0 if x.dtype == np.uint16 else 255.0
+    x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)
+    scale = 65535.0 if x.dtype == np.uint16 else 255.0 if x.dtype == np.uint8 else 1.0
     t = torch.from_numpy(np.ascontiguousarray(x)).float() / scale
-    if size is not None and t.shape[-1] != size:
+    if size is not None and (t.shape[-1] != size or t.shape[-2] != size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return t.numpy()
 
 
-def _augment(batch: Any, generator: Any) -> Any:
-    """Random horizontal flip and a random shift of up to 1/10 of the side, per sample."""
-    import torch
-    import torch.nn.functional as F
-
-    n, _, h, w = batch.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-    pad = max(1, h // 10)
-    padded = F.pad(batch, (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (torch.arange(h)[None, :] + dy[:, None])  # (n, h)
-    cols = (torch.arange(w)[None, :] + dx[:, None])  # (n, w)
-    index = torch.arange(n)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+def head_module(model: Any) -> Any:
+    """The classifier of ``model`` (timm's ``get_classifier()`` or meddx's ``head``)."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    if hasattr(model, "head"):
+        return model.head
+    raise ConfigError(f"{type(model).__name__} exposes no classifier head", field="model")
 
 
-def _predict(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256) -> np.ndarray:
+def _set_backbone_trainable(model: Any, trainable: bool) -> None:
+    head_ids = {id(p) for p in head_module(model).parameters()}
+    for p in model.parameters():
+        if id(p) not in head_ids:
+            p.requires_grad_(trainable)
+
+
+def _backbone_frozen(model: Any) -> bool:
+    head_ids = {id(p) for p in head_module(model).parameters()}
+    return not any(p.requires_grad for p in model.parameters() if id(p) not in head_ids)
+
+
+def _train_mode(model: Any) -> None:
+    """``model.train()``, but a frozen backbone keeps its normalisation statistics (a true linear probe)."""
+    from torch import nn
+
+    model.train()
+    if _backbone_frozen(model):
+        head = set(head_module(model).modules())
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module not in head:
+                module.eval()
+
+
+def predict_proba(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
+                  device: str = "cpu") -> np.ndarray:
+    """Softmax probabilities for preprocessed inputs ``x`` ``(N,C,H,W)``."""
     import torch
 
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            batch = (torch.from_numpy(x[start:start + batch_size]) - mean) / std
-            out.append(torch.softmax(model(batch), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+            batch = ((torch.from_numpy(x[start:start + batch_size]) - mean) / std).to(device)
+            out.append(torch.softmax(model(batch).float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def subsample_labels(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Indices of a stratified ``fraction`` of the samples (whole groups when given), at least 2 per class."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    keep: list[int] = []
+    for c in np.unique(labels):
+        class_groups = np.unique(groups[labels == c])
+        rng.shuffle(class_groups)
+        n = max(2, int(round(fraction * len(class_groups))))
+        chosen = set(class_groups[:n].tolist())
+        keep += [i for i in np.flatnonzero(labels == c) if groups[i] in chosen]
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def fit(
+    model: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: TrainConfig,
+    *,
+    run: Path | None = None,
+    mean: float = 0.0,
+    std: float = 1.0,
+    progress: bool = False,
+) -> FitResult:
+    """The training loop on preprocessed arrays; keeps the best state (by validation AUC) in ``model``.
+
+    With ``run`` it also writes ``history.jsonl``, ``model.safetensors`` (best)
+    and ``last.pt`` (for ``resume``), and resumes from ``run/last.pt`` when
+    ``config.resume`` names that folder.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    from meddx.evaluation.metrics import compute_metrics
+    from meddx.preprocess import BatchAugment
+
+    config.validate()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    use_amp = (device == "cuda") if config.amp is None else config.amp
+    amp_dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    num_classes = int(max(y_train.max(), y_val.max()) + 1)
+    model = model.to(device=device, memory_format=torch.channels_last)
+    counts = np.bincount(y_train, minlength=num_classes).astype(np.float64)
+    inv = counts.sum() / (num_classes * np.maximum(counts, 1))
+    loss_weights = inv if config.sampler == "weighted-loss" else np.ones(num_classes)
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor(loss_weights, dtype=torch.float32, device=device))
+
+    head_params = list(head_module(model).parameters())
+    head_ids = {id(p) for p in head_params}
+    backbone_params = [p for p in model.parameters() if id(p) not in head_ids]
+    groups = [{"params": head_params, "lr": config.lr}]
+    if config.freeze != "backbone":
+        groups.append({"params": backbone_params, "lr": config.lr * config.backbone_lr_mult})
+    _set_backbone_trainable(model, config.freeze != "backbone" and config.unfreeze_epoch == 0)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(x_train) // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.2)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device == "cuda")
+    generator = torch.Generator().manual_seed(config.seed)
+    augment = BatchAugment(hflip=config.hflip) if config.augment else None
+    sample_weights = torch.tensor(inv[y_train], dtype=torch.float64)
+
+    state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "stale": 0, "seen": 0, "seconds": 0.0}
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    if config.resume:
+        checkpoint = Path(config.resume) / "last.pt"
+        if not checkpoint.is_file():
+            raise ConfigError("no last.pt to resume from", path=checkpoint.parent, field="resume")
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved.get("total_steps", total_steps) != total_steps:
+            raise ConfigError(
+                "resume needs the same epochs, batch size and data as the interrupted run", path=checkpoint,
+                field="epochs", hint="Resume with the run's own config.json, or start a new run",
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        best_state = saved["best_model"]
+        state.update(saved["state"])
+        history = saved["history"]
+        log.info("resumed from %s at epoch %d", checkpoint, state["epoch"])
+
+    x_train_t = torch.from_numpy(x_train)
+    y_train_t = torch.from_numpy(y_train)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.epochs, initial=state["epoch"], desc=f"train {config.model}", unit="epoch")
+    history_file = open(run / "history.jsonl", "a" if config.resume else "w", encoding="utf-8") if run else None
+    try:
+        for epoch in range(state["epoch"], config.epochs):
+            if config.freeze != "backbone" and config.unfreeze_epoch and epoch == config.unfreeze_epoch:
+                _set_backbone_trainable(model, True)
+                log.info("epoch %d: backbone unfrozen", epoch + 1)
+            started = time.perf_counter()
+            _train_mode(model)
+            if config.sampler == "balanced":
+                order = torch.multinomial(sample_weights, len(y_train), replacement=True, generator=generator)
+            else:
+                order = torch.randperm(len(x_train_t), generator=generator)
+            total_loss, n_seen = 0.0, 0
+            for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
+                index = order[start:start + config.batch_size]
+                batch = x_train_t[index]
+                if augment is not None:
+                    batch = augment(batch, generator)
+                batch = ((batch - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+                target = y_train_t[index].to(device)
+                with torch.autocast(device_type=device, dtype=amp_dtype, enabled=use_amp):
+                    loss = criterion(model(batch).float(), target)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                total_loss += loss.item() * len(index)
+                n_seen += len(index)
+            state["seconds"] += time.perf_counter() - started
+            state["seen"] += n_seen
+            val = compute_metrics(y_val, predict_proba(model, x_val, mean, std, device=device))
+            record = {"epoch": epoch + 1, "loss": total_loss / max(n_seen, 1),
+                      "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in val.items()}}
+            history.append(record)
+            if history_file:
+                history_file.write(json.dumps(record) + "\n")
+                history_file.flush()
+            log.info("epoch %d loss %.4f val_auc %.4f val_acc %.4f", epoch + 1, record["loss"], val["auc"], val["acc"])
+            if bar is not None:
+                bar.set_postfix(loss=f"{record['loss']:.3f}", val_auc=f"{val['auc']:.3f}", val_acc=f"{val['acc']:.3f}")
+                bar.update(1)
+            score = val["auc"] if not np.isnan(val["auc"]) else val["acc"]
+            state["epoch"] = epoch + 1
+            if score > state["best_auc"]:
+                state.update(best_auc=score, best_epoch=epoch + 1, stale=0)
+                best_state = copy.deepcopy(model.state_dict())
+                if run:
+                    save_weights(model, run / "model.safetensors")
+            else:
+                state["stale"] += 1
+            if run:
+                tmp = run / "last.pt.tmp"
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                            "best_model": best_state, "state": state, "history": history,
+                            "total_steps": total_steps}, tmp)
+                os.replace(tmp, run / "last.pt")
+            if state["stale"] >= config.patience:
+                log.info("early stop at epoch %d (best %d)", epoch + 1, state["best_epoch"])
+                break
+    finally:
+        if history_file:
+            history_file.close()
+        if bar is not None:
+            bar.close()
+    model.load_state_dict(best_state)
+    seconds = state["seconds"]
+    return FitResult(state["best_epoch"], state["best_auc"], state["epoch"], seconds,
+                     state["seen"] / seconds if seconds else 0.0, history)
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
-    """Train ``config.model`` on ``config.data``; return the run folder."""
+    """Train ``config.model`` on ``config.data``; return the run folder (a model package)."""
     import torch
-    from torch import nn
 
     from meddx import __version__
     from meddx.data.datasets import load_images
     from meddx.data.splits import group_train_val_test_split
-    from meddx.evaluation.metrics import compute_metrics
     from meddx.models import create_model
 
+    config.validate()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     sample = load_images(config.data, size=config.size)
     splits = dict(sample.splits)
+    groups_all = sample.meta.get("groups")
+    split_note = "official train/val"
     if "train" not in splits:
         if "all" not in splits:
             raise ConfigError("data has no 'train' or 'all' split", field="split", path=config.data)
         images, labels = splits.pop("all")
-        groups = np.asarray(sample.meta.get("groups", np.arange(len(labels))))
+        groups = np.asarray(groups_all) if groups_all is not None else np.arange(len(labels))
         idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=config.seed)
         splits["train"] = (images[idx["train"]], labels[idx["train"]])
         splits["val"] = (images[idx["val"]], labels[idx["val"]])
+        split_note = f"group split of all data: {1 - config.val_fraction:.0%} train / {config.val_fraction:.0%} val"
     if "val" not in splits:
         images, labels = splits["train"]
         idx = group_train_val_test_split(labels, np.arange(len(labels)), val=config.val_fraction, test=0.0,
                                          seed=config.seed)
         splits["train"] = (images[idx["train"]], labels[idx["train"]])
         splits["val"] = (images[idx["val"]], labels[idx["val"]])
+        split_note = f"train split re-split {1 - config.val_fraction:.0%} / {config.val_fraction:.0%} for validation"
     x_train = prepare_arrays(splits["train"][0], config.size)
-    y_train = np.asarray(splits["train"][1]).reshape(-1).astype(np.int64)
+    y_train = np.asarray(splits["train"][1]).reshape(len(x_train), -1)[:, 0].astype(np.int64)
+    if config.label_fraction < 1:
+        keep = subsample_labels(y_train, config.label_fraction, config.seed)
+        x_train, y_train = x_train[keep], y_train[keep]
     x_val = prepare_arrays(splits["val"][0], config.size)
-    y_val = np.asarray(splits["val"][1]).reshape(-1).astype(np.int64)
+    y_val = np.asarray(splits["val"][1]).reshape(len(x_val), -1)[:, 0].astype(np.int64)
     num_classes = int(max(y_train.max(), y_val.max()) + 1)
     if sample.class_names:
         num_classes = max(num_classes, len(sample.class_names))
@@ -161,103 +400,51 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     in_chans = int(x_train.shape[1])
     mean, std = float(x_train.mean()), float(x_train.std() or 1.0)
 
-    run = Path(config.out) if config.out else _default_run_dir(config)
+    run = Path(config.resume or config.out or _default_run_dir(config))
     run.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
-
-    model = create_model(config.model, num_classes=num_classes, in_chans=in_chans, pretrained=config.pretrained)
-    model = model.to(memory_format=torch.channels_last)
-    counts = np.bincount(y_train, minlength=num_classes).astype(np.float64)
-    weights = counts.sum() / (num_classes * np.maximum(counts, 1)) if config.balanced else np.ones(num_classes)
-    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, int(np.ceil(len(x_train) / config.batch_size)))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    x_train_t = torch.from_numpy(x_train)
-    y_train_t = torch.from_numpy(y_train)
-    best_auc, best_epoch, stale = -1.0, -1, 0
-    history = open(run / "history.jsonl", "w", encoding="utf-8")
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.epochs, desc=f"train {config.model}", unit="epoch", leave=False)
-    started = time.perf_counter()
-    seen = 0
-    for epoch in range(config.epochs):
-        model.train()
-        order = torch.randperm(len(x_train_t), generator=generator)
-        total_loss = 0.0
-        for start in range(0, len(order), config.batch_size):
-            index = order[start:start + config.batch_size]
-            if len(index) < 2:
-                continue
-            batch = x_train_t[index]
-            if config.augment:
-                batch = _augment(batch, generator)
-            batch = ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
-            loss = criterion(model(batch), y_train_t[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(index)
-            seen += len(index)
-        val_metrics = compute_metrics(y_val, _predict(model, x_val, mean, std))
-        record = {"epoch": epoch + 1, "loss": total_loss / len(order), **{f"val_{k}": v for k, v in val_metrics.items()}}
-        history.write(json.dumps(record) + "\n")
-        history.flush()
-        log.info("epoch %d loss %.4f val_auc %.4f val_acc %.4f", epoch + 1, record["loss"],
-                 val_metrics["auc"], val_metrics["acc"])
-        if bar is not None:
-            bar.set_postfix(loss=f"{record['loss']:.3f}", val_auc=f"{val_metrics['auc']:.3f}")
-            bar.update(1)
-        auc = val_metrics["auc"] if not np.isnan(val_metrics["auc"]) else val_metrics["acc"]
-        if auc > best_auc:
-            best_auc, best_epoch, stale = auc, epoch + 1, 0
-            _save_weights(model, run / "model.safetensors")
-        else:
-            stale += 1
-            if stale >= config.patience:
-                log.info("early stop at epoch %d (best %d)", epoch + 1, best_epoch)
-                break
-    elapsed = time.perf_counter() - started
-    history.close()
-    if bar is not None:
-        bar.close()
+    try:
+        (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+        model = create_model(config.model, num_classes=num_classes, in_chans=in_chans, pretrained=config.pretrained)
+        result = fit(model, x_train, y_train, x_val, y_val, config, run=run, mean=mean, std=std, progress=progress)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    dataset = sample.meta.get("dataset")
     package = {
         "format": "meddx-model/1",
         "meddx_version": __version__,
-        "name": f"{sample.meta.get('dataset', Path(config.data).name)}-{config.model}",
+        "name": f"{dataset or Path(config.data).name}-{config.model}",
         "version": time.strftime("%Y%m%d%H%M%S"),
         "architecture": config.model,
         "num_classes": num_classes,
         "class_names": class_names,
         "modality": "image",
+        "task": "binary classification" if num_classes == 2 else "multi-class classification",
         "preprocess": {"in_chans": in_chans, "size": int(x_train.shape[-1]), "mean": mean, "std": std,
-                       "scale": "divide by 255 (uint8) or 65535 (uint16)"},
-        "data": {"source": config.data, "dataset": sample.meta.get("dataset"), "licence": sample.meta.get("licence"),
-                 "train": int(len(y_train)), "val": int(len(y_val))},
-        "training": {"best_epoch": best_epoch, "best_val_auc": best_auc, "seconds": elapsed,
-                     "images_per_second": seen / elapsed if elapsed else None},
+                       "scale": "divide by 255 (uint8) or 65535 (uint16)",
+                       "windowing": "DICOM window centre/width when present, else min-max"},
+        "data": {"source": config.data, "dataset": dataset, "licence": sample.meta.get("licence"),
+                 "split": split_note, "train": int(len(y_train)), "val": int(len(y_val)),
+                 "label_fraction": config.label_fraction},
+        "training": {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc,
+                     "epochs_run": result.epochs_run, "seconds": result.seconds,
+                     "images_per_second": result.images_per_second, "seed": config.seed,
+                     "pretrained": config.pretrained, "freeze": config.freeze},
+        "intended_use": "Research and clinical decision support by qualified staff; not for primary diagnosis.",
     }
     (run / "package.json").write_text(json.dumps(package, indent=2), encoding="utf-8")
-    log.removeHandler(handler)
-    handler.close()
     return run
 
 
-def _save_weights(model: Any, path: Path) -> None:
+def save_weights(model: Any, path: Path) -> None:
+    """Write the model's state dict as safetensors, atomically."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp))
     os.replace(tmp, path)
