@@ -368,7 +368,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     seed_everything(config.seed)
     sample = load_images(config.data, size=config.size)
     splits = dict(sample.splits)
-    groups_all = sample.meta.get("groups")
+    groups_all = (sample.meta.get("groups") or {}).get("all")
     split_note = "official train/val"
     if "train" not in splits:
         if "all" not in splits:
