@@ -27,7 +27,8 @@ demo: $(STAMP)
 	$(BIN)/meddx info
 	$(BIN)/meddx data info breastmnist
 	$(BIN)/meddx train breastmnist --model cnn-small --epochs 40 --seed 0 --out $(DEMO_RUN) --no-progress
-	$(BIN)/meddx evaluate $(DEMO_RUN) breastmnist --split test --out $(DEMO_RUN)/test-metrics.json
+	$(BIN)/meddx evaluate $(DEMO_RUN) breastmnist --split test --out $(DEMO_RUN)/evaluation --record
+	$(BIN)/meddx models register $(DEMO_RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -13,7 +13,9 @@ import typer
 from meddx.cli import data as _data
 from meddx.cli import evaluate as _evaluate
 from meddx.cli import info as _info
+from meddx.cli import models as _models
 from meddx.cli import predict as _predict
+from meddx.cli import pretrain as _pretrain
 from meddx.cli import train as _train
 from meddx.exceptions import MeddxError
 
@@ -29,6 +31,8 @@ app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
+app.add_typer(_models.app, name="models")
+app.command("pretrain")(_pretrain.pretrain)
 
 
 def main(argv: list[str] | None = None) -> int:

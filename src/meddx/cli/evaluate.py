@@ -1,4 +1,4 @@
-"""``meddx evaluate``."""
+"""``meddx evaluate``: metrics with 95% bootstrap CIs, plots and JSON for a model on labelled images."""
 
 from __future__ import annotations
 
@@ -8,35 +8,93 @@ import typer
 
 
 def evaluate(
-    model: Path = typer.Argument(..., help="A run folder / model package."),
+    model: str = typer.Argument(..., help="A run folder / package path, or a registered NAME[:VERSION]."),
     data: str = typer.Argument(..., help="Catalogue set (e.g. breastmnist) or a folder with labels.csv."),
-    split: str = typer.Option("test", help="Split to evaluate (catalogue sets)."),
+    split: str = typer.Option(
+        None, help="Split to evaluate. Default: 'test' (catalogue sets; folders with a split column), "
+        "else all of a folder's images."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs."),
-    out: Path = typer.Option(None, help="Write the metrics as JSON here."),
+    out: Path = typer.Option(
+        None, help="Output folder: metrics.json, roc.png, pr.png, confusion.png. "
+        "A path ending in .json writes only that JSON file."),
+    positive: str = typer.Option(None, help="Positive class of a binary model (default: class 1)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    record: bool = typer.Option(
+        False, "--record", help="Store the metrics with CIs in the package's package.json and regenerate "
+        "MODEL_CARD.md (only for the test split of the catalogue set the model was trained on)."),
 ) -> None:
-    """Evaluate a model on a split: metrics with 95% bootstrap CIs, as a table (and JSON)."""
-    import json
-
-    import numpy as np
-
+    """Evaluate a model on a split or a hospital's own folder: metrics with 95% CIs (patients resampled when known)."""
     from meddx.data.datasets import load_images
-    from meddx.evaluation.metrics import bootstrap_metrics, format_table
+    from meddx.evaluation.metrics import format_table
+    from meddx.evaluation.report import evaluate_model, recorded_metrics, write_json
     from meddx.exceptions import ConfigError
     from meddx.inference import Pipeline
 
     pipe = Pipeline.load(model)
-    sample = load_images(data)
+    pre = pipe.package["preprocess"]
+    is_folder = Path(data).is_dir()
+    sample = load_images(data, size=pre["size"], channels=pre["in_chans"]) if is_folder else load_images(data)
     available = list(sample.splits)
-    chosen = split if split in sample.splits else ("all" if available == ["all"] else None)
-    if chosen is None:
-        raise ConfigError(f"no split {split!r} in {data}", field="split", hint=f"Choose one of {available}")
+    if split is not None:
+        if split not in sample.splits:
+            raise ConfigError(f"no split {split!r} in {data}", field="split", hint=f"Choose one of {available}")
+        chosen = split
+    elif "test" in sample.splits:
+        chosen = "test"
+    elif available == ["all"]:
+        chosen = "all"
+    else:
+        raise ConfigError(f"{data} has no test split", field="split", hint=f"Pass --split, one of {available}")
+    if record:
+        _check_record(pipe.package, sample.meta.get("dataset"), data, chosen, is_folder)
+
     images, labels = sample.splits[chosen]
-    proba = pipe.predict_arrays(images)
-    y = np.asarray(labels).reshape(-1).astype(int)
-    results = bootstrap_metrics(y, proba, n_boot=n_boot)
-    title = f"{pipe.package['name']} on {data} [{chosen}], n={len(y)}"
-    typer.echo(format_table(results, title))
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"model": pipe.package["name"], "data": data, "split": chosen, "n": len(y),
-                                   "metrics": results}, indent=2), encoding="utf-8")
+    groups = sample.meta.get("groups")
+    groups = groups.get(chosen) if isinstance(groups, dict) else groups
+    if groups is not None and len(groups) != len(labels):
+        groups = None
+    result = evaluate_model(
+        pipe, images, labels, groups=groups, class_names=sample.class_names,
+        out_dir=out if out is not None and out.suffix.lower() != ".json" else None,
+        n_boot=n_boot, seed=seed, positive=positive, data=data, split=chosen,
+        source=Path(data) / "labels.csv" if is_folder else None,
+    )
+    if out is not None and out.suffix.lower() == ".json":
+        write_json(out, result)
+
+    version = pipe.package.get("version", "")
+    title = f"{result['model']} {version} on {data} [{chosen}], n={result['n']}"
+    if result["n_groups"]:
+        title += f", {result['n_groups']} patients/groups"
+    typer.echo(format_table(result["metrics"], title))
+    if result["positive_class"] is not None:
+        typer.echo(f"\npositive class: {result['positive_class']} (threshold {result['threshold']})")
+    if out is not None:
+        typer.echo(f"wrote {out}", err=True)
+    if record:
+        from meddx.packaging import read_package, write_card, write_package
+
+        package = read_package(pipe.folder)
+        package["metrics"] = recorded_metrics(result)
+        write_package(pipe.folder, package)
+        card = write_card(pipe.folder, package)
+        typer.echo(f"recorded the metrics in {pipe.folder / 'package.json'}; card: {card}", err=True)
+
+
+def _check_record(package: dict, dataset: str | None, data: str, split: str, is_folder: bool) -> None:
+    """--record is for the official test split of the catalogue set the model learnt from."""
+    from meddx.exceptions import ConfigError
+
+    if is_folder or dataset is None:
+        raise ConfigError(
+            "--record stores test metrics of a catalogue data set; this is a folder", field="record",
+            hint="Evaluate on local data without --record (use --out to keep the report)",
+        )
+    if split != "test":
+        raise ConfigError(f"--record needs the test split, not {split!r}", field="record", hint="Drop --split")
+    trained_on = (package.get("data") or {}).get("dataset")
+    if trained_on and trained_on != dataset:
+        raise ConfigError(
+            f"the model was trained on {trained_on}, not {dataset}", field="record",
+            hint=f"Record on `{trained_on}`, or evaluate {data} without --record",
+        )

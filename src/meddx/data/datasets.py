@@ -13,6 +13,7 @@ from pathlib import Path
 from meddx.data.sample import LabelledImagesSample
 from meddx.exceptions import DatasetNotFoundError
 
+_POSITIVE = {"breastmnist": "malignant", "pneumoniamnist": "pneumonia", "brain-tumor-mri-navoneel": "tumour"}
 _IMAGE_SETS = {"breastmnist": "*mnist*.npz", "pneumoniamnist": "*mnist*.npz", "brain-tumor-mri-navoneel": None}
 
 
@@ -43,6 +44,7 @@ def load_images(source: str | Path, *, size: int | None = None, channels: int | 
             sample = read(resolve_file(fetch(spec.name), _IMAGE_SETS[spec.name]), reader="npz")
             sample.class_names = list(spec.classes.values())
         sample.meta["dataset"] = spec.name
+        sample.meta["positive_class"] = _POSITIVE.get(spec.name)
         sample.meta["licence"] = spec.licence
     if not isinstance(sample, LabelledImagesSample):
         raise DatasetNotFoundError(

@@ -115,12 +115,17 @@ def bootstrap_metrics(
     return out
 
 
+def _cell(value: float | None) -> str:
+    """A table cell: three decimals, "n/a" for NaN or None (undefined, e.g. no positives)."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
 def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
-    """A Markdown table of metrics with 95% CIs."""
+    """A Markdown table of metrics with 95% CIs (JSON-loaded results with null values work too)."""
     lines = [f"### {title}", ""] if title else []
     lines += ["| metric | value | 95% CI |", "|---|---|---|"]
     for name in METRICS:
         if name in results:
             r = results[name]
-            lines.append(f"| {name} | {r['value']:.3f} | {r['low']:.3f} – {r['high']:.3f} |")
+            lines.append(f"| {name} | {_cell(r.get('value'))} | {_cell(r.get('low'))} – {_cell(r.get('high'))} |")
     return "\n".join(lines)

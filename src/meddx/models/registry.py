@@ -90,7 +90,7 @@ def _read_state_dict(source: Path) -> dict[str, Any]:
 
 
 def load_pretrained(model: Any, source: str | Path) -> dict[str, list[str]]:
-    """Load matching weights from ``source`` into ``model``; adapt a 3→1 channel stem.
+    """Load matching weights from ``source`` into ``model``; adapt a 3→1 or 1→C channel stem.
 
     Returns ``{"loaded": [...], "adapted": [...], "skipped": [...]}`` so callers
     can log exactly what transferred.
@@ -110,6 +110,11 @@ def load_pretrained(model: Any, source: str | Path) -> dict[str, list[str]]:
         elif value.ndim == 4 and target.ndim == 4 and value.shape[0] == target.shape[0] \
                 and value.shape[2:] == target.shape[2:] and target.shape[1] == 1:
             new_state[key] = value.sum(dim=1, keepdim=True)  # RGB stem -> grey (timm's rule)
+            report["adapted"].append(key)
+        elif value.ndim == 4 and target.ndim == 4 and value.shape[0] == target.shape[0] \
+                and value.shape[2:] == target.shape[2:] and value.shape[1] == 1:
+            # grey stem (meddx pretrain) -> C channels: the same response to a grey image copied C times
+            new_state[key] = value.repeat(1, target.shape[1], 1, 1) / target.shape[1]
             report["adapted"].append(key)
         else:
             report["skipped"].append(key)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -381,8 +382,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         split_note = f"group split of all data: {1 - config.val_fraction:.0%} train / {config.val_fraction:.0%} val"
     if "val" not in splits:
         images, labels = splits["train"]
-        idx = group_train_val_test_split(labels, np.arange(len(labels)), val=config.val_fraction, test=0.0,
-                                         seed=config.seed)
+        train_groups = (sample.meta.get("groups") or {}).get("train")
+        groups = np.asarray(train_groups) if train_groups is not None else np.arange(len(labels))
+        idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=config.seed)
         splits["train"] = (images[idx["train"]], labels[idx["train"]])
         splits["val"] = (images[idx["val"]], labels[idx["val"]])
         split_note = f"train split re-split {1 - config.val_fraction:.0%} / {config.val_fraction:.0%} for validation"
@@ -414,21 +416,27 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         log.removeHandler(handler)
         handler.close()
     dataset = sample.meta.get("dataset")
+    positive = sample.meta.get("positive_class") or (class_names[1] if num_classes == 2 else None)
+    grouped = groups_all is not None or bool((sample.meta.get("groups") or {}).get("train"))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset or Path(config.data).name}-{config.model}").strip("-")
     package = {
         "format": "meddx-model/1",
         "meddx_version": __version__,
-        "name": f"{dataset or Path(config.data).name}-{config.model}",
+        "name": name,
         "version": time.strftime("%Y%m%d%H%M%S"),
         "architecture": config.model,
         "num_classes": num_classes,
         "class_names": class_names,
+        "positive_class": positive,
         "modality": "image",
         "task": "binary classification" if num_classes == 2 else "multi-class classification",
         "preprocess": {"in_chans": in_chans, "size": int(x_train.shape[-1]), "mean": mean, "std": std,
                        "scale": "divide by 255 (uint8) or 65535 (uint16)",
-                       "windowing": "DICOM window centre/width when present, else min-max"},
+                       "windowing": "DICOM: the file's window centre/width; 8-bit PNG/JPEG/DICOM as is; "
+                                    "16-bit PNG ÷257; NIfTI/float: min-max of the slice"},
         "data": {"source": config.data, "dataset": dataset, "licence": sample.meta.get("licence"),
-                 "split": split_note, "train": int(len(y_train)), "val": int(len(y_val)),
+                 "split": split_note, "grouped": grouped, "train": int(len(y_train)), "val": int(len(y_val)),
+                 "test": int(len(sample.splits["test"][1])) if "test" in sample.splits else None,
                  "label_fraction": config.label_fraction},
         "training": {"best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc,
                      "epochs_run": result.epochs_run, "seconds": result.seconds,

@@ -1,0 +1,60 @@
+"""``meddx models``: the local registry of model packages (``$MEDDX_HOME/models``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The local model registry: list, show, register.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_() -> None:
+    """List registered packages, every version, with architecture, data and test AUC."""
+    from meddx.packaging import list_models, registry_dir
+
+    rows = list_models()
+    if not rows:
+        typer.echo(f"no models registered in {registry_dir()}; add one with `meddx models register RUN_FOLDER`")
+        return
+    table = []
+    for r in rows:
+        auc = r["test_auc"] or {}
+        value = auc.get("value")
+        auc_text = (f"{value:.3f} ({auc.get('low', float('nan')):.3f}–{auc.get('high', float('nan')):.3f})"
+                    if isinstance(value, (int, float)) else "-")
+        table.append((f"{r['name']}:{r['version']}" + (" *" if r["latest"] else ""), r["architecture"] or "-",
+                      str(r["data"] or "-"), ", ".join(r["classes"]), auc_text))
+    header = ("model (* latest)", "architecture", "data", "classes", "test AUC (95% CI)")
+    widths = [max(len(header[i]), *(len(row[i]) for row in table)) for i in range(len(header))]
+    for row in (header, *table):
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@app.command("show")
+def show(
+    model: str = typer.Argument(..., help="NAME[:VERSION] (latest when no version), or a package folder."),
+) -> None:
+    """Print a package's model card (generated from package.json)."""
+    from meddx.packaging import read_package, render_card, resolve
+
+    folder = resolve(model)
+    typer.echo(render_card(read_package(folder)), nl=False)
+    typer.echo(f"\n<!-- {folder} -->")
+
+
+@app.command("register")
+def register(
+    run_folder: Path = typer.Argument(..., help="A run folder written by `meddx train`."),
+    name: str = typer.Option(None, help="Register under this name (default: the package's)."),
+    version: str = typer.Option(None, help="Register as this version (default: the package's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a registered version with other weights."),
+) -> None:
+    """Copy a run folder's package into the registry (weights, package.json, card); print NAME:VERSION."""
+    from meddx.packaging import read_package, register as do_register
+
+    target = do_register(run_folder, name=name, version=version, overwrite=overwrite)
+    package = read_package(target)
+    typer.echo(f"{package['name']}:{package['version']}")
+    typer.echo(f"registered in {target}", err=True)

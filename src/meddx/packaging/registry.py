@@ -1,0 +1,254 @@
+"""A local registry of model packages: ``$MEDDX_HOME/models/<name>/<version>/``.
+
+``register(run_folder)`` copies a package (weights, ``package.json``, config,
+history) into the registry, adds the weights' sha256 and a generated model card,
+and returns the new folder. Registered versions are never overwritten silently.
+
+Anywhere a MODEL argument is taken, a package can be named by path or as
+``name[:version]`` (latest version when omitted); :func:`resolve` turns either
+into a folder. An existing path always wins over a registry name.
+
+This module imports only the standard library, so resolving a model name costs
+nothing at start-up (``meddx predict`` must answer in under 3 seconds cold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from meddx.exceptions import ConfigError, ModelError
+
+PACKAGE_FILE = "package.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "MODEL_CARD.md"
+COPIED_FILES = (PACKAGE_FILE, WEIGHTS_FILE, "config.json", "history.jsonl", "metrics.json")
+"""Files of a run folder a registered package keeps (the first two are required)."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def registry_dir() -> Path:
+    """The registry root, ``$MEDDX_HOME/models`` (not created until a model is registered)."""
+    from meddx.config import home_dir
+
+    return home_dir() / "models"
+
+
+def read_package(folder: str | Path) -> dict[str, Any]:
+    """The parsed ``package.json`` of ``folder``, or a ModelError saying why it cannot be used."""
+    folder = Path(folder)
+    meta = folder / PACKAGE_FILE
+    if not meta.is_file():
+        raise ModelError(
+            "not a meddx model package (package.json missing)", path=folder,
+            hint="Pass a run folder written by `meddx train`, or a registered name[:version] (`meddx models list`)",
+        )
+    try:
+        package = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read package.json: {exc}", path=meta, hint="Re-run `meddx train`") from exc
+    if not isinstance(package, dict):
+        raise ModelError("package.json does not hold a JSON object", path=meta)
+    return package
+
+
+def write_package(folder: str | Path, package: dict[str, Any]) -> Path:
+    """Write ``package.json`` atomically (a crash never leaves half a file)."""
+    path = Path(folder) / PACKAGE_FILE
+    tmp = path.with_name(f".{PACKAGE_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(package, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key: digit runs compare as numbers ("1.10" > "1.9"), timestamps stay chronological."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", version) if part)
+
+
+def _check_name(value: str, what: str, path: str | Path | None = None) -> str:
+    if not _NAME.match(value):
+        raise ConfigError(
+            f"{what} {value!r} cannot be used in the registry", path=path, field=what,
+            hint="Use letters, digits, '.', '_' and '-' only (for a name: `meddx models register RUN --name NAME`)",
+        )
+    return value
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``"name:version"`` → ``("name", "version")``; ``"name"`` → ``("name", None)``."""
+    name, _, version = str(ref).partition(":")
+    _check_name(name, "name")
+    if version:
+        _check_name(version, "version")
+    return name, version or None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def register(
+    run_folder: str | Path, *, name: str | None = None, version: str | None = None, overwrite: bool = False
+) -> Path:
+    """Copy the package in ``run_folder`` into the registry; return its registry folder.
+
+    Registering the same weights again under the same name and version returns the
+    existing folder; different weights under a taken version are refused unless
+    ``overwrite`` is set, so ``name:version`` always means one model.
+    """
+    from meddx.packaging.card import write_card
+
+    run = Path(run_folder)
+    package = read_package(run)
+    if not (run / WEIGHTS_FILE).is_file():
+        raise ModelError("no model.safetensors in the package", path=run, hint="Re-run `meddx train`")
+    for field in ("name", "version", "architecture", "class_names"):
+        if not package.get(field):
+            raise ModelError(f"package.json has no {field!r}", path=run / PACKAGE_FILE, field=field)
+    name = _check_name(name or str(package["name"]), "name", run)
+    version = _check_name(version or str(package["version"]), "version", run)
+    sha = _sha256(run / WEIGHTS_FILE)
+    target = registry_dir() / name / version
+    if target.exists():
+        existing = read_package(target)
+        if existing.get("files", {}).get(WEIGHTS_FILE) == sha and not overwrite:
+            return target
+        if not overwrite:
+            raise ModelError(
+                f"{name}:{version} is already registered with other weights", path=target,
+                hint="Register under a new version (--version), or pass --overwrite to replace it",
+            )
+    package = dict(package, name=name, version=version)
+    package["files"] = {WEIGHTS_FILE: sha}
+    package["registry"] = {"source": str(run.resolve()), "registered": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+    try:
+        for file in COPIED_FILES[1:]:
+            if (run / file).is_file():
+                shutil.copy2(run / file, staging / file)
+        write_package(staging, package)
+        write_card(staging, package)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _versions(name: str) -> list[str]:
+    folder = registry_dir() / name
+    if not folder.is_dir():
+        return []
+    found = [p.name for p in folder.iterdir() if (p / PACKAGE_FILE).is_file() and not p.name.startswith(".")]
+    return sorted(found, key=_version_key)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One summary dict per registered package, by name then version (oldest first)."""
+    root = registry_dir()
+    if not root.is_dir():
+        return []
+    rows = []
+    for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = _versions(name_dir.name)
+        for version in versions:
+            folder = name_dir / version
+            try:
+                package = read_package(folder)
+            except ModelError:
+                continue
+            data = package.get("data") or {}
+            metrics = package.get("metrics") or {}
+            auc = (metrics.get("values") or {}).get("auc")
+            rows.append({
+                "name": name_dir.name,
+                "version": version,
+                "latest": version == versions[-1],
+                "architecture": package.get("architecture"),
+                "classes": list(package.get("class_names") or []),
+                "data": data.get("dataset") or data.get("source"),
+                "test_auc": auc,
+                "path": folder,
+            })
+    return rows
+
+
+def get(name: str, version: str | None = None) -> Path:
+    """The registry folder of ``name`` at ``version`` (the latest version when None)."""
+    _check_name(name, "name")
+    versions = _versions(name)
+    if not versions:
+        known = sorted({row["name"] for row in list_models()})
+        raise ModelError(
+            f"no registered model named {name!r}", path=registry_dir(), field="model",
+            hint=(f"Registered: {', '.join(known)}" if known else "The registry is empty")
+            + "; register a run with `meddx models register RUN_FOLDER`, or pass a run folder path",
+        )
+    if version is None:
+        return registry_dir() / name / versions[-1]
+    _check_name(version, "version")
+    if version not in versions:
+        raise ModelError(
+            f"model {name!r} has no version {version!r}", path=registry_dir() / name, field="version",
+            hint=f"Versions: {', '.join(versions)}",
+        )
+    return registry_dir() / name / version
+
+
+def resolve(ref: str | Path) -> Path:
+    """A package folder from a path or a registry reference ``name[:version]``."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    text = str(ref)
+    if isinstance(ref, Path) and text != ref.name or "/" in text or os.sep in text or text.startswith("."):
+        raise ModelError(
+            "no such model folder", path=text, field="model",
+            hint="Pass a run folder written by `meddx train`, or a registered name[:version] (`meddx models list`)",
+        )
+    try:
+        name, version = parse_ref(text)
+    except ConfigError as exc:
+        raise ModelError(
+            "neither a folder nor a registered model name", path=text, field="model",
+            hint="Pass a run folder, or name[:version] from `meddx models list`",
+        ) from exc
+    if version is None and not _versions(name):
+        known = sorted({row["name"] for row in list_models()})
+        raise ModelError(
+            f"no folder {text!r} and no registered model of that name", path=registry_dir(), field="model",
+            hint=(f"Registered: {', '.join(known)}" if known else "The registry is empty")
+            + "; pass a run folder, or register one with `meddx models register RUN_FOLDER`",
+        )
+    return get(name, version)
+
+
+__all__ = [
+    "CARD_FILE",
+    "PACKAGE_FILE",
+    "WEIGHTS_FILE",
+    "get",
+    "list_models",
+    "parse_ref",
+    "read_package",
+    "register",
+    "registry_dir",
+    "resolve",
+    "write_package",
+]
