@@ -17,7 +17,8 @@ def train(
     weight_decay: float = typer.Option(1e-4, help="AdamW weight decay."),
     schedule: str = typer.Option("onecycle", help="onecycle | cosine."),
     sampler: str = typer.Option("weighted-loss", help="weighted-loss | balanced | none."),
-    augment: bool = typer.Option(True, help="Random affine and intensity augmentation."),
+    augment: bool = typer.Option(True, help="Random flips and intensity jitter."),
+    augment_geometry: bool = typer.Option(True, help="Also small rotations/shifts/zooms (they blur tiny images)."),
     hflip: float = typer.Option(0.5, help="Probability of a horizontal flip (0 for lateralised images)."),
     size: int = typer.Option(None, help="Resize images to SIZE×SIZE."),
     label_fraction: float = typer.Option(1.0, help="Train on this share of the training labels."),
@@ -43,7 +44,8 @@ def train(
     else:
         config = TrainConfig(
             data=data, model=model, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-            weight_decay=weight_decay, schedule=schedule, sampler=sampler, augment=augment, hflip=hflip, size=size,
+            weight_decay=weight_decay, schedule=schedule, sampler=sampler, augment=augment,
+            augment_geometry=augment_geometry, hflip=hflip, size=size,
             label_fraction=label_fraction, seed=seed, pretrained=pretrained, freeze=freeze,
             unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
             out=str(out) if out else None,

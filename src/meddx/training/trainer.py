@@ -50,7 +50,9 @@ class TrainConfig:
         lr / weight_decay / schedule: AdamW with a one-cycle or cosine schedule.
         sampler: ``weighted-loss`` (inverse class frequency in the loss),
             ``balanced`` (class-balanced sampling) or ``none``.
-        augment / hflip: batched random affine + intensity jitter; flip probability.
+        augment / augment_geometry / hflip: batched random flips + intensity jitter, and
+            (with ``augment_geometry``) small rotations, shifts and zooms, which
+            resample, and so blur, very small images such as 28 px MedMNIST.
         size: resize images to ``size``×``size`` (None keeps the data's size).
         label_fraction: train on this share of the training labels (stratified).
         val_fraction: for data without a validation split, the share of groups held out.
@@ -71,6 +73,7 @@ class TrainConfig:
     schedule: str = "onecycle"
     sampler: str = "weighted-loss"
     augment: bool = True
+    augment_geometry: bool = True
     hflip: float = 0.5
     size: int | None = None
     label_fraction: float = 1.0
@@ -251,7 +254,10 @@ def fit(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device == "cuda")
     generator = torch.Generator().manual_seed(config.seed)
-    augment = BatchAugment(hflip=config.hflip) if config.augment else None
+    augment = None
+    if config.augment:
+        augment = BatchAugment(hflip=config.hflip) if config.augment_geometry else BatchAugment(
+            hflip=config.hflip, degrees=0.0, translate=0.0, scale=(1.0, 1.0))
     sample_weights = torch.tensor(inv[y_train], dtype=torch.float64)
 
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "stale": 0, "seen": 0, "seconds": 0.0}
