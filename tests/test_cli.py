@@ -16,14 +16,26 @@ MEDDX = Path(sys.executable).with_name("meddx")
 
 
 def test_help_is_fast() -> None:
-    """`meddx --help` must return in under 1 s (median of 5 runs): heavy imports are lazy."""
-    times = []
+    """`meddx --help` must return in under 1 s (median of 5 runs): heavy imports are lazy.
+
+    Wall time is asserted when the machine is not overloaded (load average below
+    the core count); CPU time, which other processes barely change, always is.
+    """
+    import os
+    import resource
+
+    walls, cpus = [], []
     for _ in range(5):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         result = subprocess.run([str(MEDDX), "--help"], capture_output=True, text=True, check=True)
-        times.append(time.perf_counter() - start)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         assert "data" in result.stdout
-    assert statistics.median(times) < 1.0, times
+    assert statistics.median(cpus) < 1.0, cpus
+    if os.getloadavg()[0] < (os.cpu_count() or 1):
+        assert statistics.median(walls) < 1.0, walls
 
 
 def test_help_does_not_import_heavy_libraries() -> None:

@@ -40,7 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_run_folder_is_complete(trained: tuple[Path, Path]) -> None:
     run, _ = trained
-    for name in ("config.json", "history.jsonl", "model.safetensors", "package.json", "train.log"):
+    for name in ("config.json", "history.jsonl", "model.safetensors", "package.json", "train.log", "MODEL_CARD.md"):
         assert (run / name).is_file(), name
     package = json.loads((run / "package.json").read_text())
     assert package["class_names"] == ["lesion", "normal"]

@@ -451,6 +451,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         "intended_use": "Research and clinical decision support by qualified staff; not for primary diagnosis.",
     }
     (run / "package.json").write_text(json.dumps(package, indent=2), encoding="utf-8")
+    from meddx.packaging.card import write_card
+
+    write_card(run, package)
     return run
 
 
