@@ -9,16 +9,19 @@ so a DICOM file without ``.dcm`` or a PNG named ``.jpg`` still reads correctly.
 
 from __future__ import annotations
 
+import importlib
 import struct
 import sys
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from meddx.data.sample import Sample
 from meddx.exceptions import (
+    ConfigError,
     CorruptFileError,
     DataFileNotFoundError,
     MeddxError,
@@ -73,6 +76,52 @@ class Reader(ABC):
     @abstractmethod
     def read(self, path: Path, **options: Any) -> Sample:
         """Read ``path``; raise a :class:`~meddx.exceptions.MeddxError` on bad input."""
+
+
+@contextmanager
+def decoding(
+    path: Path, errors: tuple[type[BaseException], ...], *, what: str, hint: str, row: str = ""
+) -> Iterator[None]:
+    """Turn a decoding library's exceptions on malformed bytes into CorruptFileError naming ``path``.
+
+    ``what`` completes "cannot decode ..." (e.g. ``"as DICOM"``); ``row`` prefixes
+    the message when one file of a collection failed.
+    """
+    try:
+        yield
+    except MeddxError:
+        raise
+    except MemoryError as exc:
+        raise CorruptFileError(
+            f"{row}declares more data than fits in memory", path=path, hint="The header is probably corrupt"
+        ) from exc
+    except errors as exc:
+        raise CorruptFileError(
+            f"{row}cannot decode {what}: {type(exc).__name__}: {exc}", path=path, hint=hint
+        ) from exc
+
+
+def check_options(options: dict[str, Any], allowed: frozenset[str] | set[str], path: Path, reader: str) -> None:
+    """Reject reader options the reader does not know, listing the ones it does."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown option {unknown[0]!r} for the {reader} reader",
+            path=path,
+            field=unknown[0],
+            hint=f"Options are: {', '.join(sorted(allowed))}",
+        )
+
+
+def import_optional(module: str, *, extra: str, purpose: str, path: Path | None = None) -> Any:
+    """Import an optional library, or explain which meddx extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UnsupportedFormatError(
+            f"{purpose} needs the '{module}' package", path=path, field=module,
+            hint=f"Install it with: pip install 'meddx[{extra}]'",
+        ) from exc
 
 
 _REGISTRY: dict[str, Reader] = {}
@@ -185,8 +234,6 @@ def _load_builtin_readers() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
-    import importlib
-
     for module in _BUILTIN_MODULES:
         if f"meddx.data.readers.{module}" not in sys.modules:
             importlib.import_module(f"meddx.data.readers.{module}")

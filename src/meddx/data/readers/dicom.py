@@ -26,20 +26,25 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, register_reader
+from meddx.data.readers._base import (
+    DEFAULT_DECODE_ERRORS,
+    Reader,
+    check_options,
+    decoding,
+    import_optional,
+    register_reader,
+)
 from meddx.data.sample import ImageSample, Sample, SignalSample
 from meddx.exceptions import (
     ConfigError,
     CorruptFileError,
     EmptyDataError,
     InvalidValueError,
-    MeddxError,
     MissingFieldError,
     UnsupportedFormatError,
 )
@@ -125,45 +130,17 @@ class _LazyDecodeErrors:
 
 
 def _import_pydicom(path: Path) -> Any:
-    try:
-        import pydicom
-    except ImportError as exc:  # pragma: no cover - the dicom extra is not installed
-        raise UnsupportedFormatError(
-            "reading DICOM needs pydicom", path=path, hint="pip install 'meddx[dicom]'"
-        ) from exc
-    return pydicom
+    return import_optional("pydicom", extra="dicom", purpose="reading DICOM", path=path)
 
 
-@contextmanager
-def _decoding(path: Path, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+def _decoding(path: Path, errors: tuple[type[BaseException], ...]) -> Any:
     """Turn pydicom's exceptions on malformed bytes into CorruptFileError naming ``path``."""
-    try:
-        yield
-    except MeddxError:
-        raise
-    except MemoryError as exc:
-        raise CorruptFileError(
-            "declares more pixel data than fits in memory",
-            path=path,
-            hint="The header is probably corrupt",
-        ) from exc
-    except errors as exc:
-        raise CorruptFileError(
-            f"cannot decode as DICOM: {type(exc).__name__}: {exc}",
-            path=path,
-            hint="The file is truncated or corrupt; re-export it from the PACS or modality",
-        ) from exc
+    return decoding(path, errors, what="as DICOM",
+                    hint="The file is truncated or corrupt; re-export it from the PACS or modality")
 
 
 def _check_options(options: dict[str, Any], path: Path) -> None:
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ConfigError(
-            f"unknown option {unknown[0]!r} for the DICOM reader",
-            path=path,
-            field=unknown[0],
-            hint=f"Options are: {', '.join(sorted(_OPTIONS))}",
-        )
+    check_options(options, _OPTIONS, path, "DICOM")
     waveform = options.get("waveform", 0)
     if isinstance(waveform, bool) or not isinstance(waveform, int):
         raise ConfigError(

@@ -31,14 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from meddx.data.readers._base import Reader, register_reader
+from meddx.data.readers._base import Reader, import_optional, register_reader
 from meddx.data.sample import SignalSample
 from meddx.exceptions import (
     ConfigError,
     CorruptFileError,
     InvalidValueError,
     MissingFieldError,
-    UnsupportedFormatError,
 )
 
 _OPTIONS = frozenset({"fs", "resample", "channels"})
@@ -337,15 +336,7 @@ def _resample(x: np.ndarray, rate: float, target: float) -> np.ndarray:
 
 
 def _import_pyedflib() -> Any:
-    try:
-        import pyedflib
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise UnsupportedFormatError(
-            "reading EDF needs the 'pyedflib' package",
-            field="pyedflib",
-            hint="Install it with: pip install 'meddx[signals]'",
-        ) from exc
-    return pyedflib
+    return import_optional("pyedflib", extra="signals", purpose="reading EDF")
 
 
 @register_reader

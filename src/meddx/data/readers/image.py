@@ -34,13 +34,12 @@ import math
 import re
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
 
-from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, register_reader
+from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, check_options, decoding, register_reader
 from meddx.data.sample import ImageSample, LabelledImagesSample
 from meddx.exceptions import (
     ConfigError,
@@ -48,7 +47,6 @@ from meddx.exceptions import (
     DataFileNotFoundError,
     EmptyDataError,
     InvalidValueError,
-    MeddxError,
     MissingFieldError,
 )
 
@@ -64,34 +62,14 @@ _FOLDER_OPTIONS = frozenset({"size", "channels", "max_pixels"})
 _GREY = "MONOCHROME2"
 
 
-@contextmanager
-def _decoding(path: Path, errors: tuple[type[BaseException], ...], row: str = "") -> Iterator[None]:
+def _decoding(path: Path, errors: tuple[type[BaseException], ...], row: str = "") -> Any:
     """Turn Pillow's exceptions on malformed bytes into CorruptFileError naming ``path``."""
-    try:
-        yield
-    except MeddxError:
-        raise
-    except MemoryError as exc:
-        raise CorruptFileError(
-            f"{row}declares an image larger than memory", path=path, hint="The header is probably corrupt"
-        ) from exc
-    except errors as exc:
-        raise CorruptFileError(
-            f"{row}cannot decode the image: {type(exc).__name__}: {exc}",
-            path=path,
-            hint="The file is truncated, corrupt or not a PNG/JPEG/BMP/TIFF image; re-export it",
-        ) from exc
+    return decoding(path, errors, what="the image", row=row,
+                    hint="The file is truncated, corrupt or not a PNG/JPEG/BMP/TIFF image; re-export it")
 
 
 def _check_options(options: dict[str, Any], allowed: frozenset[str], path: Path, reader: str) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"unknown option {unknown[0]!r} for the {reader} reader",
-            path=path,
-            field=unknown[0],
-            hint=f"Options are: {', '.join(sorted(allowed))}",
-        )
+    check_options(options, allowed, path, reader)
 
 
 def _max_pixels(value: Any, path: Path) -> int | None:

@@ -20,20 +20,18 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, register_reader
+from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, decoding, import_optional, register_reader
 from meddx.data.sample import ImageSample
 from meddx.exceptions import (
     ConfigError,
     CorruptFileError,
     InvalidValueError,
-    MeddxError,
     UnsupportedFormatError,
 )
 
@@ -64,32 +62,12 @@ class _LazyDecodeErrors:
 
 
 def _import_nibabel(path: Path) -> Any:
-    try:
-        import nibabel
-    except ImportError as exc:  # pragma: no cover - the nifti extra is not installed
-        raise UnsupportedFormatError(
-            "reading NIfTI needs nibabel", path=path, hint="pip install 'meddx[nifti]'"
-        ) from exc
-    return nibabel
+    return import_optional("nibabel", extra="nifti", purpose="reading NIfTI", path=path)
 
 
-@contextmanager
-def _decoding(path: Path, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+def _decoding(path: Path, errors: tuple[type[BaseException], ...]) -> Any:
     """Turn nibabel/gzip exceptions on malformed bytes into CorruptFileError naming ``path``."""
-    try:
-        yield
-    except MeddxError:
-        raise
-    except MemoryError as exc:
-        raise CorruptFileError(
-            "declares more voxels than fit in memory", path=path, hint="The header is probably corrupt"
-        ) from exc
-    except errors as exc:
-        raise CorruptFileError(
-            f"cannot decode as NIfTI: {type(exc).__name__}: {exc}",
-            path=path,
-            hint="The file is truncated or corrupt; re-export or re-download it",
-        ) from exc
+    return decoding(path, errors, what="as NIfTI", hint="The file is truncated or corrupt; re-export or re-download it")
 
 
 def _gzip_holds_at_least(path: Path, needed: int) -> bool:
