@@ -84,3 +84,8 @@ def test_data_list_shows_everything(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for spec in catalogue.list_datasets():
         assert spec.name in out
+
+
+def test_data_fetch_prints_the_verified_folder(mirror: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "fetch", "breastmnist"]) == 0
+    assert capsys.readouterr().out.strip() == str(mirror / "breastmnist")
