@@ -133,3 +133,12 @@ def test_balanced_cap_and_holdout() -> None:
     assert 0.05 < held.mean() < 0.3
     assert not set(groups[held]) & set(groups[~held])  # whole patients on one side
     assert np.array_equal(held, holdout_mask(groups, 0.15, "x"))  # stable
+
+
+def test_a_backbone_cannot_predict_before_fine_tuning(tmp_path: Path) -> None:
+    from meddx.exceptions import ModelError
+    from meddx.inference import Pipeline
+
+    (tmp_path / "package.json").write_text('{"format": "meddx-model/1", "kind": "backbone", "architecture": "cnn-tiny"}')
+    with pytest.raises(ModelError, match="Fine-tune it first"):
+        Pipeline.load(tmp_path)

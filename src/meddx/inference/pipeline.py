@@ -62,6 +62,11 @@ class Pipeline:
 
         folder = resolve(model)
         package = read_package(folder)
+        if package.get("kind") == "backbone":
+            raise ModelError(
+                "this is a pretrained backbone without a classifier", path=folder, field="kind",
+                hint=f"Fine-tune it first: meddx train DATA --pretrained {folder}",
+            )
         for key in ("architecture", "num_classes", "class_names", "preprocess"):
             if key not in package:
                 raise ModelError(f"package.json has no {key!r}", path=folder / "package.json", field=key,
