@@ -91,7 +91,16 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         for name in args.models:
-            row = measure(name, size, args.budget)
+            if name.endswith("-28") and size > 64:
+                # a stride-1 stem is for 28-64 px inputs; at 224 px densenet121-28 needs more than 24 GiB
+                rows.append({"model": name, "size": size, "error": "28 px stem, meant for inputs of 28-64 px"})
+                continue
+            try:
+                row = measure(name, size, args.budget)
+            except RuntimeError as exc:  # e.g. densenet121 at 28 px: its stem shrinks the image to nothing
+                print(f"{name} @ {size}: cannot run ({exc})", flush=True)
+                rows.append({"model": name, "size": size, "error": str(exc).splitlines()[0]})
+                continue
             rows.append(row)
             print(f"{name} @ {size}: {row['gflops']:.3f} GFLOPs, train {row['train_img_s']:.1f} img/s, "
                   f"infer b1 {row['infer_b1_img_s']:.1f} / b64 {row['infer_b64_img_s']:.1f} img/s", flush=True)
@@ -103,6 +112,9 @@ def main() -> None:
              "| model | px | params (M) | GFLOPs/img | train img/s | infer img/s (batch 1) | infer img/s (batch 64) | "
              "achieved GFLOP/s (infer b64) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['size']} | – | – | – | – | – | cannot run: {r['error']} |")
+            continue
         lines.append(f"| {r['model']} | {r['size']} | {r['params_m']:.2f} | {r['gflops']:.3f} | {r['train_img_s']:.1f} | "
                      f"{r['infer_b1_img_s']:.1f} | {r['infer_b64_img_s']:.1f} | {r['gflops'] * r['infer_b64_img_s']:.1f} |")
     paths = write_results(args.stem, {"machine": info, "rows": rows}, "\n".join(lines))
