@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from meddx.inference import Pipeline
+from tests._factories import make_labelled_pngs, write_dicom
 
 BAR_S = 3.0
 
@@ -28,41 +29,14 @@ BAR_S = 3.0
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """A tiny trained model, one PNG and the same pixels as a DICOM file."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     from meddx.training import TrainConfig, train
 
     base = tmp_path_factory.mktemp("speed")
-    data = base / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["file,label"]
-    for i in range(16):
-        img = rng.integers(0, 80, (16, 16)).astype(np.uint8)
-        if i % 2:
-            img[4:12, 4:12] += 150
-        Image.fromarray(img).save(data / f"{i}.png")
-        rows.append(f"{i}.png,{'lesion' if i % 2 else 'normal'}")
-    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = make_labelled_pngs(base / "data", n=16, size=16)
     run = train(TrainConfig(data=str(data), model="cnn-tiny", epochs=2, out=str(base / "run"), threads=1),
                 progress=False)
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns = "OT", 16, 16
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.PixelData = np.asarray(Image.open(data / "1.png")).tobytes()
-    dcm = base / "1.dcm"
-    ds.save_as(dcm, enforce_file_format=True)
-    return run, data / "1.png", dcm
+    dcm = write_dicom(base / "1.dcm", np.asarray(Image.open(data / "img001.png")))
+    return run, data / "img001.png", dcm
 
 
 def _command() -> list[str]:

@@ -13,7 +13,16 @@ from PIL import Image
 from meddx.cli import main
 from meddx.exceptions import ConfigError, ModelError
 from meddx.inference import Pipeline
-from meddx.packaging import get, list_models, read_package, register, registry_dir, render_card, resolve
+from meddx.packaging import (
+    get,
+    list_models,
+    read_package,
+    register,
+    registry_dir,
+    render_card,
+    resolve,
+)
+from tests._factories import make_labelled_pngs
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from meddx.training import TrainConfig, train
 
     base = tmp_path_factory.mktemp("pkg")
-    data = base / "scans"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["file,label"]
-    for i in range(24):
-        img = rng.integers(0, 80, (16, 16)).astype(np.uint8)
-        if i % 2:
-            img[4:12, 4:12] += 150
-        Image.fromarray(img).save(data / f"{i}.png")
-        rows.append(f"{i}.png,{'lesion' if i % 2 else 'normal'}")
-    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = make_labelled_pngs(base / "scans", n=24, size=16)
     return train(TrainConfig(data=str(data), model="cnn-tiny", epochs=2, out=str(base / "run"), threads=1),
                  progress=False)
 

@@ -10,28 +10,13 @@ import pytest
 from PIL import Image
 
 from meddx.cli import main
-
-
-def _make_folder(root: Path, n: int = 48, size: int = 20, seed: int = 0) -> Path:
-    """Two classes that differ by brightness of the centre: learnable in a few epochs."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    rows = ["file,label"]
-    for i in range(n):
-        label = "lesion" if i % 2 else "normal"
-        img = rng.integers(0, 80, (size, size)).astype(np.uint8)
-        if label == "lesion":
-            img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] += 150
-        Image.fromarray(img).save(root / f"img{i:03d}.png")
-        rows.append(f"img{i:03d}.png,{label}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+from tests._factories import make_labelled_pngs, write_dicom
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("train")
-    data = _make_folder(base / "train_images")
+    data = make_labelled_pngs(base / "train_images")
     run = base / "run"
     assert main(["train", str(data), "--model", "cnn-tiny", "--epochs", "6", "--lr", "0.01",
                  "--out", str(run), "--no-progress"]) == 0
@@ -46,13 +31,14 @@ def test_run_folder_is_complete(trained: tuple[Path, Path]) -> None:
     assert package["class_names"] == ["lesion", "normal"]
     assert package["preprocess"]["in_chans"] == 1
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert 1 <= len(history) <= 6 and all("val_auc" in h for h in history)
+    assert len(history) in range(1, 7)
+    assert all("val_auc" in h for h in history)
 
 
 def test_evaluate_on_unseen_folder_has_cis(trained: tuple[Path, Path], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = trained
-    unseen = _make_folder(tmp_path / "hospital", n=40, seed=7)
+    unseen = make_labelled_pngs(tmp_path / "hospital", n=40, seed=7)
     out = tmp_path / "metrics.json"
     assert main(["evaluate", str(run), str(unseen), "--n-boot", "200", "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -63,24 +49,8 @@ def test_evaluate_on_unseen_folder_has_cis(trained: tuple[Path, Path], tmp_path:
 
 
 def test_predict_png_and_dicom(trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     run, data = trained
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns = "OT", 20, 20
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.PixelData = np.asarray(Image.open(data / "img001.png")).tobytes()
-    dcm = tmp_path / "img001.dcm"
-    ds.save_as(dcm, enforce_file_format=True)
+    dcm = write_dicom(tmp_path / "img001.dcm", np.asarray(Image.open(data / "img001.png")))
     assert main(["predict", str(run), str(data / "img001.png"), str(dcm)]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 2
@@ -107,7 +77,7 @@ def test_predict_volume_needs_a_slice(trained: tuple[Path, Path], format_samples
 
 
 def test_unknown_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = _make_folder(tmp_path / "d", n=8)
+    data = make_labelled_pngs(tmp_path / "d", n=8)
     assert main(["train", str(data), "--model", "resnet19", "--epochs", "1", "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 2
     assert "Did you mean" in capsys.readouterr().err

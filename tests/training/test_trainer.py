@@ -13,7 +13,7 @@ from meddx.exceptions import ConfigError
 from meddx.models import create_model
 from meddx.training import TrainConfig, fit, train
 from meddx.training.trainer import head_module, subsample_labels
-from tests.training.test_train_cli import _make_folder
+from tests._factories import make_labelled_pngs as _make_folder
 
 
 @pytest.fixture(scope="module")

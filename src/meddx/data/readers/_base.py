@@ -24,6 +24,8 @@ from meddx.exceptions import (
     ConfigError,
     CorruptFileError,
     DataFileNotFoundError,
+    EmptyDataError,
+    InvalidValueError,
     MeddxError,
     UnsupportedFormatError,
 )
@@ -111,6 +113,18 @@ def check_options(options: dict[str, Any], allowed: frozenset[str] | set[str], p
             field=unknown[0],
             hint=f"Options are: {', '.join(sorted(allowed))}",
         )
+
+
+def read_bounded(path: Path, max_bytes: int, *, hint: str = "Pass max_bytes= to read a larger file") -> bytes:
+    """The bytes of ``path``, refusing an empty file or one larger than ``max_bytes`` (text formats)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyDataError("the file is empty", path=path)
+    if size > max_bytes:
+        raise InvalidValueError(
+            f"file is {size} bytes, more than the {max_bytes} bytes allowed", path=path, field="max_bytes", hint=hint
+        )
+    return path.read_bytes()
 
 
 def import_optional(module: str, *, extra: str, purpose: str, path: Path | None = None) -> Any:

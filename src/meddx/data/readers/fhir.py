@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meddx.data.readers._base import Reader, register_reader
+from meddx.data.readers._base import Reader, read_bounded, register_reader
 from meddx.data.sample import RecordSample
 from meddx.exceptions import (
     ConfigError,
@@ -413,17 +413,7 @@ class FhirReader(Reader):
 
     @staticmethod
     def _load_json(path: Path, max_bytes: int, max_depth: int) -> Any:
-        size = path.stat().st_size
-        if size == 0:
-            raise EmptyDataError("the file is empty", path=path)
-        if size > max_bytes:
-            raise InvalidValueError(
-                f"file is {size} bytes, more than the {max_bytes} bytes allowed",
-                path=path,
-                field="max_bytes",
-                hint="Pass max_bytes= to read a larger file, or split the Bundle",
-            )
-        raw = path.read_bytes()
+        raw = read_bounded(path, max_bytes, hint="Pass max_bytes= to read a larger file, or split the Bundle")
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:

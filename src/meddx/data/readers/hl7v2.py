@@ -29,8 +29,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from meddx.data.readers._base import Reader, register_reader
-from meddx.data.readers.fhir import LOINC, OBSERVATION_COLUMNS, PATIENT_COLUMNS, make_frame
+from meddx.data.readers._base import Reader, read_bounded, register_reader
+from meddx.data.readers.fhir import (
+    LOINC,
+    OBSERVATION_COLUMNS,
+    PATIENT_COLUMNS,
+    make_frame,
+)
 from meddx.data.sample import RecordSample
 from meddx.exceptions import (
     ConfigError,
@@ -243,17 +248,7 @@ class Hl7v2Reader(Reader):
 
     @staticmethod
     def _load_text(path: Path, max_bytes: int) -> tuple[str, str]:
-        size = path.stat().st_size
-        if size == 0:
-            raise EmptyDataError("the file is empty", path=path)
-        if size > max_bytes:
-            raise InvalidValueError(
-                f"file is {size} bytes, more than the {max_bytes} bytes allowed",
-                path=path,
-                field="max_bytes",
-                hint="Pass max_bytes= to read a larger file",
-            )
-        raw = path.read_bytes()
+        raw = read_bounded(path, max_bytes, hint="Pass max_bytes= to read a larger file")
         if b"\x00" in raw:
             raise UnsupportedFormatError(
                 "binary content (NUL bytes): not an HL7 v2 text message", path=path

@@ -39,7 +39,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, check_options, decoding, register_reader
+from meddx.data.readers._base import (
+    DEFAULT_DECODE_ERRORS,
+    Reader,
+    check_options,
+    decoding,
+    register_reader,
+)
 from meddx.data.sample import ImageSample, LabelledImagesSample
 from meddx.exceptions import (
     ConfigError,

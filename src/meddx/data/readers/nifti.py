@@ -26,7 +26,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, decoding, import_optional, register_reader
+from meddx.data.readers._base import (
+    DEFAULT_DECODE_ERRORS,
+    Reader,
+    decoding,
+    import_optional,
+    register_reader,
+)
 from meddx.data.sample import ImageSample
 from meddx.exceptions import (
     ConfigError,
