@@ -25,14 +25,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, register_reader
+from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, decoding, register_reader
 from meddx.data.sample import LabelledImagesSample
 from meddx.exceptions import (
     ConfigError,
     CorruptFileError,
     InvalidValueError,
     LabelShapeError,
-    MeddxError,
     MissingFieldError,
     UnsupportedFormatError,
 )
@@ -154,20 +153,9 @@ class NpzReader(Reader):
         if options:
             name = sorted(options)[0]
             raise ConfigError(f"the npz reader takes no option {name!r}", path=path, field=name)
-        try:
+        with decoding(path, self.decode_errors, what="as npz",
+                      hint="The file is truncated or not a numpy .npz archive; re-download it"):
             return self._read(path)
-        except MeddxError:
-            raise
-        except MemoryError as exc:
-            raise CorruptFileError(
-                "declares arrays larger than memory", path=path, hint="The archive is probably corrupt"
-            ) from exc
-        except self.decode_errors as exc:
-            raise CorruptFileError(
-                f"cannot decode as npz: {type(exc).__name__}: {exc}",
-                path=path,
-                hint="The file is truncated or not a numpy .npz archive; re-download it",
-            ) from exc
 
     def _read(self, path: Path) -> LabelledImagesSample:
         with zipfile.ZipFile(path) as archive:
