@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from pathlib import Path
+
 from bench._common import RUNS, machine, mean_sd, write_results
 
 # MedMNIST v2 (Sci Data 2023) Table: ResNet-18 (28) and the best of the table per metric
@@ -32,7 +34,12 @@ AUGMENT = {"none": {"augment": False}, "flip": {"augment": True, "augment_geomet
 
 
 def run_one(dataset: str, model: str, seed: int, epochs: int, lr: float, batch_size: int, sampler: str,
-            augment: str, threads: int | None = None) -> dict:
+            augment: str, threads: int | None = None, *, schedule: str = "onecycle", ema: float = 0.0,
+            weight_decay: float = 1e-4, label_smoothing: float = 0.0, device: str = "auto",
+            tag: str = "") -> dict:
+    """Train one seed on the official train split, pick by validation AUC, score the test split once."""
+    import json
+
     import numpy as np
 
     from meddx.data.datasets import load_images
@@ -40,21 +47,62 @@ def run_one(dataset: str, model: str, seed: int, epochs: int, lr: float, batch_s
     from meddx.inference import Pipeline
     from meddx.training import TrainConfig, train
 
-    out = RUNS / f"medmnist-{dataset}-{model}-s{seed}"
+    out = RUNS / f"medmnist-{dataset}-{model}{'-' + tag if tag else ''}-s{seed}"
     config = TrainConfig(data=dataset, model=model, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                         patience=epochs, sampler=sampler, threads=threads, out=str(out), **AUGMENT[augment])
+                         patience=epochs, sampler=sampler, threads=threads, out=str(out), schedule=schedule,
+                         ema=ema, weight_decay=weight_decay, label_smoothing=label_smoothing, device=device,
+                         **AUGMENT[augment])
     started = time.perf_counter()
     run = train(config, progress=False)
     wall = time.perf_counter() - started
     images, labels = load_images(dataset).splits["test"]
     proba = Pipeline.load(run).predict_arrays(images)
     test = compute_metrics(np.asarray(labels).reshape(-1), proba)
+    package = json.loads((run / "package.json").read_text())
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    best = package["training"]["best_epoch"]
+    val = next((h for h in history if h["epoch"] == best), {})
+    return {"dataset": dataset, "model": model, "tag": tag, "seed": seed, "test_acc": test["acc"],
+            "test_auc": test["auc"], "val_acc": val.get("val_acc"), "val_auc": val.get("val_auc"),
+            "best_epoch": best, "epochs_run": package["training"]["epochs_run"],
+            "train_images_per_s": package["training"]["images_per_second"], "wall_s": wall,
+            "device": _device_name(device), "run": str(run)}
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({machine()['cores']} cores, {torch.get_num_threads()} threads)"
+
+
+def run_many(jobs: list[dict], workers: int = 1, log_path: Path | None = None) -> list[dict]:
+    """Run ``run_one(**job)`` for each job, ``workers`` processes at a time; append each row to ``log_path``."""
     import json
 
-    package = json.loads((run / "package.json").read_text())
-    return {"dataset": dataset, "model": model, "seed": seed, "test_acc": test["acc"], "test_auc": test["auc"],
-            "best_epoch": package["training"]["best_epoch"], "epochs_run": package["training"]["epochs_run"],
-            "train_images_per_s": package["training"]["images_per_second"], "wall_s": wall, "run": str(run)}
+    rows: list[dict] = []
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        print(f"{row['dataset']} {row['tag'] or row['model']} seed {row['seed']}: ACC {row['test_acc']:.3f} "
+              f"AUC {row['test_auc']:.3f} (val AUC {row['val_auc']:.3f}; {row['wall_s'] / 60:.1f} min)", flush=True)
+        if log_path is not None:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    if workers <= 1:
+        for job in jobs:
+            record(run_one(**job))
+        return rows
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_one, **job) for job in jobs]
+        for future in as_completed(futures):
+            record(future.result())
+    return rows
 
 
 def main() -> None:
@@ -67,26 +115,32 @@ def main() -> None:
     parser.add_argument("--sampler", default="none", help="weighted-loss | balanced | none")
     parser.add_argument("--augment", default="none", choices=sorted(AUGMENT))
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--schedule", default="onecycle", help="onecycle | cosine | step")
+    parser.add_argument("--ema", type=float, default=0.0, help="weight EMA decay per step (0 = off)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--stem", default="medmnist_28")
     args = parser.parse_args()
     epochs = dict(zip(args.sets, args.epochs if len(args.epochs) == len(args.sets) else args.epochs * len(args.sets)))
-    rows = []
-    for dataset in args.sets:
-        for seed in args.seeds:
-            row = run_one(dataset, args.model, seed, epochs[dataset], args.lr, args.batch_size, args.sampler,
-                          args.augment, args.threads)
-            rows.append(row)
-            print(f"{dataset} seed {seed}: ACC {row['test_acc']:.3f} AUC {row['test_auc']:.3f} "
-                  f"({row['wall_s'] / 60:.1f} min)", flush=True)
+    jobs = [dict(dataset=dataset, model=args.model, seed=seed, epochs=epochs[dataset], lr=args.lr,
+                 batch_size=args.batch_size, sampler=args.sampler, augment=args.augment, threads=args.threads,
+                 schedule=args.schedule, ema=args.ema, weight_decay=args.weight_decay,
+                 label_smoothing=args.label_smoothing, device=args.device)
+            for dataset in args.sets for seed in args.seeds]
+    rows = run_many(jobs, args.jobs)
+    rows.sort(key=lambda r: (args.sets.index(r["dataset"]), r["seed"]))
     summary = {}
     lines = [f"# MedMNIST at 28 px: meddx `{args.model}` vs MedMNIST v2", "",
-             f"Official splits, seeds {args.seeds}, best-validation-AUC checkpoint, test split; AdamW one-cycle "
-             f"lr {args.lr}, batch {args.batch_size}, epochs {epochs}, sampler {args.sampler}, "
-             f"augmentation {args.augment}. "
-             f"Machine: {machine()['cores']} CPU cores, torch {machine()['torch']}.", "",
+             f"Official splits, seeds {args.seeds}, best-validation-AUC checkpoint, test split; AdamW "
+             f"{args.schedule} schedule, lr {args.lr}, weight decay {args.weight_decay}, batch {args.batch_size}, "
+             f"epochs {epochs}, weight EMA {args.ema or 'off'}, label smoothing {args.label_smoothing}, "
+             f"sampler {args.sampler}, augmentation {args.augment}. "
+             f"Device: {rows[0]['device']}; {args.jobs} run(s) at a time; torch {machine()['torch']}.", "",
              "| set | meddx ACC (mean ± SD) | meddx AUC (mean ± SD) | ResNet-18 (28), MedMNIST v2 ACC / AUC | "
-             "meets ResNet-18 (28) row | best in table ACC / AUC | CPU wall per run (min) |",
+             "meets ResNet-18 (28) row | best in table ACC / AUC | wall per run (min) |",
              "|---|---|---|---|---|---|---|"]
     for dataset in args.sets:
         sel = [r for r in rows if r["dataset"] == dataset]
@@ -101,9 +155,9 @@ def main() -> None:
                      f"{ref['resnet18_28']['acc']:.3f} / {ref['resnet18_28']['auc']:.3f} | {'yes' if meets else 'NO'} | "
                      f"{ref['best']['acc']:.3f} / {ref['best']['auc']:.3f} ({ref['best_name']}) | "
                      f"{', '.join(f'{w:.1f}' for w in wall)} |")
-    lines += ["", "Per run:", "", "| set | seed | ACC | AUC | best epoch / run | train img/s | wall (min) |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['dataset']} | {r['seed']} | {r['test_acc']:.3f} | {r['test_auc']:.3f} | "
+    lines += ["", "Per run:", "", "| set | seed | ACC | AUC | val AUC | best epoch / run | train img/s | wall (min) |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['dataset']} | {r['seed']} | {r['test_acc']:.3f} | {r['test_auc']:.3f} | {r['val_auc']:.3f} | "
               f"{r['best_epoch']} / {r['epochs_run']} | {r['train_images_per_s']:.0f} | {r['wall_s'] / 60:.1f} |"
               for r in rows]
     payload = {"model": args.model, "args": vars(args), "machine": machine(), "runs": rows, "summary": summary}

@@ -125,3 +125,36 @@ def test_imagenet_weights_through_timm_from_a_state_dict_file(tmp_path: Path) ->
     assert torch.allclose(grey.conv1.weight, expected, atol=1e-6)  # RGB stem summed to one channel
     assert torch.equal(grey.layer1[0].conv1.weight, rgb.layer1[0].conv1.weight)
     assert grey.fc.out_features == 2
+
+
+def test_ema_keeps_the_averaged_weights_and_step_schedule_decays() -> None:
+    x, y = _arrays()
+    torch.manual_seed(0)
+    model = create_model("cnn-tiny", 2, 1)
+    config = TrainConfig(data="-", model="cnn-tiny", epochs=4, lr=1e-2, schedule="step", ema=0.9, augment=False,
+                         patience=10, label_smoothing=0.1)
+    result = fit(model, x, y, x, y, config)
+    assert result.best_val_auc > 0.9
+    # lr is cut ×0.1 at 50% and ×0.01 at 75% of the steps
+    lrs = [h["lr"] for h in result.history]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[1] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+
+
+def test_ema_model_differs_from_raw_weights() -> None:
+    from meddx.training.trainer import predict_proba
+
+    x, y = _arrays()
+    results = {}
+    for decay in (0.0, 0.95):
+        torch.manual_seed(0)
+        model = create_model("cnn-tiny", 2, 1)
+        fit(model, x, y, x, y, TrainConfig(data="-", model="cnn-tiny", epochs=3, lr=1e-2, ema=decay, batch_size=8,
+                                           augment=False, patience=10))
+        results[decay] = predict_proba(model, x, 0.0, 1.0)
+    assert np.abs(results[0.0] - results[0.95]).max() > 1e-3
+
+
+@pytest.mark.parametrize(("field", "value"), [("ema", 1.0), ("label_smoothing", -0.1), ("schedule", "linear")])
+def test_bad_training_options_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(data="-", **{field: value}).validate()

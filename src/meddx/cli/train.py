@@ -15,7 +15,7 @@ def train(
     batch_size: int = typer.Option(64, help="Batch size."),
     lr: float = typer.Option(3e-3, help="Peak learning rate."),
     weight_decay: float = typer.Option(1e-4, help="AdamW weight decay."),
-    schedule: str = typer.Option("onecycle", help="onecycle | cosine."),
+    schedule: str = typer.Option("onecycle", help="onecycle | cosine | step (×0.1 at 50% and 75%)."),
     sampler: str = typer.Option("weighted-loss", help="weighted-loss | balanced | none."),
     augment: bool = typer.Option(True, help="Random flips and intensity jitter."),
     augment_geometry: bool = typer.Option(True, help="Also small rotations/shifts/zooms (they blur tiny images)."),
@@ -27,6 +27,8 @@ def train(
     freeze: str = typer.Option("none", help="none | backbone (linear probe: train the head only)."),
     unfreeze_epoch: int = typer.Option(0, help="Keep the backbone frozen for this many epochs (gradual unfreezing)."),
     backbone_lr_mult: float = typer.Option(1.0, help="Backbone learning rate = lr × this."),
+    ema: float = typer.Option(0.0, help="Exponential moving average of the weights (decay per step; 0 = off)."),
+    label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
     amp: bool = typer.Option(None, help="Mixed precision (default: on with CUDA)."),
     resume: Path = typer.Option(None, help="Continue the run in this folder from its last.pt."),
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
@@ -48,6 +50,7 @@ def train(
             augment_geometry=augment_geometry, hflip=hflip, size=size,
             label_fraction=label_fraction, seed=seed, pretrained=pretrained, freeze=freeze,
             unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
+            ema=ema, label_smoothing=label_smoothing,
             out=str(out) if out else None,
         )
     run = run_training(config, progress=progress)
