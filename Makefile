@@ -13,7 +13,10 @@ export MEDDX_DATA_MIRROR
 
 DEMO_RUN := runs/demo-breastmnist
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean system-deps
+
+# Debian packages for real programs the tests drive: Chromium renders the HTML report.
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
 
 venv: $(STAMP)
 
@@ -30,7 +33,18 @@ demo: $(STAMP)
 	$(BIN)/meddx evaluate $(DEMO_RUN) breastmnist --split test --out $(DEMO_RUN)/evaluation --record
 	$(BIN)/meddx models register $(DEMO_RUN)
 
-test: $(STAMP)
+system-deps:
+ifeq ($(CHROMIUM),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium (renders the validation report in the tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium fonts-dejavu-core >/dev/null; \
+	else \
+		echo "note: run 'sudo apt-get install chromium' so the report render tests can run"; \
+	fi
+endif
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -16,6 +16,7 @@ from meddx.cli import info as _info
 from meddx.cli import models as _models
 from meddx.cli import predict as _predict
 from meddx.cli import pretrain as _pretrain
+from meddx.cli import report as _report
 from meddx.cli import train as _train
 from meddx.exceptions import MeddxError
 
@@ -33,6 +34,7 @@ app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
 app.add_typer(_models.app, name="models")
 app.command("pretrain")(_pretrain.pretrain)
+app.command("report")(_report.report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,12 +30,22 @@ def predict(
     model: str = typer.Argument(..., help="A run folder / package path, or a registered NAME[:VERSION]."),
     files: list[Path] = typer.Argument(..., help="DICOM, PNG/JPEG or NIfTI files."),
     slice_index: int = typer.Option(None, "--slice", help="Slice of a 3-D volume to use."),
+    uncertainty: str = typer.Option(
+        "auto", help="auto (the package's own: ensemble, bayes or none) | none | mc-dropout | bayes | tta | ensemble."),
+    samples: int = typer.Option(20, help="Draws for mc-dropout, bayes and tta."),
+    explain: str = typer.Option(None, help="Add a saliency map: gradcam | gradcam++ | scorecam."),
+    explain_dir: Path = typer.Option(Path("."), help="Folder for the explanation overlay PNGs."),
 ) -> None:
-    """Predict class probabilities for files; print JSON (one object, or a list for several files)."""
+    """Predict for files; print the prediction schema as JSON (one object, or a list for several files).
+
+    Each result holds raw and calibrated probabilities, uncertainty, the conformal
+    prediction set, a positive/negative/refer decision with its reason and the model version.
+    """
     import json
 
     from meddx.inference import Pipeline
 
-    results = Pipeline.load(model).predict(list(files), slice_index=slice_index)
+    results = Pipeline.load(model).predict(list(files), slice_index=slice_index, uncertainty=uncertainty,
+                                           samples=samples, explain=explain, explain_dir=explain_dir)
     typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     _skip_final_gc()

@@ -29,6 +29,12 @@ def train(
     backbone_lr_mult: float = typer.Option(1.0, help="Backbone learning rate = lr × this."),
     ema: float = typer.Option(0.0, help="Exponential moving average of the weights (decay per step; 0 = off)."),
     label_smoothing: float = typer.Option(0.0, help="Cross-entropy label smoothing."),
+    head: str = typer.Option("linear", help="linear | bayes (Bayes-by-backprop last layer)."),
+    drop_rate: float = typer.Option(None, help="Dropout before the classifier (MC-dropout needs > 0)."),
+    ensemble: int = typer.Option(1, help="Train this many members (seeds SEED, SEED+1, ...) as a deep ensemble."),
+    calibration: str = typer.Option("temperature", help="temperature | vector | dirichlet | identity."),
+    conformal_alpha: float = typer.Option(0.1, help="1 - coverage of the conformal prediction sets."),
+    target_risk: float = typer.Option(0.05, help="Error rate allowed on the cases the model keeps (abstention)."),
     amp: bool = typer.Option(None, help="Mixed precision (default: on with CUDA)."),
     resume: Path = typer.Option(None, help="Continue the run in this folder from its last.pt."),
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
@@ -50,7 +56,8 @@ def train(
             augment_geometry=augment_geometry, hflip=hflip, size=size,
             label_fraction=label_fraction, seed=seed, pretrained=pretrained, freeze=freeze,
             unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
-            ema=ema, label_smoothing=label_smoothing,
+            ema=ema, label_smoothing=label_smoothing, head=head, drop_rate=drop_rate, ensemble=ensemble,
+            calibration=calibration, conformal_alpha=conformal_alpha, target_risk=target_risk,
             out=str(out) if out else None,
         )
     run = run_training(config, progress=progress)

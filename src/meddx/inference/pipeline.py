@@ -19,11 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meddx.exceptions import InvalidValueError, ModelError
+
+if TYPE_CHECKING:
+    from meddx.inference.schema import Prediction
 
 _ONE_THREAD_PIXELS = 16 * 64 * 64
 """Batches with fewer input pixels than this run on one thread (faster than a pool)."""
@@ -52,12 +55,14 @@ class Pipeline:
     folder: Path
     package: dict[str, Any]
     model: Any
+    members: list[Any] | None = None
 
     @classmethod
     def load(cls, model: str | Path) -> Pipeline:
-        """Load a package from a folder path or a registered ``name[:version]`` (latest when no version)."""
-        from meddx.models import create_model
-        from meddx.models.registry import load_pretrained
+        """Load a package from a folder path or a registered ``name[:version]`` (latest when no version).
+
+        A deep-ensemble package (``kind: ensemble``) loads every member listed in it.
+        """
         from meddx.packaging.registry import read_package, resolve
 
         folder = resolve(model)
@@ -71,35 +76,126 @@ class Pipeline:
             if key not in package:
                 raise ModelError(f"package.json has no {key!r}", path=folder / "package.json", field=key,
                                  hint="Re-run `meddx train` to write a complete package")
-        model = create_model(
-            package["architecture"], num_classes=package["num_classes"], in_chans=package["preprocess"]["in_chans"]
-        )
-        report = load_pretrained(model, folder)
-        if report["skipped"]:
-            raise ModelError(f"weights do not fit the architecture: {report['skipped'][:3]}", path=folder)
-        model.eval()
-        return cls(folder, package, model)
+        member_folders = [folder / m for m in package.get("members", [])] or [folder]
+        members = [_build(package, f) for f in member_folders]
+        return cls(folder, package, members[0], members)
+
+    def __post_init__(self) -> None:
+        if self.members is None:
+            self.members = [self.model]
+        self._trust = None
+
+    @property
+    def trust(self) -> Any:
+        """The package's calibration, conformal predictor and abstention policy."""
+        if self._trust is None:
+            from meddx.inference.trust import TrustLayer
+
+            self._trust = TrustLayer.from_package(self.package)
+        return self._trust
 
     @property
     def class_names(self) -> list[str]:
         return list(self.package["class_names"])
 
-    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(N, C)`` for uint8/uint16 images ``(N, H, W[, C])``."""
-        import torch
-
+    def _inputs(self, images: np.ndarray) -> np.ndarray:
         from meddx.training.trainer import prepare_arrays
 
         pre = self.package["preprocess"]
         x = prepare_arrays(images, pre["size"])
         if x.shape[1] != pre["in_chans"]:
             x = x.mean(axis=1, keepdims=True) if pre["in_chans"] == 1 else np.repeat(x, pre["in_chans"], axis=1)
-        out = []
-        with torch.inference_mode(), _threads_for(int(np.prod(x.shape[:1] + x.shape[2:]))):
-            for start in range(0, len(x), 256):
-                batch = (torch.from_numpy(np.ascontiguousarray(x[start:start + 256])) - pre["mean"]) / pre["std"]
-                out.append(torch.softmax(self.model(batch), dim=1).numpy())
-        return np.concatenate(out)
+        return x
+
+    def run_uncertainty(self, images: np.ndarray, method: str = "none", samples: int = 20,
+                        batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Primary logits ``(N, C)`` and sampled logits ``(S, N, C)`` for uint8/uint16 images ``(N, H, W[, C])``."""
+        import torch
+
+        from meddx.uncertainty import run_method
+
+        pre = self.package["preprocess"]
+        x = self._inputs(images)
+        primary, draws = [], []
+        with _threads_for(int(np.prod(x.shape[:1] + x.shape[2:])) * (samples if method == "tta" else 1)):
+            for start in range(0, len(x), batch_size):
+                batch = (torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])) - pre["mean"]) / pre["std"]
+                out = run_method(method, self.members, batch, samples=samples)
+                primary.append(out.primary.float().numpy())
+                draws.append(out.samples.float().numpy())
+        return np.concatenate(primary).astype(np.float64), np.concatenate(draws, axis=1).astype(np.float64)
+
+    def predict_logits(self, images: np.ndarray) -> np.ndarray:
+        """The model's logits ``(N, C)`` (an ensemble: log of its members' mean probability)."""
+        method = "ensemble" if len(self.members) > 1 else "none"
+        return self.run_uncertainty(images, method)[0]
+
+    def predict_arrays(self, images: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities ``(N, C)`` for uint8/uint16 images ``(N, H, W[, C])``.
+
+        ``calibrated`` applies the package's calibrator (fitted on validation data);
+        ``False`` gives the model's own softmax output.
+        """
+        logits = self.predict_logits(images)
+        if calibrated:
+            return self.trust.calibrator.transform(logits)
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict_detailed(self, images: np.ndarray, inputs: list[str] | None = None, *, uncertainty: str = "auto",
+                         samples: int = 20) -> list[Prediction]:
+        """The full prediction schema for each image: calibration, uncertainty, set, decision."""
+        from meddx.inference.schema import Decision, Prediction, Uncertainty
+        from meddx.uncertainty import decompose
+
+        method = self.default_uncertainty() if uncertainty == "auto" else uncertainty
+        primary, draws = self.run_uncertainty(images, method, samples)
+        z = np.exp(draws - draws.max(axis=2, keepdims=True))
+        sample_probs = z / z.sum(axis=2, keepdims=True)
+        measures = decompose(sample_probs)
+        z0 = np.exp(primary - primary.max(axis=1, keepdims=True))
+        raw = z0 / z0.sum(axis=1, keepdims=True)
+        names = self.class_names
+        trusted = self.trust.apply(primary, names, self.package.get("positive_class"))
+        calibration = (self.package.get("trust") or {}).get("calibration", {}).get("name", "identity")
+        results = []
+        for i, t in enumerate(trusted):
+            sd = sample_probs[:, i].std(axis=0) if sample_probs.shape[0] > 1 else None
+            results.append(Prediction(
+                input=inputs[i] if inputs else str(i),
+                modality=self.package.get("modality", "image"),
+                model=self.package["name"], model_version=str(self.package["version"]), class_names=names,
+                probabilities={n: float(p) for n, p in zip(names, raw[i], strict=True)},
+                calibrated_probabilities={n: float(p) for n, p in zip(names, t["calibrated"], strict=True)},
+                calibration=calibration,
+                prediction=names[int(np.argmax(t["calibrated"]))],
+                uncertainty=Uncertainty(
+                    method=method, samples=int(sample_probs.shape[0]),
+                    predictive_entropy=float(measures["predictive_entropy"][i]),
+                    expected_entropy=float(measures["expected_entropy"][i]),
+                    mutual_information=float(measures["mutual_information"][i]),
+                    max_probability=float(measures["max_probability"][i]),
+                    sample_probabilities_sd={n: float(v) for n, v in zip(names, sd, strict=True)}
+                    if sd is not None else None),
+                prediction_set=t["set"],
+                coverage=1 - self.trust.alpha if self.trust.alpha is not None else None,
+                decision=Decision(**t["decision"]),
+                intended_use=self.package.get("intended_use"),
+            ))
+        return results
+
+    def default_uncertainty(self) -> str:
+        """The package's natural method: its ensemble, its Bayesian layer, or none."""
+        from meddx.models.heads import classifier, is_bayes
+
+        if len(self.members) > 1:
+            return "ensemble"
+        try:
+            if is_bayes(classifier(self.model)):
+                return "bayes"
+        except ModelError:
+            pass
+        return "none"
 
     def image_from_file(self, path: str | Path, *, slice_index: int | None = None) -> np.ndarray:
         """Read ``path`` and turn it into one uint8 2-D image the model can take."""
@@ -146,22 +242,46 @@ class Pipeline:
         scaled = np.clip((array - low) / (high - low or 1.0), 0, 1) * 255
         return np.rint(scaled).astype(np.uint8)  # rint: 8-bit values come back exactly
 
-    def predict_files(self, paths: list[str | Path], *, slice_index: int | None = None) -> list[dict[str, Any]]:
-        """One result per file: probabilities per class, the top class, and the model version."""
+    def predict_files(self, paths: list[str | Path], *, slice_index: int | None = None, uncertainty: str = "auto",
+                      samples: int = 20, explain: str | None = None,
+                      explain_dir: str | Path | None = None) -> list[dict[str, Any]]:
+        """One prediction (see :mod:`meddx.inference.schema`) per file, as JSON-ready dicts.
+
+        ``explain`` (``gradcam``, ``gradcam++``, ``scorecam``) adds a saliency map saved
+        as a PNG overlay in ``explain_dir`` with its sanity and faithfulness checks.
+        """
         images = [self.image_from_file(p, slice_index=slice_index) for p in paths]
         results = []
         for path, image in zip(paths, images, strict=True):
-            proba = self.predict_arrays(image[None])[0]
-            results.append({
-                "file": str(path),
-                "probabilities": {name: float(p) for name, p in zip(self.class_names, proba, strict=True)},
-                "prediction": self.class_names[int(np.argmax(proba))],
-                "model": self.package["name"],
-                "model_version": self.package["version"],
-            })
+            prediction = self.predict_detailed(image[None], [str(path)], uncertainty=uncertainty,
+                                               samples=samples)[0]
+            if explain:
+                from meddx.inference.explanations import explain_image
+
+                prediction.explanation = explain_image(self, image, prediction.prediction, method=explain,
+                                                       out_dir=Path(explain_dir or "."), stem=Path(path).stem)
+            results.append({"file": str(path), **prediction.to_json_dict()})
         return results
 
-    def predict(self, files: str | Path | list[str | Path], *, slice_index: int | None = None) -> list[dict[str, Any]]:
+    def predict(self, files: str | Path | list[str | Path], *, slice_index: int | None = None,
+                uncertainty: str = "auto", samples: int = 20, explain: str | None = None,
+                explain_dir: str | Path | None = None) -> list[dict[str, Any]]:
         """The Python API: ``Pipeline.load("name:1").predict(["a.dcm", "b.png"])`` (one dict per file)."""
         paths = [files] if isinstance(files, (str, Path)) else list(files)
-        return self.predict_files(paths, slice_index=slice_index)
+        return self.predict_files(paths, slice_index=slice_index, uncertainty=uncertainty, samples=samples,
+                                  explain=explain, explain_dir=explain_dir)
+
+
+def _build(package: dict[str, Any], folder: Path) -> Any:
+    """One model of a package, with its weights, in eval mode."""
+    from meddx.models import create_model
+    from meddx.models.registry import load_pretrained
+
+    model = create_model(package["architecture"], num_classes=package["num_classes"],
+                         in_chans=package["preprocess"]["in_chans"], head=package.get("head", "linear"),
+                         drop_rate=package.get("drop_rate"))
+    report = load_pretrained(model, folder)
+    if report["skipped"]:
+        raise ModelError(f"weights do not fit the architecture: {report['skipped'][:3]}", path=folder)
+    model.eval()
+    return model

@@ -52,10 +52,11 @@ def _small_cnn(num_classes: int, in_chans: int, width: int = 32, dropout: float 
 
 @register_model("cnn-small")
 def cnn_small(num_classes: int, in_chans: int = 1, **kwargs: Any) -> Any:
-    return _small_cnn(num_classes, in_chans, width=kwargs.get("width", 32), dropout=kwargs.get("dropout", 0.2))
+    dropout = kwargs.get("drop_rate", kwargs.get("dropout", 0.2))
+    return _small_cnn(num_classes, in_chans, width=kwargs.get("width", 32), dropout=dropout)
 
 
 @register_model("cnn-tiny")
 def cnn_tiny(num_classes: int, in_chans: int = 1, **kwargs: Any) -> Any:
     """A 8-channel variant for unit tests (trains in well under a second)."""
-    return _small_cnn(num_classes, in_chans, width=8, dropout=0.0)
+    return _small_cnn(num_classes, in_chans, width=8, dropout=kwargs.get("drop_rate", 0.0))

@@ -47,9 +47,14 @@ def create_model(
     in_chans: int = 1,
     *,
     pretrained: str | Path | None = None,
+    head: str = "linear",
     **kwargs: Any,
 ) -> Any:
-    """Build model ``name`` for ``num_classes`` outputs and ``in_chans`` input channels."""
+    """Build model ``name`` for ``num_classes`` outputs and ``in_chans`` input channels.
+
+    ``head="bayes"`` replaces the final linear layer with a Bayes-by-backprop layer
+    (see :mod:`meddx.models.heads`); ``drop_rate`` sets the dropout in front of it.
+    """
     _load_builtin()
     if name not in _MODELS:
         import difflib
@@ -59,7 +64,13 @@ def create_model(
             f"unknown model {name!r}", field="model",
             hint=(f"Did you mean {', '.join(close)}? " if close else "") + f"Known: {', '.join(sorted(_MODELS))}",
         )
+    if "drop_rate" in kwargs and kwargs["drop_rate"] is None:
+        kwargs.pop("drop_rate")
     model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if head != "linear":
+        from meddx.models.heads import set_head
+
+        set_head(model, head)
     if pretrained:
         load_pretrained(model, pretrained)
     return model

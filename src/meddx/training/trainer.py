@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from meddx.exceptions import ConfigError
+from meddx.inference.trust import fit_trust
 
 log = logging.getLogger("meddx.training")
 
@@ -53,6 +54,16 @@ class TrainConfig:
             step (0 turns it off) and validate, select and save the averaged model:
             steadier than the raw weights on small, noisy validation sets.
         label_smoothing: cross-entropy label smoothing.
+        head / drop_rate: ``linear`` or ``bayes`` (a Bayes-by-backprop last layer, for
+            scarce data) and the dropout in front of it (MC-dropout needs it > 0).
+        calibration / conformal_alpha / target_risk: the trust layer fitted on the
+            validation split after training (see :mod:`meddx.inference.trust`).
+        holdout_fraction: carve this share of the training split out as a hold-out test
+            set, disjoint by patient (by near-duplicate image group when the data have
+            no patient ids), never used for fitting or calibration; its indices into the
+            training split go to ``holdout.json``.
+        ensemble: train this many members (seeds ``seed``, ``seed+1``, ...) on the
+            same split and package them as one deep ensemble.
         sampler: ``weighted-loss`` (inverse class frequency in the loss),
             ``balanced`` (class-balanced sampling) or ``none``.
         augment / augment_geometry / hflip: batched random flips + intensity jitter, and
@@ -90,6 +101,14 @@ class TrainConfig:
     backbone_lr_mult: float = 1.0
     ema: float = 0.0
     label_smoothing: float = 0.0
+    head: str = "linear"
+    drop_rate: float | None = None
+    calibration: str = "temperature"
+    conformal_alpha: float = 0.1
+    target_risk: float = 0.05
+    ensemble: int = 1
+    split_seed: int | None = None
+    holdout_fraction: float = 0.0
     amp: bool | None = None
     threads: int | None = None
     device: str = "auto"
@@ -110,6 +129,18 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
                               field="label_smoothing")
+        if not 0 <= self.holdout_fraction < 0.5:
+            raise ConfigError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}",
+                              field="holdout_fraction")
+        if self.ensemble < 1:
+            raise ConfigError(f"ensemble must be ≥ 1, got {self.ensemble}", field="ensemble")
+        if not 0 < self.conformal_alpha < 1:
+            raise ConfigError(f"conformal_alpha must be in (0, 1), got {self.conformal_alpha}",
+                              field="conformal_alpha", hint="0.1 gives 90% prediction sets")
+        from meddx.models.heads import HEADS
+
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {tuple(sorted(HEADS))}, got {self.head!r}", field="head")
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError("epochs must be ≥ 1 and batch_size ≥ 2", field="epochs/batch_size")
 
@@ -183,18 +214,30 @@ def _train_mode(model: Any) -> None:
                 module.eval()
 
 
-def predict_proba(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
-                  device: str = "cpu") -> np.ndarray:
-    """Softmax probabilities for preprocessed inputs ``x`` ``(N,C,H,W)``."""
+def predict_logits(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
+                   device: str | None = None) -> np.ndarray:
+    """Logits ``(N, classes)`` for preprocessed inputs ``x`` ``(N,C,H,W)`` (eval mode)."""
     import torch
 
     model.eval()
+    if device is None:
+        device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             batch = ((torch.from_numpy(x[start:start + batch_size]) - mean) / std).to(device)
-            out.append(torch.softmax(model(batch).float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+            out.append(model(batch).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+
+def predict_proba(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
+                  device: str | None = None) -> np.ndarray:
+    """Softmax probabilities for preprocessed inputs ``x`` ``(N,C,H,W)``."""
+    logits = predict_logits(model, x, mean, std, batch_size, device)
+    if logits.size == 0:
+        return logits
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def subsample_labels(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -307,6 +350,9 @@ def fit(
         history = saved["history"]
         log.info("resumed from %s at epoch %d", checkpoint, state["epoch"])
 
+    from meddx.models.heads import is_bayes, kl_divergence
+
+    bayesian = any(is_bayes(m) for m in model.modules())
     x_train_t = torch.from_numpy(x_train)
     y_train_t = torch.from_numpy(y_train)
     bar = None
@@ -336,6 +382,8 @@ def fit(
                 target = y_train_t[index].to(device)
                 with torch.autocast(device_type=device, dtype=amp_dtype, enabled=use_amp):
                     loss = criterion(model(batch).float(), target)
+                if bayesian:  # Bayes-by-backprop: the KL term, spread over the training set
+                    loss = loss + kl_divergence(model) / len(x_train)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -399,8 +447,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     from meddx.models import create_model
 
     config.validate()
+    if config.ensemble > 1:
+        return _train_ensemble(config, progress=progress)
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     seed_everything(config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
     sample = load_images(config.data, size=config.size)
     splits = dict(sample.splits)
     groups_all = (sample.meta.get("groups") or {}).get("all")
@@ -410,7 +461,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             raise ConfigError("data has no 'train' or 'all' split", field="split", path=config.data)
         images, labels = splits.pop("all")
         groups = np.asarray(groups_all) if groups_all is not None else np.arange(len(labels))
-        idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=config.seed)
+        idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=split_seed)
         splits["train"] = (images[idx["train"]], labels[idx["train"]])
         splits["val"] = (images[idx["val"]], labels[idx["val"]])
         split_note = f"group split of all data: {1 - config.val_fraction:.0%} train / {config.val_fraction:.0%} val"
@@ -418,14 +469,21 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         images, labels = splits["train"]
         train_groups = (sample.meta.get("groups") or {}).get("train")
         groups = np.asarray(train_groups) if train_groups is not None else np.arange(len(labels))
-        idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=config.seed)
+        idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=split_seed)
         splits["train"] = (images[idx["train"]], labels[idx["train"]])
         splits["val"] = (images[idx["val"]], labels[idx["val"]])
         split_note = f"train split re-split {1 - config.val_fraction:.0%} / {config.val_fraction:.0%} for validation"
+    holdout = None
+    if config.holdout_fraction > 0:
+        holdout = carve_holdout(splits["train"][0], splits["train"][1], config.holdout_fraction, split_seed,
+                                groups=(sample.meta.get("groups") or {}).get("train"))
+        keep_idx = np.setdiff1d(np.arange(len(splits["train"][1])), holdout["indices"])
+        splits["train"] = (splits["train"][0][keep_idx], np.asarray(splits["train"][1])[keep_idx])
+        split_note += f"; {len(holdout['indices'])} training images held out ({holdout['grouping']})"
     x_train = prepare_arrays(splits["train"][0], config.size)
     y_train = np.asarray(splits["train"][1]).reshape(len(x_train), -1)[:, 0].astype(np.int64)
     if config.label_fraction < 1:
-        keep = subsample_labels(y_train, config.label_fraction, config.seed)
+        keep = subsample_labels(y_train, config.label_fraction, split_seed)
         x_train, y_train = x_train[keep], y_train[keep]
     x_val = prepare_arrays(splits["val"][0], config.size)
     y_val = np.asarray(splits["val"][1]).reshape(len(x_val), -1)[:, 0].astype(np.int64)
@@ -438,14 +496,20 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
 
     run = Path(config.resume or config.out or _default_run_dir(config))
     run.mkdir(parents=True, exist_ok=True)
+    if holdout is not None:
+        (run / "holdout.json").write_text(json.dumps(holdout), encoding="utf-8")
     handler = logging.FileHandler(run / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
         (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
-        model = create_model(config.model, num_classes=num_classes, in_chans=in_chans, pretrained=config.pretrained)
+        model = create_model(config.model, num_classes=num_classes, in_chans=in_chans, pretrained=config.pretrained,
+                             head=config.head, drop_rate=config.drop_rate)
         result = fit(model, x_train, y_train, x_val, y_val, config, run=run, mean=mean, std=std, progress=progress)
+        trust = fit_trust(predict_logits(model, x_val, mean, std), y_val, calibration=config.calibration,
+                          alpha=config.conformal_alpha, target_risk=config.target_risk,
+                          fitted_on=f"validation split (n={len(y_val)})")
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -459,6 +523,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         "name": name,
         "version": time.strftime("%Y%m%d%H%M%S"),
         "architecture": config.model,
+        "head": config.head,
+        "drop_rate": config.drop_rate,
         "num_classes": num_classes,
         "class_names": class_names,
         "positive_class": positive,
@@ -476,6 +542,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
                      "epochs_run": result.epochs_run, "seconds": result.seconds,
                      "images_per_second": result.images_per_second, "seed": config.seed,
                      "pretrained": config.pretrained, "freeze": config.freeze},
+        "trust": trust,
         "intended_use": "Research and clinical decision support by qualified staff; not for primary diagnosis.",
     }
     (run / "package.json").write_text(json.dumps(package, indent=2), encoding="utf-8")
@@ -500,3 +567,79 @@ def _default_run_dir(config: TrainConfig) -> Path:
 
     stem = Path(config.data).name or config.data
     return home_dir() / "runs" / f"{stem}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train_ensemble(config: TrainConfig, *, progress: bool) -> Path:
+    """Train ``config.ensemble`` members on one split and package them as a deep ensemble."""
+    from dataclasses import replace
+
+    from meddx.inference import Pipeline
+
+    run = Path(config.out or _default_run_dir(config))
+    run.mkdir(parents=True, exist_ok=True)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    members = []
+    for k in range(config.ensemble):
+        member_out = run / "members" / f"m{k}"
+        member = replace(config, ensemble=1, seed=config.seed + k, split_seed=split_seed, out=str(member_out),
+                         resume=str(member_out) if config.resume and (member_out / "last.pt").is_file() else None)
+        if (member_out / "package.json").is_file() and config.resume:
+            members.append(member_out)  # finished before the interruption
+            continue
+        members.append(train(member, progress=progress))
+    first = json.loads((members[0] / "package.json").read_text(encoding="utf-8"))
+    (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    package = {**first, "kind": "ensemble", "members": [str(m.relative_to(run)) for m in members],
+               "name": re.sub(r"-m0$", "", first["name"]) + f"-ensemble{config.ensemble}",
+               "version": time.strftime("%Y%m%d%H%M%S")}
+    package["training"] = {**first["training"], "seed": config.seed, "members": config.ensemble,
+                           "best_epoch": [json.loads((m / "package.json").read_text())["training"]["best_epoch"]
+                                          for m in members]}
+    (run / "package.json").write_text(json.dumps(package, indent=2), encoding="utf-8")
+    # the ensemble's own trust layer, fitted on the members' averaged validation predictions
+    pipeline = Pipeline.load(run)
+    x_val, y_val = _validation_arrays(replace(config, ensemble=1, split_seed=split_seed))
+    logits = np.log(np.clip(pipeline.predict_arrays(x_val, calibrated=False), 1e-12, 1.0))
+    package["trust"] = fit_trust(logits, y_val, calibration=config.calibration, alpha=config.conformal_alpha,
+                                 target_risk=config.target_risk,
+                                 fitted_on=f"validation split (n={len(y_val)}), ensemble mean")
+    (run / "package.json").write_text(json.dumps(package, indent=2), encoding="utf-8")
+    from meddx.packaging.card import write_card
+
+    write_card(run, package)
+    return run
+
+
+def carve_holdout(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
+                  groups: list[Any] | None = None) -> dict[str, Any]:
+    """A group-disjoint, stratified hold-out of ``fraction`` of a training split (indices and how grouped)."""
+    from meddx.data.splits import group_train_val_test_split, near_duplicate_groups
+
+    labels = np.asarray(labels).reshape(len(images), -1)[:, 0]
+    if groups is not None:
+        group_ids, grouping = np.asarray(groups), "patient groups from the data set"
+    else:
+        group_ids = near_duplicate_groups(list(images))
+        grouping = "near-duplicate image groups (correlation > 0.95), as no patient ids exist"
+    idx = group_train_val_test_split(labels, group_ids, val=0.0, test=fraction, seed=seed)
+    return {"indices": sorted(int(i) for i in idx["test"]), "fraction": fraction, "seed": seed,
+            "grouping": grouping, "groups": int(len(np.unique(group_ids))), "n_train_split": int(len(labels))}
+
+
+def _validation_arrays(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The raw validation images and labels that :func:`train` uses for ``config``."""
+    from meddx.data.datasets import load_images
+    from meddx.data.splits import group_train_val_test_split
+
+    sample = load_images(config.data, size=config.size)
+    splits = dict(sample.splits)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    if "val" in splits:
+        images, labels = splits["val"]
+        return images, np.asarray(labels).reshape(len(images), -1)[:, 0].astype(np.int64)
+    key = "train" if "train" in splits else "all"
+    images, labels = splits[key]
+    groups_meta = (sample.meta.get("groups") or {}).get(key)
+    groups = np.asarray(groups_meta) if groups_meta is not None else np.arange(len(labels))
+    idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=split_seed)
+    return images[idx["val"]], np.asarray(labels)[idx["val"]].reshape(-1).astype(np.int64)

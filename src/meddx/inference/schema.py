@@ -1,0 +1,74 @@
+"""One prediction schema for every model, modality and interface (CLI, Python API, REST).
+
+A :class:`Prediction` carries what a clinician needs to act on a model's output:
+the raw and calibrated class probabilities, how uncertain the model is and why
+(sampled uncertainty split into aleatoric and epistemic parts), the conformal
+prediction set, the decision (``positive``/``negative``/``refer`` for binary
+tasks, a class name or ``refer`` otherwise) with its reason, the model version,
+and a handle to the explanation when one was asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "meddx-prediction/1"
+
+
+class Uncertainty(BaseModel):
+    """Uncertainty of one prediction (entropies in nats)."""
+
+    method: str = Field(description="none | mc-dropout | bayes | tta | ensemble")
+    samples: int = Field(description="draws the measures come from (1 for none)")
+    predictive_entropy: float = Field(description="total uncertainty: entropy of the mean prediction")
+    expected_entropy: float = Field(description="aleatoric part: mean entropy of the draws")
+    mutual_information: float = Field(description="epistemic part: predictive minus expected entropy")
+    max_probability: float = Field(description="largest class probability of the mean of the draws")
+    sample_probabilities_sd: dict[str, float] | None = Field(
+        None, description="standard deviation of each class probability across draws")
+
+
+class Decision(BaseModel):
+    decision: str = Field(description="positive | negative | refer (binary), or a class name | refer")
+    reason: str
+
+
+class Explanation(BaseModel):
+    """A saliency map and the two checks meddx computes for every explanation."""
+
+    method: str
+    target: str = Field(description="class the map explains")
+    overlay: str | None = Field(None, description="PNG of the map over the (windowed) input image")
+    sanity_spearman: float | None = Field(
+        None, description="rank correlation with the map of a weight-randomised model (low = depends on weights)")
+    deletion_auc: float | None = Field(None, description="target probability as salient pixels are removed")
+    random_deletion_auc: float | None = Field(None, description="the same for random maps (higher is expected)")
+    insertion_auc: float | None = None
+    random_insertion_auc: float | None = None
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    schema_version: str = SCHEMA_VERSION
+    input: str = Field(description="file, record or row the prediction is for")
+    modality: str
+    model: str
+    model_version: str
+    class_names: list[str]
+    probabilities: dict[str, float] = Field(description="the model's softmax output")
+    calibrated_probabilities: dict[str, float]
+    calibration: str = Field(description="calibrator applied (identity when none)")
+    prediction: str = Field(description="most probable class after calibration")
+    uncertainty: Uncertainty
+    prediction_set: list[str] | None = Field(None, description="conformal set; None when not fitted")
+    coverage: float | None = Field(None, description="target coverage of the prediction set")
+    decision: Decision
+    explanation: Explanation | None = None
+    intended_use: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -1,0 +1,115 @@
+"""The trust layer of a model package: calibration, conformal sets and abstention.
+
+Fitted once on the validation split when a model is trained (or refitted on a
+hospital's local labelled sample with :func:`refit`), stored as JSON in
+``package.json["trust"]``, and applied to every prediction, whatever the model's
+modality:
+
+1. a calibrator turns the model's logits into calibrated probabilities
+   (temperature scaling by default; vector/Dirichlet scaling for multi-class);
+2. a split-conformal predictor (APS) turns those into a prediction set that holds
+   the true class with the chosen coverage (90% by default);
+3. an abstention policy refers the case to a specialist when the set holds more
+   than one class or the uncertainty passes a threshold chosen on validation data
+   for a target risk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULTS = {"calibration": "temperature", "alpha": 0.1, "conformal": "aps", "measure": "predictive_entropy",
+            "target_risk": 0.05}
+
+
+def fit_trust(logits: np.ndarray, labels: np.ndarray, *, calibration: str = "temperature", alpha: float = 0.1,
+              conformal: str = "aps", measure: str = "predictive_entropy", target_risk: float = 0.05,
+              fitted_on: str = "validation split") -> dict[str, Any]:
+    """Fit the three parts on held-out ``logits`` ``(N, C)`` and ``labels``; return the JSON to store."""
+    from meddx.calibration import AbstentionPolicy, SplitConformal, calibration_metrics, create_calibrator
+    from meddx.calibration.abstention import SCORES
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    calibrator = create_calibrator(calibration).fit(logits, labels)
+    probs = calibrator.transform(logits)
+    predictor = SplitConformal(method=conformal, alpha=alpha).fit(probs, labels)
+    uncertainty = SCORES[measure](probs)
+    correct = probs.argmax(axis=1) == labels
+    policy = AbstentionPolicy(measure=measure, target_risk=target_risk).fit(uncertainty, correct)
+    raw = _softmax(logits)
+    return {
+        "fitted_on": fitted_on,
+        "n": int(len(labels)),
+        "calibration": calibrator.to_dict(),
+        "conformal": predictor.to_dict(),
+        "abstention": policy.to_dict(),
+        "validation": {"before": calibration_metrics(raw, labels), "after": calibration_metrics(probs, labels)},
+    }
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class TrustLayer:
+    """The fitted parts, rebuilt from a package's JSON (identity when the package has none)."""
+
+    calibrator: Any
+    conformal: Any | None
+    policy: Any | None
+    alpha: float | None
+
+    @classmethod
+    def from_package(cls, package: dict[str, Any]) -> TrustLayer:
+        from meddx.calibration import SplitConformal, calibrator_from_dict, create_calibrator
+        from meddx.calibration.abstention import AbstentionPolicy
+
+        trust = package.get("trust") or {}
+        calibrator = calibrator_from_dict(trust["calibration"]) if "calibration" in trust else \
+            create_calibrator("identity")
+        conformal = SplitConformal.from_dict(trust["conformal"]) if "conformal" in trust else None
+        policy = AbstentionPolicy.from_dict(trust["abstention"]) if "abstention" in trust else None
+        return cls(calibrator, conformal, policy, conformal.alpha if conformal is not None else None)
+
+    def apply(self, logits: np.ndarray, class_names: list[str], positive_class: str | None) -> list[dict[str, Any]]:
+        """Calibrated probabilities, prediction set and decision for each row of ``logits``."""
+        from meddx.calibration.abstention import SCORES
+
+        logits = np.asarray(logits, dtype=np.float64)
+        calibrated = self.calibrator.transform(logits)
+        sets = self.conformal.predict_sets(calibrated) if self.conformal is not None else None
+        positive_index = class_names.index(positive_class) if positive_class in class_names else None
+        if self.policy is not None:
+            uncertainty = SCORES[self.policy.measure](calibrated)
+            decisions = self.policy.decide(uncertainty, sets=sets, positive_index=positive_index, probs=calibrated,
+                                           class_names=class_names)
+        else:
+            decisions = [_plain_decision(row, class_names, positive_index) for row in calibrated]
+        out = []
+        for i, row in enumerate(calibrated):
+            decision = dict(decisions[i])
+            if positive_index is not None and decision.get("decision") not in ("positive", "negative", "refer"):
+                decision["decision"] = "positive" if int(np.argmax(row)) == positive_index else "negative"
+            elif positive_index is None and decision.get("decision") not in ("refer", *class_names):
+                decision["decision"] = class_names[int(np.argmax(row))]
+            out.append({
+                "calibrated": row,
+                "set": [class_names[j] for j in np.flatnonzero(sets[i])] if sets is not None else None,
+                "decision": decision,
+            })
+        return out
+
+
+def _plain_decision(row: np.ndarray, class_names: list[str], positive_index: int | None) -> dict[str, str]:
+    top = int(np.argmax(row))
+    if positive_index is not None:
+        return {"decision": "positive" if top == positive_index else "negative",
+                "reason": "no abstention policy in this package: the most probable class"}
+    return {"decision": class_names[top], "reason": "no abstention policy in this package: the most probable class"}
