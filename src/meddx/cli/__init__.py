@@ -10,14 +10,18 @@ import sys
 
 import typer
 
+from meddx.cli import audit as _audit
 from meddx.cli import data as _data
+from meddx.cli import deidentify as _deidentify
 from meddx.cli import evaluate as _evaluate
 from meddx.cli import info as _info
 from meddx.cli import models as _models
 from meddx.cli import predict as _predict
 from meddx.cli import pretrain as _pretrain
 from meddx.cli import report as _report
+from meddx.cli import serve as _serve
 from meddx.cli import train as _train
+from meddx.cli import users as _users
 from meddx.exceptions import MeddxError
 
 app = typer.Typer(
@@ -35,6 +39,10 @@ app.command("predict")(_predict.predict)
 app.add_typer(_models.app, name="models")
 app.command("pretrain")(_pretrain.pretrain)
 app.command("report")(_report.report)
+app.command("serve")(_serve.serve)
+app.command("deidentify")(_deidentify.deidentify)
+app.add_typer(_users.app, name="users")
+app.add_typer(_audit.app, name="audit")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,12 @@
 * :mod:`~meddx.explain.localisation` — energy-in-box and pointing-game scores
   against annotated bounding boxes.
 
-The names below are imported lazily: ``from meddx.explain import overlay``
-does not load torch or ``pytorch_grad_cam`` (several seconds), and only
-:mod:`~meddx.explain.cam`/:mod:`~meddx.explain.sanity` need the ``explain``
-and ``train`` extras.
+The torch-based names (CAMs and sanity checks) are imported lazily, on first
+use: ``from meddx.explain import overlay, energy_in_boxes`` does not load torch
+or ``pytorch_grad_cam`` (several seconds); only :mod:`~meddx.explain.cam` and
+:mod:`~meddx.explain.sanity` need the ``train`` and ``explain`` extras.
+(``meddx.explain.overlay`` is the function; the module is
+``sys.modules["meddx.explain.overlay"]``.)
 """
 
 from __future__ import annotations
@@ -23,25 +25,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS: dict[str, str] = {
+from meddx.explain.localisation import boxes_mask, energy_in_boxes, pointing_game, rescale_boxes
+from meddx.explain.overlay import COLORMAPS, overlay, save_overlay
+
+_LAZY: dict[str, str] = {
     "CAM_METHODS": "cam",
     "compute_cam": "cam",
     "default_target_layer": "cam",
     "list_cam_methods": "cam",
     "register_cam_method": "cam",
-    "COLORMAPS": "overlay",
-    "overlay": "overlay",
-    "save_overlay": "overlay",
     "BASELINES": "sanity",
     "deletion_insertion": "sanity",
     "faithfulness": "sanity",
     "random_map_baseline": "sanity",
     "randomisation_test": "sanity",
     "randomize_weights": "sanity",
-    "boxes_mask": "localisation",
-    "energy_in_boxes": "localisation",
-    "pointing_game": "localisation",
-    "rescale_boxes": "localisation",
 }
 
 __all__ = [
@@ -73,8 +71,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         list_cam_methods,
         register_cam_method,
     )
-    from meddx.explain.localisation import boxes_mask, energy_in_boxes, pointing_game, rescale_boxes
-    from meddx.explain.overlay import COLORMAPS, overlay, save_overlay
     from meddx.explain.sanity import (
         BASELINES,
         deletion_insertion,
@@ -86,13 +82,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'meddx.explain' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"meddx.explain.{module}"), name)
-    globals()[name] = value
-    return value
+    loaded = importlib.import_module(f"meddx.explain.{module}")
+    for other, where in _LAZY.items():  # bind every name of that module at once
+        if where == module:
+            globals()[other] = getattr(loaded, other)
+    return globals()[name]
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,7 +10,12 @@ packaged) model.
 
 Maps are returned as numpy ``float32`` arrays ``(N, H, W)`` in ``[0, 1]`` at the
 input resolution (each map is min-max scaled by ``pytorch_grad_cam``, so
-values compare *within* an image, not across images).
+values compare *within* an image, not across images). An all-zero map means
+the layer holds no positive evidence for the target class (the ReLU of
+Grad-CAM removed everything), not that the computation failed.
+
+Score-CAM needs one forward pass per channel of the target layer and image
+(2048 for ResNet-50): fine for the small CNNs, slow for large backbones on CPU.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from meddx.exceptions import InvalidValueError, ModelError
 
 try:
     import torch
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam import ScoreCAM as _LibraryScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     from torch import nn
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -36,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 CamClass = type
 CAM_METHODS: dict[str, CamClass] = {}
-"""Registered CAM methods: name -> ``pytorch_grad_cam`` class."""
+"""Registered CAM methods: name -> ``pytorch_grad_cam`` class (``BaseCAM`` subclass)."""
 
 SCORECAM_BATCH_SIZE = 8
 """Masked images per forward pass in Score-CAM (one pass per channel chunk)."""
@@ -52,6 +58,33 @@ def register_cam_method(name: str) -> Callable[[CamClass], CamClass]:
         return cls
 
     return decorator
+
+
+class ScoreCAM(_LibraryScoreCAM):
+    """``pytorch_grad_cam``'s Score-CAM, computing the same weights without its tqdm progress bar.
+
+    The library prints one progress bar per image to stderr, which floods CLI
+    output and logs; the channel scores and their softmax are unchanged.
+    """
+
+    def get_cam_weights(self, input_tensor: Any, target_layer: Any, targets: Any, activations: Any,
+                        grads: Any) -> np.ndarray:
+        with torch.no_grad():
+            upsampled = nn.UpsamplingBilinear2d(size=input_tensor.shape[-2:])(
+                torch.from_numpy(activations).to(self.device))
+            flat = upsampled.view(upsampled.size(0), upsampled.size(1), -1)
+            maxs, mins = flat.max(dim=-1)[0][:, :, None, None], flat.min(dim=-1)[0][:, :, None, None]
+            upsampled = (upsampled - mins) / (maxs - mins + 1e-8)
+            masked = input_tensor[:, None, :, :] * upsampled[:, :, None, :, :]  # (N, K, C, H, W)
+            step = getattr(self, "batch_size", 16)
+            scores = [
+                float(target(output).cpu())
+                for target, images in zip(targets, masked)
+                for start in range(0, images.size(0), step)
+                for output in self.model(images[start:start + step])
+            ]
+            scores_t = torch.tensor(scores).view(activations.shape[0], activations.shape[1])
+            return torch.softmax(scores_t, dim=-1).numpy()
 
 
 register_cam_method("gradcam")(GradCAM)
@@ -175,6 +208,28 @@ def preserved_state(model: Any, *, frozen: bool = False) -> Iterator[Any]:
             p.grad = grad
 
 
+ONE_THREAD_ELEMENTS = 16 * 64 * 64
+"""Forward passes on fewer input elements than this run on one torch thread (as in meddx.inference)."""
+
+
+@contextmanager
+def small_work_threads(elements: int) -> Iterator[None]:
+    """Use one torch thread for tiny batches: waking a thread pool costs more than the work.
+
+    On a loaded 2-core machine the pool's spinning threads can make small
+    convolutions ten times slower; large batches keep the setting as it is.
+    """
+    if elements >= ONE_THREAD_ELEMENTS or torch.get_num_threads() == 1:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def model_device(model: Any) -> Any:
     """The device of the model's first parameter; ModelError for a model without parameters."""
     try:
@@ -205,7 +260,7 @@ def as_input_tensor(x: Any) -> Any:
 def predict_logits(model: Any, x: Any, batch_size: int = 64) -> Any:
     """Logits ``(N, C)`` of ``model`` in eval mode on CPU (mode restored afterwards)."""
     device = model_device(model)
-    with preserved_state(model):
+    with preserved_state(model), small_work_threads(min(len(x), batch_size) * x[0].numel()):
         model.eval()
         outs = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
     logits = torch.cat(outs)
@@ -276,11 +331,14 @@ def compute_cam(
     classes = resolve_targets(targets, predict_logits(model, x, batch_size))
     height, width = x.shape[-2:]
     maps = []
-    with preserved_state(model, frozen=True), torch.inference_mode(False):
+    work = min(len(x), max(batch_size, scorecam_batch_size)) * x[0].numel()
+    with preserved_state(model, frozen=True), torch.inference_mode(False), small_work_threads(work):
         with cam_class(model=model, target_layers=[layer]) as cam:
             cam.batch_size = scorecam_batch_size  # read by Score-CAM only
             grad_mode = torch.enable_grad() if cam.uses_gradients else torch.no_grad()
-            error: IndexError | None = None  # BaseCAM.__exit__ swallows IndexError: carry it out
+            # BaseCAM.__exit__ swallows IndexError (and grad-cam reports a non-spatial layer as ValueError,
+            # one the output does not depend on as AttributeError): carry it out as a ModelError
+            error: Exception | None = None
             try:
                 with grad_mode:
                     for start in range(0, len(x), batch_size):
@@ -288,10 +346,13 @@ def compute_cam(
                         chunk.requires_grad_(cam.uses_gradients)
                         wanted = [ClassifierOutputTarget(int(c)) for c in classes[start:start + batch_size]]
                         maps.append(np.asarray(cam(input_tensor=chunk, targets=wanted), dtype=np.float32))
-            except IndexError as exc:
+            except (IndexError, ValueError, AttributeError) as exc:
                 error = exc
         if error is not None:
-            raise ModelError(f"CAM failed on {type(model).__name__}: {error}", field="target_layer") from error
+            raise ModelError(
+                f"{method} failed on {type(model).__name__} at {type(layer).__name__}: {error}", field="target_layer",
+                hint="The target layer must output a (N, C, H, W) feature map that the prediction depends on",
+            ) from error
     out = np.concatenate(maps)
     if out.shape[1:] != (height, width):  # pytorch_grad_cam resizes already; keep the contract explicit
         import cv2

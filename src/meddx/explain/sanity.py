@@ -29,6 +29,7 @@ from meddx.explain.cam import (
     predict_logits,
     preserved_state,
     resolve_targets,
+    small_work_threads,
 )
 
 Targets = int | Sequence[int] | np.ndarray | None
@@ -69,9 +70,13 @@ def randomize_weights(model: Any, seed: int = 0) -> Any:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    import warnings
+
     from scipy.stats import spearmanr
 
-    rho = spearmanr(a.ravel(), b.ravel()).statistic
+    with warnings.catch_warnings():  # a constant map: handled below
+        warnings.simplefilter("ignore")
+        rho = spearmanr(a.ravel(), b.ravel()).statistic
     return 0.0 if not np.isfinite(rho) else float(rho)
 
 
@@ -230,7 +235,8 @@ def deletion_insertion(
     device = model_device(model)
     deletion = np.empty((n, steps + 1))
     insertion = np.empty((n, steps + 1))
-    with preserved_state(model), torch.no_grad():
+    work = min(2 * (steps + 1), batch_size) * x[0].numel()
+    with preserved_state(model), torch.no_grad(), small_work_threads(work):
         model.eval()
         for i in range(n):
             image = x[i].to(device)

@@ -1,0 +1,51 @@
+"""``meddx audit``: check and read the service's hash-chained audit log."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="The service's audit log: verify the hash chain, show the last entries.",
+                  no_args_is_help=True)
+
+
+@app.command("verify")
+def verify() -> None:
+    """Check every entry's hash and link; exit 0 when intact, 2 (listing the problems) otherwise."""
+    from meddx.storage import audit
+    from meddx.storage.db import open_database
+
+    engine, sessions = open_database()
+    try:
+        with sessions() as session:
+            result = audit.verify(session)
+    finally:
+        engine.dispose()
+    if result.ok:
+        head = f"; head {result.head_hash}" if result.head_hash else ""
+        typer.echo(f"audit log intact: {result.entries} {'entry' if result.entries == 1 else 'entries'}{head}")
+        return
+    typer.echo(f"audit log BROKEN: {len(result.problems)} problem(s) in {result.entries} entries")
+    for problem in result.problems:
+        typer.echo(f"  {problem}")
+    raise typer.Exit(2)
+
+
+@app.command("tail")
+def tail(n: int = typer.Option(20, "-n", "--lines", min=1, help="How many of the newest entries to show.")) -> None:
+    """Show the newest entries, oldest first: id, time, user, action, patient, model, summary, hash."""
+    from meddx.storage import audit
+    from meddx.storage.db import open_database
+
+    engine, sessions = open_database()
+    try:
+        with sessions() as session:
+            entries = audit.tail(session, n)
+    finally:
+        engine.dispose()
+    if not entries:
+        typer.echo("the audit log is empty")
+        return
+    for e in entries:
+        fields = [str(e.id), e.ts.strftime("%Y-%m-%dT%H:%M:%SZ"), e.user, e.action,
+                  e.patient_pseudonym or "-", e.model_version or "-", e.summary or "-", e.hash[:12]]
+        typer.echo("  ".join(fields))

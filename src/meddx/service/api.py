@@ -1,0 +1,565 @@
+"""The REST API (``/api``): tokens, models, studies and results, patients, jobs, administration.
+
+Every route except ``/api/health`` and ``/api/auth/token`` needs a valid token
+(``Authorization: Bearer``, or the web page's session cookie) and a role:
+
+| routes | roles |
+|---|---|
+| studies, results, patients (patient data) | clinician, admin |
+| models and cards | every role |
+| jobs (validation reports) | engineer, admin |
+| users, audit log | admin |
+
+Every access to patient data is written to the hash-chained audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from pydantic import BaseModel, Field
+
+from meddx.service.security import ROLES, TokenData, issue_token, read_token
+
+COOKIE = "meddx_session"
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+router = APIRouter(prefix="/api")
+
+
+def ctx_of(request: Request) -> Any:
+    return request.app.state.ctx
+
+
+def current_user(request: Request, token: Annotated[str | None, Depends(oauth2)]) -> TokenData:
+    """The caller, from the bearer token or the session cookie; 401 otherwise."""
+    ctx = ctx_of(request)
+    raw = token or request.cookies.get(COOKIE)
+    data = read_token(ctx.token_secret, raw) if raw else None
+    if data is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not authenticated: log in for a token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    from meddx.storage.models import User
+
+    with ctx.sessions() as session:
+        user = session.query(User).filter_by(username=data.username).one_or_none()
+        if user is None or not user.active or user.role != data.role:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the account is disabled or changed: log in again",
+                                headers={"WWW-Authenticate": "Bearer"})
+    return data
+
+
+def require(*roles: str) -> Callable[..., TokenData]:
+    """A dependency that admits the given roles only (403 for the others)."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}")
+
+    def dependency(user: Annotated[TokenData, Depends(current_user)]) -> TokenData:
+        if user.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the role {' or '.join(roles)}")
+        return user
+
+    return dependency
+
+
+Clinical = Annotated[TokenData, Depends(require("clinician", "admin"))]
+Anyone = Annotated[TokenData, Depends(current_user)]
+Engineering = Annotated[TokenData, Depends(require("engineer", "admin"))]
+Admin = Annotated[TokenData, Depends(require("admin"))]
+
+
+def audit(ctx: Any, user: str, action: str, **fields: Any) -> None:
+    from meddx.storage.audit import append
+
+    with ctx.sessions() as session:
+        append(session, user=user, action=action, **fields)
+        session.commit()
+
+
+# --- health and tokens -----------------------------------------------------------------------------
+
+
+@router.get("/health", tags=["service"])
+def health() -> dict[str, str]:
+    """Liveness (no authentication)."""
+    return {"status": "ok"}
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    role: str
+    must_change_password: bool = False
+
+
+def login(ctx: Any, username: str, password: str, client: str) -> tuple[str, Any]:
+    """Check credentials with the rate limit; return (token, user) or raise 401/429."""
+    from meddx.storage.users import authenticate
+
+    key = f"{client}|{username.lower()}"
+    if not ctx.login_limiter.hit(key):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many login attempts: wait a minute",
+                            headers={"Retry-After": str(ctx.login_limiter.retry_after(key))})
+    with ctx.sessions() as session:
+        user = authenticate(session, username, password)
+        session.commit()
+        if user is None:
+            audit(ctx, username[:64] or "-", "auth.login_failed")
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password",
+                                headers={"WWW-Authenticate": "Bearer"})
+        token = issue_token(ctx.token_secret, user.username, user.role, ctx.settings.token_minutes)
+        audit(ctx, user.username, "auth.login")
+        return token, user
+
+
+@router.post("/auth/token", response_model=Token, tags=["auth"])
+def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
+    """OAuth2 password flow: a short-lived bearer token."""
+    ctx = ctx_of(request)
+    value, user = login(ctx, form.username, form.password, request.client.host if request.client else "-")
+    return Token(access_token=value, expires_in=ctx.settings.token_minutes * 60, role=user.role,
+                 must_change_password=bool(user.must_change_password))
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+
+
+@router.get("/me", response_model=Me, tags=["auth"])
+def me(user: Anyone) -> Me:
+    return Me(username=user.username, role=user.role)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=12, max_length=256)
+
+
+@router.post("/me/password", status_code=204, tags=["auth"])
+def change_password(request: Request, body: PasswordChange, user: Anyone) -> Response:
+    """Replace the caller's password (the one-time password of a new account, say)."""
+    from meddx.storage.users import authenticate, set_password
+
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        account = authenticate(session, user.username, body.current_password)
+        if account is None:
+            session.commit()
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
+        try:
+            set_password(session, account, body.new_password)
+        except Exception as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        session.commit()
+    audit(ctx, user.username, "user.password")
+    return Response(status_code=204)
+
+
+# --- models --------------------------------------------------------------------------------------------
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    architecture: str | None = None
+    modality: str = "image"
+    classes: list[str]
+    intended_use: str | None = None
+    calibration: str | None = None
+    uncertainty: str | None = None
+
+
+@router.get("/models", response_model=list[ModelInfo], tags=["models"])
+def models(request: Request, user: Anyone) -> list[ModelInfo]:
+    """The models this service offers, with what their packages say."""
+    ctx = ctx_of(request)
+    out = []
+    for ref in ctx.model_refs():
+        pipe = ctx.pipeline(ref)
+        p = pipe.package
+        out.append(ModelInfo(name=p["name"], version=str(p["version"]), architecture=p.get("architecture"),
+                             modality=p.get("modality", "image"), classes=pipe.class_names,
+                             intended_use=p.get("intended_use"),
+                             calibration=((p.get("trust") or {}).get("calibration") or {}).get("name"),
+                             uncertainty=pipe.default_uncertainty()))
+    return out
+
+
+@router.get("/models/{name}/card", response_class=PlainTextResponse, tags=["models"])
+def model_card(request: Request, name: str, user: Anyone) -> str:
+    """The model card (Markdown)."""
+    pipe = _pipeline_or_404(ctx_of(request), name)
+    path = pipe.folder / "MODEL_CARD.md"
+    return path.read_text(encoding="utf-8") if path.is_file() else f"# {name}\n\nNo model card in the package.\n"
+
+
+def _pipeline_or_404(ctx: Any, name: str | None) -> Any:
+    from meddx.exceptions import MeddxError
+
+    try:
+        return ctx.pipeline(name)
+    except MeddxError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+# --- studies and results ---------------------------------------------------------------------------------
+
+
+class StudyOut(BaseModel):
+    study_id: str
+    result_id: str
+    patient: str
+    created_at: str
+    prediction: dict[str, Any]
+    links: dict[str, str]
+
+
+UNCERTAINTY = ("auto", "none", "mc-dropout", "bayes", "tta", "ensemble")
+
+
+async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, patient_id: str | None,
+                    uncertainty: str, explain: bool, slice_index: int | None) -> StudyOut:
+    """Check, de-identify, store, predict, explain, audit (see :mod:`meddx.service.workflow`)."""
+    from meddx.exceptions import MeddxError
+    from meddx.service import workflow
+    from meddx.service.uploads import UploadRejected, receive
+    from meddx.storage.models import Patient, Result, Study
+
+    if uncertainty not in UNCERTAINTY:
+        raise HTTPException(422, f"uncertainty must be one of {', '.join(UNCERTAINTY)}")
+    pipeline = _pipeline_or_404(ctx, model)
+    settings = ctx.settings
+    try:
+        upload = await asyncio.to_thread(receive, file.file, ctx.upload_dir,
+                                         max_bytes=settings.max_upload_mb << 20, max_pixels=settings.max_pixels)
+    except UploadRejected as exc:
+        raise HTTPException(exc.status, exc.reason) from exc
+    try:
+        data, patient, suffix = await asyncio.to_thread(workflow.deidentify_upload, upload, ctx.pseudonym_key,
+                                                        patient_id)
+        image = await asyncio.to_thread(workflow.read_image, pipeline, data, suffix, slice_index)
+    except UploadRejected as exc:
+        raise HTTPException(exc.status, exc.reason) from exc
+    finally:
+        upload.discard()  # the original bytes (with identifiers) are never kept
+    ref = f"{pipeline.package['name']}:{pipeline.package['version']}:{uncertainty}"
+    batcher = ctx.batcher(ref, workflow.predict_batch(pipeline, uncertainty))
+    try:
+        prediction = await batcher.submit(workflow.model_input(pipeline, image))
+    except MeddxError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    overlay = original = None
+    if explain and pipeline.package.get("modality", "image") == "image":
+        record, overlay_png = await asyncio.to_thread(workflow.explanation, pipeline, image, prediction["prediction"])
+        prediction["explanation"] = record
+        overlay = ctx.blobs.put(overlay_png, kind="overlay")
+    original = ctx.blobs.put(workflow.png_bytes(image), kind="preview")
+    input_blob = ctx.blobs.put(data, kind="study")
+    sha = workflow.digest(data)
+    with ctx.sessions() as session:
+        from meddx.storage.models import User
+
+        uploader = session.query(User).filter_by(username=user).one()
+        person = session.query(Patient).filter_by(pseudonym=patient).one_or_none() or Patient(pseudonym=patient)
+        study = Study(patient=person, uploader=uploader, modality=upload.kind, content_type=_CONTENT[upload.kind],
+                      sha256=sha, size=len(data), blob_id=input_blob, display_name=f"{upload.kind} study")
+        session.add(study)
+        session.flush()
+        result = Result(study_id=study.id, model_name=pipeline.package["name"],
+                        model_version=str(pipeline.package["version"]), prediction=b"",
+                        decision=prediction["decision"]["decision"], overlay_blob_id=overlay)
+        session.add(result)
+        session.flush()
+        stored = {"prediction": prediction, "preview_blob_id": original}
+        result.prediction = ctx.blobs.encryptor.encrypt(json.dumps(stored).encode(), _aad(result.id))
+        session.commit()
+        study_id, result_id, created = str(study.id), str(result.id), study.created_at.isoformat()
+    audit(ctx, user, "study.upload", patient_pseudonym=patient,
+          model_version=f"{pipeline.package['name']}:{pipeline.package['version']}", input_sha256=sha,
+          output=workflow.output_summary(prediction))
+    return StudyOut(study_id=study_id, result_id=result_id, patient=patient, created_at=created,
+                    prediction=prediction, links=_links(result_id, overlay is not None))
+
+
+_CONTENT = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg", "nifti": "application/x-nifti"}
+
+
+def _aad(result_id: Any) -> bytes:
+    return f"result:{result_id}".encode()
+
+
+def _links(result_id: str, overlay: bool) -> dict[str, str]:
+    links = {"self": f"/api/results/{result_id}", "fhir": f"/api/results/{result_id}/fhir",
+             "preview": f"/api/results/{result_id}/image.png"}
+    if overlay:
+        links["overlay"] = f"/api/results/{result_id}/overlay.png"
+    return links
+
+
+@router.post("/studies", response_model=StudyOut, status_code=201, tags=["studies"])
+async def upload_study(
+    request: Request,
+    user: Clinical,
+    file: Annotated[UploadFile, File(description="DICOM, PNG, JPEG or NIfTI")],
+    model: Annotated[str | None, Form(max_length=128)] = None,
+    patient_id: Annotated[str | None, Form(max_length=128, description="for files without one (PNG/JPEG)")] = None,
+    uncertainty: Annotated[str, Form(max_length=16)] = "auto",
+    explain: Annotated[bool, Form()] = True,
+    slice_index: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+) -> StudyOut:
+    """Upload a study and get the full prediction (calibrated, uncertain, explained, decided)."""
+    return await run_study(ctx_of(request), user.username, file, model, patient_id, uncertainty, explain, slice_index)
+
+
+def load_result(ctx: Any, result_id: str, user: str, action: str) -> tuple[Any, dict[str, Any], str]:
+    """(Result row, stored payload, patient pseudonym); 404 when unknown. Audited."""
+    from meddx.storage.models import Result
+
+    try:
+        key = uuid.UUID(result_id)
+    except ValueError as exc:
+        raise HTTPException(404, "no such result") from exc
+    with ctx.sessions() as session:
+        result = session.get(Result, key)
+        if result is None:
+            raise HTTPException(404, "no such result")
+        payload = json.loads(ctx.blobs.encryptor.decrypt(result.prediction, _aad(result.id)))
+        patient = result.study.patient.pseudonym
+        session.expunge(result)
+    audit(ctx, user, action, patient_pseudonym=patient, model_version=f"{result.model_name}:{result.model_version}")
+    return result, payload, patient
+
+
+class ResultOut(BaseModel):
+    result_id: str
+    study_id: str
+    patient: str
+    created_at: str
+    prediction: dict[str, Any]
+    links: dict[str, str]
+
+
+@router.get("/results/{result_id}", response_model=ResultOut, tags=["studies"])
+def get_result(request: Request, result_id: str, user: Clinical) -> ResultOut:
+    result, payload, patient = load_result(ctx_of(request), result_id, user.username, "result.view")
+    return ResultOut(result_id=str(result.id), study_id=str(result.study_id), patient=patient,
+                     created_at=result.created_at.isoformat(), prediction=payload["prediction"],
+                     links=_links(str(result.id), result.overlay_blob_id is not None))
+
+
+@router.get("/results/{result_id}/overlay.png", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"image/png": {}}}})
+def get_overlay(request: Request, result_id: str, user: Clinical) -> Response:
+    """The Grad-CAM overlay (PNG)."""
+    ctx = ctx_of(request)
+    result, _, _ = load_result(ctx, result_id, user.username, "result.overlay")
+    if not result.overlay_blob_id:
+        raise HTTPException(404, "this result has no explanation")
+    return Response(ctx.blobs.get(result.overlay_blob_id), media_type="image/png",
+                    headers={"Cache-Control": "no-store"})
+
+
+@router.get("/results/{result_id}/image.png", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"image/png": {}}}})
+def get_preview(request: Request, result_id: str, user: Clinical) -> Response:
+    """The (de-identified, windowed) input image the model saw (PNG)."""
+    ctx = ctx_of(request)
+    _, payload, _ = load_result(ctx, result_id, user.username, "result.image")
+    return Response(ctx.blobs.get(payload["preview_blob_id"]), media_type="image/png",
+                    headers={"Cache-Control": "no-store"})
+
+
+@router.get("/results/{result_id}/fhir", tags=["studies"])
+def get_fhir(request: Request, result_id: str, user: Clinical) -> dict[str, Any]:
+    """The result as a FHIR R4 Bundle: one DiagnosticReport and its Observations (validated)."""
+    from meddx.service.fhir import diagnostic_report
+
+    result, payload, patient = load_result(ctx_of(request), result_id, user.username, "result.fhir")
+    return diagnostic_report(payload["prediction"], patient_pseudonym=patient, study_id=str(result.study_id),
+                             issued=result.created_at.isoformat())
+
+
+class StudySummary(BaseModel):
+    study_id: str
+    result_id: str | None
+    created_at: str
+    modality: str
+    model: str | None
+    decision: str | None
+
+
+def patient_studies(ctx: Any, pseudonym: str | None, user: str, limit: int = 50) -> list[StudySummary]:
+    from meddx.storage.models import Patient, Study
+
+    with ctx.sessions() as session:
+        query = session.query(Study).order_by(Study.created_at.desc())
+        if pseudonym is not None:
+            person = session.query(Patient).filter_by(pseudonym=pseudonym).one_or_none()
+            if person is None:
+                raise HTTPException(404, "no such patient")
+            query = query.filter(Study.patient_id == person.id)
+        rows = []
+        for study in query.limit(limit):
+            last = study.results[-1] if study.results else None
+            rows.append(StudySummary(study_id=str(study.id), result_id=str(last.id) if last else None,
+                                     created_at=study.created_at.isoformat(), modality=study.modality,
+                                     model=f"{last.model_name}:{last.model_version}" if last else None,
+                                     decision=last.decision if last else None))
+    audit(ctx, user, "study.list", patient_pseudonym=pseudonym)
+    return rows
+
+
+@router.get("/patients/{pseudonym}/studies", response_model=list[StudySummary], tags=["studies"])
+def list_patient_studies(request: Request, pseudonym: str, user: Clinical) -> list[StudySummary]:
+    """A patient's studies and their latest results, newest first."""
+    return patient_studies(ctx_of(request), pseudonym[:64], user.username)
+
+
+@router.get("/studies", response_model=list[StudySummary], tags=["studies"])
+def list_studies(request: Request, user: Clinical, limit: Annotated[int, Query(ge=1, le=500)] = 50
+                 ) -> list[StudySummary]:
+    """Recent studies, newest first."""
+    return patient_studies(ctx_of(request), None, user.username, limit)
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+
+class ReportJob(BaseModel):
+    model: str = Field(max_length=128)
+    data: str = Field(max_length=256, description="a catalogue data set with labels")
+    split: str | None = Field(None, max_length=32)
+    n_boot: int = Field(200, ge=10, le=2000)
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: str
+    status: str
+    progress: float
+    error: str | None = None
+    links: dict[str, str] = {}
+
+
+@router.post("/jobs/report", response_model=JobOut, status_code=202, tags=["jobs"])
+def start_report(request: Request, body: ReportJob, user: Engineering) -> JobOut:
+    """Build a validation report in the background; poll the job for status and progress."""
+    from meddx.service.jobs import submit_report
+
+    ctx = ctx_of(request)
+    _pipeline_or_404(ctx, body.model)
+    if "/" in body.data or "\\" in body.data or body.data.startswith("."):
+        raise HTTPException(422, "data must be a catalogue name (no paths)")
+    job = submit_report(ctx, user.username, body.model, body.data, body.split, body.n_boot)
+    return job
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
+def get_job(request: Request, job_id: str, user: Engineering) -> JobOut:
+    from meddx.service.jobs import job_status
+
+    return job_status(ctx_of(request), job_id)
+
+
+@router.get("/jobs/{job_id}/report.html", response_class=Response, tags=["jobs"],
+            responses={200: {"content": {"text/html": {}}}})
+def get_job_report(request: Request, job_id: str, user: Engineering) -> Response:
+    from meddx.service.jobs import job_report
+
+    return Response(job_report(ctx_of(request), job_id), media_type="text/html")
+
+
+# --- administration ---------------------------------------------------------------------------------------
+
+
+class UserOut(BaseModel):
+    username: str
+    role: str
+    active: bool
+    created_at: str
+
+
+class NewUser(BaseModel):
+    username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    role: str = Field(pattern="^(clinician|engineer|admin)$")
+
+
+class NewUserOut(UserOut):
+    one_time_password: str
+
+
+@router.get("/admin/users", response_model=list[UserOut], tags=["admin"])
+def list_users(request: Request, user: Admin) -> list[UserOut]:
+    from meddx.storage.models import User
+
+    with ctx_of(request).sessions() as session:
+        return [UserOut(username=u.username, role=u.role, active=u.active, created_at=u.created_at.isoformat())
+                for u in session.query(User).order_by(User.username)]
+
+
+@router.post("/admin/users", response_model=NewUserOut, status_code=201, tags=["admin"])
+def create_account(request: Request, body: NewUser, user: Admin) -> NewUserOut:
+    """Create an account; its one-time password is shown once, here."""
+    from meddx.storage.users import create_user
+
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        from meddx.storage.models import User
+
+        if session.query(User).filter_by(username=body.username).one_or_none() is not None:
+            raise HTTPException(409, "that username exists")
+        account, password = create_user(session, body.username, body.role)
+        session.commit()
+        out = NewUserOut(username=account.username, role=account.role, active=account.active,
+                         created_at=account.created_at.isoformat(), one_time_password=password or "")
+    audit(ctx, user.username, "user.create", summary=f"{body.username} as {body.role}")
+    return out
+
+
+class AuditOut(BaseModel):
+    id: int
+    ts: str
+    user: str
+    action: str
+    patient_pseudonym: str | None
+    model_version: str | None
+    input_sha256: str | None
+    hash: str
+
+
+@router.get("/admin/audit", response_model=list[AuditOut], tags=["admin"])
+def audit_log(request: Request, user: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
+    from meddx.storage.models import AuditEntry
+
+    with ctx_of(request).sessions() as session:
+        rows = session.query(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).all()
+        return [AuditOut(id=r.id, ts=r.ts.isoformat(), user=r.user, action=r.action,
+                         patient_pseudonym=r.patient_pseudonym, model_version=r.model_version,
+                         input_sha256=r.input_sha256, hash=r.hash) for r in rows]
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    problems: list[str]
+    checked_at: str
+
+
+@router.get("/admin/audit/verify", response_model=VerifyOut, tags=["admin"])
+def audit_verify(request: Request, user: Admin) -> VerifyOut:
+    from meddx.storage.audit import verify
+
+    with ctx_of(request).sessions() as session:
+        result = verify(session)
+    return VerifyOut(ok=result.ok, entries=result.entries, problems=list(result.problems),
+                     checked_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

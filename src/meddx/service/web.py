@@ -1,0 +1,225 @@
+"""The web page for clinicians: log in, upload, read the result card, browse past studies; admin views.
+
+Server-rendered HTML (Jinja2, autoescaped), one stylesheet and one small script
+(the overlay opacity slider) served by the app itself: nothing from a CDN. The
+session is the API's token in an HttpOnly, SameSite=Strict cookie; every form
+carries a double-submit CSRF token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from meddx.service import api
+from meddx.service.security import csrf_ok, new_csrf_token, read_token
+
+router = APIRouter(include_in_schema=False)
+CSRF_COOKIE = "meddx_csrf"
+HERE = Path(__file__).resolve().parent
+STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
+
+
+def _templates() -> Any:
+    import jinja2
+
+    global _ENV
+    if _ENV is None:
+        _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                                  autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    return _ENV
+
+
+_ENV: Any = None
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    html = _templates().get_template(template).render(csrf=csrf, user=context.pop("user", None), **context)
+    response = HTMLResponse(html, status_code=status_code)
+    ctx = api.ctx_of(request)
+    response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure)
+    return response
+
+
+def session_user(request: Request) -> Any:
+    ctx = api.ctx_of(request)
+    raw = request.cookies.get(api.COOKIE)
+    if not raw:
+        return None
+    try:
+        return api.current_user(request, raw)
+    except HTTPException:
+        return None
+
+
+def _login_redirect() -> RedirectResponse:
+    return RedirectResponse("/login", status_code=303)
+
+
+def _check_csrf(request: Request, value: str | None) -> None:
+    if not csrf_ok(request.cookies.get(CSRF_COOKIE), value):
+        raise HTTPException(403, "the form expired or came from another site: reload the page")
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    if name not in STATIC:
+        raise HTTPException(404, "not found")
+    return Response((HERE / "static" / name).read_bytes(), media_type=STATIC[name],
+                    headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    return render(request, "login.html")
+
+
+@router.post("/login")
+def login_form(request: Request, username: Annotated[str, Form(max_length=64)],
+               password: Annotated[str, Form(max_length=256)], csrf: Annotated[str, Form(max_length=64)]) -> Response:
+    _check_csrf(request, csrf)
+    ctx = api.ctx_of(request)
+    try:
+        token, user = api.login(ctx, username, password, request.client.host if request.client else "-")
+    except HTTPException as exc:
+        return render(request, "login.html", status_code=exc.status_code, error=exc.detail)
+    response = RedirectResponse("/" if user.role in ("clinician", "admin") else "/models", status_code=303)
+    response.set_cookie(api.COOKIE, token, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure,
+                        max_age=ctx.settings.token_minutes * 60)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form(max_length=64)]) -> Response:
+    _check_csrf(request, csrf)
+    user = session_user(request)
+    if user is not None:
+        api.audit(api.ctx_of(request), user.username, "auth.logout")
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(api.COOKIE)
+    return response
+
+
+def _clinical(request: Request) -> Any:
+    user = session_user(request)
+    if user is None:
+        return None
+    if user.role not in ("clinician", "admin"):
+        raise HTTPException(403, "this page is for clinicians")
+    return user
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> Response:
+    user = session_user(request)
+    if user is None:
+        return _login_redirect()
+    if user.role not in ("clinician", "admin"):
+        return RedirectResponse("/models", status_code=303)
+    return render(request, "upload.html", user=user, models=api.models(request, user))
+
+
+@router.post("/upload")
+async def upload(request: Request, file: Annotated[UploadFile, File()], csrf: Annotated[str, Form(max_length=64)],
+                 model: Annotated[str | None, Form(max_length=128)] = None,
+                 patient_id: Annotated[str | None, Form(max_length=128)] = None) -> Response:
+    user = _clinical(request)
+    if user is None:
+        return _login_redirect()
+    _check_csrf(request, csrf)
+    try:
+        study = await api.run_study(api.ctx_of(request), user.username, file, model or None, patient_id or None,
+                                    "auto", True, None)
+    except HTTPException as exc:
+        return render(request, "upload.html", status_code=exc.status_code, user=user,
+                      models=api.models(request, user), error=f"The file was not accepted: {exc.detail}")
+    return RedirectResponse(f"/results/{study.result_id}", status_code=303)
+
+
+@router.get("/results/{result_id}", response_class=HTMLResponse)
+def result_page(request: Request, result_id: str) -> Response:
+    user = _clinical(request)
+    if user is None:
+        return _login_redirect()
+    result, payload, patient = api.load_result(api.ctx_of(request), result_id, user.username, "result.view")
+    return render(request, "result.html", user=user, prediction=payload["prediction"], patient=patient,
+                  result_id=str(result.id), study_id=str(result.study_id), created_at=result.created_at.isoformat(),
+                  has_overlay=result.overlay_blob_id is not None)
+
+
+@router.get("/results/{result_id}/overlay.png")
+def result_overlay(request: Request, result_id: str) -> Response:
+    user = _clinical(request)
+    if user is None:
+        raise HTTPException(401, "log in first")
+    return api.get_overlay(request, result_id, user)
+
+
+@router.get("/results/{result_id}/image.png")
+def result_image(request: Request, result_id: str) -> Response:
+    user = _clinical(request)
+    if user is None:
+        raise HTTPException(401, "log in first")
+    return api.get_preview(request, result_id, user)
+
+
+@router.get("/studies", response_class=HTMLResponse)
+def studies_page(request: Request) -> Response:
+    user = _clinical(request)
+    if user is None:
+        return _login_redirect()
+    return render(request, "studies.html", user=user,
+                  studies=api.patient_studies(api.ctx_of(request), None, user.username))
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request) -> Response:
+    user = session_user(request)
+    if user is None:
+        return _login_redirect()
+    return render(request, "models.html", user=user, models=api.models(request, user))
+
+
+@router.get("/models/{name}", response_class=HTMLResponse)
+def card_page(request: Request, name: str) -> Response:
+    user = session_user(request)
+    if user is None:
+        return _login_redirect()
+    return render(request, "card.html", user=user, name=name, card=api.model_card(request, name, user))
+
+
+def _admin_page(request: Request, user: Any, created: dict[str, str] | None = None) -> HTMLResponse:
+    return render(request, "admin.html", user=user, users=api.list_users(request, user),
+                  audit=api.audit_log(request, user, 200), verify=api.audit_verify(request, user), created=created)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(request: Request) -> Response:
+    user = session_user(request)
+    if user is None:
+        return _login_redirect()
+    if user.role != "admin":
+        raise HTTPException(403, "this page is for administrators")
+    return _admin_page(request, user)
+
+
+@router.post("/admin/users", response_class=HTMLResponse)
+def admin_create_user(request: Request, username: Annotated[str, Form(max_length=64)],
+                      role: Annotated[str, Form(max_length=16)], csrf: Annotated[str, Form(max_length=64)]) -> Response:
+    user = session_user(request)
+    if user is None:
+        return _login_redirect()
+    if user.role != "admin":
+        raise HTTPException(403, "this page is for administrators")
+    _check_csrf(request, csrf)
+    try:
+        body = api.NewUser(username=username, role=role)
+    except Exception as exc:
+        raise HTTPException(422, "usernames use letters, digits, '.', '_' and '-'; roles: clinician, engineer, "
+                                 "admin") from exc
+    out = api.create_account(request, body, user)
+    return _admin_page(request, user, created={"username": out.username, "password": out.one_time_password})
