@@ -11,36 +11,23 @@ STAMP  := $(VENV)/.installed
 MEDDX_DATA_MIRROR ?= $(abspath $(wildcard ../shared/data))
 export MEDDX_DATA_MIRROR
 
-DEMO_RUN := runs/demo-breastmnist
 
 .PHONY: demo test venv clean system-deps
 
-# Debian packages for real programs the tests drive: Chromium renders the HTML report.
-CHROMIUM := $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
-
-venv: $(STAMP)
-
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,test]'
-	touch $(STAMP)
-
-demo: $(STAMP)
-	$(BIN)/meddx info
-	$(BIN)/meddx data info breastmnist
-	$(BIN)/meddx train breastmnist --model cnn-small --epochs 40 --seed 0 --out $(DEMO_RUN) --no-progress
-	$(BIN)/meddx evaluate $(DEMO_RUN) breastmnist --split test --out $(DEMO_RUN)/evaluation --record
-	$(BIN)/meddx models register $(DEMO_RUN)
+# Debian packages for the real programs the tests drive: Chromium (report rendering and the
+# end-to-end browser test, with its chromedriver) and PostgreSQL (the API suite runs on it too).
+DEBS := $(if $(shell command -v chromium),,chromium fonts-dejavu-core) \
+        $(if $(shell command -v chromedriver),,chromium-driver) \
+        $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
 
 system-deps:
-ifeq ($(CHROMIUM),)
+ifneq ($(strip $(DEBS)),)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Debian's chromium (renders the validation report in the tests)"; \
+		echo "installing Debian packages the tests use: $(strip $(DEBS))"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			chromium fonts-dejavu-core >/dev/null; \
+			$(strip $(DEBS)) >/dev/null; \
 	else \
-		echo "note: run 'sudo apt-get install chromium' so the report render tests can run"; \
+		echo "note: 'sudo apt-get install $(strip $(DEBS))' lets the browser and PostgreSQL tests run"; \
 	fi
 endif
 

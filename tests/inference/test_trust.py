@@ -23,7 +23,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ensemble(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ens") / "run"
     return train(TrainConfig(data=str(data), model="cnn-tiny", epochs=3, ensemble=2, drop_rate=0.2, threads=1,
-                             out=str(out)), progress=False)
+                             calibration="temperature", out=str(out)), progress=False)
 
 
 def test_package_stores_a_fitted_trust_layer(ensemble: Path) -> None:
@@ -107,3 +107,19 @@ def test_holdout_is_carved_by_group_and_never_trained_on(data: Path, tmp_path: P
     val_from_train = package["data"]["val"] if "re-split" in package["data"]["split"] else 0
     assert package["data"]["train"] + val_from_train + len(holdout["indices"]) == n
     assert "held out" in package["data"]["split"]
+
+
+def test_auto_calibration_keeps_temperature_only_when_it_helps_out_of_fold() -> None:
+    from meddx.inference.trust import fit_trust
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 600)
+    labels = (rng.random(600) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    calibrated = np.stack([np.zeros(600), true_logit], axis=1)  # the truth: nothing to fix
+    overconfident = calibrated * 4
+    kept = fit_trust(calibrated, labels)
+    fixed = fit_trust(overconfident, labels)
+    assert kept["calibration"]["name"] == "identity"
+    assert fixed["calibration"]["name"] == "temperature"
+    assert fixed["calibration_selection"]["cv_nll"]["temperature"] < fixed["calibration_selection"]["cv_nll"]["identity"]
+    assert set(kept["calibration_selection"]["cv_nll"]) == {"identity", "temperature"}

@@ -48,7 +48,7 @@ app.add_typer(_audit.app, name="audit")
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; print project errors as one clear line, exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except MeddxError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

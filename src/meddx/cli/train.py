@@ -32,7 +32,9 @@ def train(
     head: str = typer.Option("linear", help="linear | bayes (Bayes-by-backprop last layer)."),
     drop_rate: float = typer.Option(None, help="Dropout before the classifier (MC-dropout needs > 0)."),
     ensemble: int = typer.Option(1, help="Train this many members (seeds SEED, SEED+1, ...) as a deep ensemble."),
-    calibration: str = typer.Option("temperature", help="temperature | vector | dirichlet | identity."),
+    calibration: str = typer.Option(
+        "auto", help="auto (temperature scaling unless it does not lower cross-validated NLL on validation) | "
+        "temperature | vector | dirichlet | identity."),
     conformal_alpha: float = typer.Option(0.1, help="1 - coverage of the conformal prediction sets."),
     target_risk: float = typer.Option(0.05, help="Error rate allowed on the cases the model keeps (abstention)."),
     amp: bool = typer.Option(None, help="Mixed precision (default: on with CUDA)."),

@@ -17,15 +17,43 @@ modality:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DEFAULTS = {"calibration": "temperature", "alpha": 0.1, "conformal": "aps", "measure": "predictive_entropy",
+DEFAULTS = {"calibration": "auto", "alpha": 0.1, "conformal": "aps", "measure": "predictive_entropy",
             "target_risk": 0.05}
+AUTO_CANDIDATES = {2: ("identity", "temperature"), "multi": ("identity", "temperature", "vector")}
 
 
-def fit_trust(logits: np.ndarray, labels: np.ndarray, *, calibration: str = "temperature", alpha: float = 0.1,
+def select_calibrator(logits: np.ndarray, labels: np.ndarray, candidates: tuple[str, ...], folds: int = 5,
+                      seed: int = 0) -> tuple[str, dict[str, float]]:
+    """The candidate with the lowest cross-validated NLL on held-out data (validation only).
+
+    Temperature scaling fitted on a small validation set can make an already
+    well-calibrated model slightly worse on new data; comparing out-of-fold NLL
+    keeps a calibrator only when it helps on cases it was not fitted on.
+    """
+    from meddx.calibration import create_calibrator, nll
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    parts = np.array_split(order, min(folds, max(2, len(labels) // 10)))
+    scores: dict[str, float] = {}
+    for name in candidates:
+        losses = []
+        for k, test in enumerate(parts):
+            train = np.concatenate([p for j, p in enumerate(parts) if j != k])
+            if len(np.unique(labels[train])) < 2:
+                continue
+            calibrator = create_calibrator(name).fit(logits[train], labels[train])
+            losses.append(nll(calibrator.transform(logits[test]), labels[test]) * len(test))
+        scores[name] = float(np.sum(losses) / len(labels)) if losses else float("inf")
+    return min(scores, key=lambda n: (scores[n], candidates.index(n))), scores
+
+
+def fit_trust(logits: np.ndarray, labels: np.ndarray, *, calibration: str = "auto", alpha: float = 0.1,
               conformal: str = "aps", measure: str = "predictive_entropy", target_risk: float = 0.05,
               fitted_on: str = "validation split") -> dict[str, Any]:
     """Fit the three parts on held-out ``logits`` ``(N, C)`` and ``labels``; return the JSON to store."""
@@ -34,21 +62,42 @@ def fit_trust(logits: np.ndarray, labels: np.ndarray, *, calibration: str = "tem
 
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
+    selection = None
+    if calibration == "auto":
+        candidates = AUTO_CANDIDATES[2] if logits.shape[1] == 2 else AUTO_CANDIDATES["multi"]
+        calibration, scores = select_calibrator(logits, labels, candidates)
+        selection = {"rule": "lowest 5-fold cross-validated NLL on the validation split",
+                     "cv_nll": {k: (v if np.isfinite(v) else None) for k, v in scores.items()},
+                     "chosen": calibration}
     calibrator = create_calibrator(calibration).fit(logits, labels)
     probs = calibrator.transform(logits)
-    predictor = SplitConformal(method=conformal, alpha=alpha).fit(probs, labels)
+    # randomised APS/RAPS with empty sets allowed is exact (coverage 1 - alpha on average); an empty
+    # set means no class is plausible, and the abstention policy refers such cases
+    predictor = SplitConformal(method=conformal, alpha=alpha, allow_empty=conformal != "lac").fit(probs, labels)
     uncertainty = SCORES[measure](probs)
     correct = probs.argmax(axis=1) == labels
     policy = AbstentionPolicy(measure=measure, target_risk=target_risk).fit(uncertainty, correct)
     raw = _softmax(logits)
-    return {
+    return _finite({
         "fitted_on": fitted_on,
         "n": int(len(labels)),
         "calibration": calibrator.to_dict(),
+        "calibration_selection": selection,
         "conformal": predictor.to_dict(),
         "abstention": policy.to_dict(),
         "validation": {"before": calibration_metrics(raw, labels), "after": calibration_metrics(probs, labels)},
-    }
+    })
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN/inf floats replaced by None, so package.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -89,7 +138,7 @@ class TrustLayer:
         if self.policy is not None:
             uncertainty = SCORES[self.policy.measure](calibrated)
             decisions = self.policy.decide(uncertainty, sets=sets, positive_index=positive_index, probs=calibrated,
-                                           class_names=class_names)
+                                           class_names=class_names, set_level=1 - self.alpha if self.alpha else None)
         else:
             decisions = [_plain_decision(row, class_names, positive_index) for row in calibrated]
         out = []
@@ -113,3 +162,26 @@ def _plain_decision(row: np.ndarray, class_names: list[str], positive_index: int
         return {"decision": "positive" if top == positive_index else "negative",
                 "reason": "no abstention policy in this package: the most probable class"}
     return {"decision": class_names[top], "reason": "no abstention policy in this package: the most probable class"}
+
+
+def refit_package(folder: str | Path, images: np.ndarray, labels: np.ndarray, *, fitted_on: str,
+                  **options: Any) -> dict[str, Any]:
+    """Refit a package's trust layer on labelled ``images`` (a local validation set) and save it.
+
+    What a hospital does before go-live: the model stays as trained, its calibrator,
+    conformal predictor and abstention policy are refitted on the hospital's own
+    labelled sample. Returns the new ``trust`` block.
+    """
+    import json
+
+    from meddx.inference import Pipeline
+    from meddx.packaging.card import write_card
+
+    pipeline = Pipeline.load(folder)
+    trust = fit_trust(pipeline.predict_logits(images), np.asarray(labels).reshape(-1), fitted_on=fitted_on, **options)
+    path = Path(pipeline.folder) / "package.json"
+    package = json.loads(path.read_text(encoding="utf-8"))
+    package["trust"] = trust
+    path.write_text(json.dumps(package, indent=2), encoding="utf-8")
+    write_card(pipeline.folder, package)
+    return trust

@@ -150,7 +150,11 @@ def _check_content(path: Path, kind: str, max_pixels: int) -> None:
 def _image_check(path: Path, max_pixels: int) -> None:
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as exc:  # Pillow's own limit (over 2 × MAX_IMAGE_PIXELS) is ours too
+        raise UploadRejected(413, f"the image declares too many pixels (above the {max_pixels:,} pixel limit)") from exc
+    with image:
         width, height = image.size
         if width * height > max_pixels:
             raise UploadRejected(413, f"the image has {width}×{height} pixels, above the {max_pixels:,} pixel limit")

@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from meddx.service import api
-from meddx.service.security import csrf_ok, new_csrf_token, read_token
+from meddx.service.security import csrf_ok, new_csrf_token
 
 router = APIRouter(include_in_schema=False)
 CSRF_COOKIE = "meddx_csrf"
@@ -46,7 +46,6 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 
 
 def session_user(request: Request) -> Any:
-    ctx = api.ctx_of(request)
     raw = request.cookies.get(api.COOKIE)
     if not raw:
         return None
@@ -58,6 +57,10 @@ def session_user(request: Request) -> Any:
 
 def _login_redirect() -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
+
+
+# Optional in the form so that a missing token is refused like a wrong one (403), not as a 422 validation error.
+Csrf = Annotated[str | None, Form(max_length=64)]
 
 
 def _check_csrf(request: Request, value: str | None) -> None:
@@ -73,6 +76,12 @@ def static(name: str) -> Response:
                     headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """No icon: an empty answer instead of a 404 (which browsers log as a console error on every page)."""
+    return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request) -> HTMLResponse:
     return render(request, "login.html")
@@ -80,7 +89,7 @@ def login_page(request: Request) -> HTMLResponse:
 
 @router.post("/login")
 def login_form(request: Request, username: Annotated[str, Form(max_length=64)],
-               password: Annotated[str, Form(max_length=256)], csrf: Annotated[str, Form(max_length=64)]) -> Response:
+               password: Annotated[str, Form(max_length=256)], csrf: Csrf = None) -> Response:
     _check_csrf(request, csrf)
     ctx = api.ctx_of(request)
     try:
@@ -94,7 +103,7 @@ def login_form(request: Request, username: Annotated[str, Form(max_length=64)],
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: Annotated[str, Form(max_length=64)]) -> Response:
+def logout(request: Request, csrf: Csrf = None) -> Response:
     _check_csrf(request, csrf)
     user = session_user(request)
     if user is not None:
@@ -124,7 +133,7 @@ def home(request: Request) -> Response:
 
 
 @router.post("/upload")
-async def upload(request: Request, file: Annotated[UploadFile, File()], csrf: Annotated[str, Form(max_length=64)],
+async def upload(request: Request, file: Annotated[UploadFile, File()], csrf: Csrf = None,
                  model: Annotated[str | None, Form(max_length=128)] = None,
                  patient_id: Annotated[str | None, Form(max_length=128)] = None) -> Response:
     user = _clinical(request)
@@ -209,7 +218,7 @@ def admin_page(request: Request) -> Response:
 
 @router.post("/admin/users", response_class=HTMLResponse)
 def admin_create_user(request: Request, username: Annotated[str, Form(max_length=64)],
-                      role: Annotated[str, Form(max_length=16)], csrf: Annotated[str, Form(max_length=64)]) -> Response:
+                      role: Annotated[str, Form(max_length=16)], csrf: Csrf = None) -> Response:
     user = session_user(request)
     if user is None:
         return _login_redirect()

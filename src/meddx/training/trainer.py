@@ -103,7 +103,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     head: str = "linear"
     drop_rate: float | None = None
-    calibration: str = "temperature"
+    calibration: str = "auto"
     conformal_alpha: float = 0.1
     target_risk: float = 0.05
     ensemble: int = 1

@@ -122,10 +122,19 @@ def _tta_views(x: Any, samples: int) -> Any:
     return torch.stack(views[:max(samples, 1)])
 
 
+TTA_CHUNK = 256
+"""Images per forward pass for TTA: small inputs are batched together (cheaper than S passes),
+large batches go view by view group so the cost stays linear in S (huge batches thrash the cache)."""
+
+
 @register_method("tta")
 def _tta(models: Sequence[Any], x: Any, samples: int) -> MethodOutput:
+    import torch
+
     views = _tta_views(x, samples)
-    logits = models[0](views.reshape(-1, *x.shape[1:])).reshape(views.shape[0], x.shape[0], -1)
+    per_chunk = max(1, TTA_CHUNK // max(1, x.shape[0]))
+    logits = torch.cat([models[0](chunk.reshape(-1, *x.shape[1:])).reshape(chunk.shape[0], x.shape[0], -1)
+                        for chunk in torch.split(views, per_chunk)])
     return MethodOutput(logits[0], logits, float(views.shape[0]))
 
 

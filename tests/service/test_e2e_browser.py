@@ -1,0 +1,183 @@
+"""End to end in a real browser: log in, upload a DICOM, read the result card, log out.
+
+The real service runs in a subprocess (uvicorn, see ``_server.py``) with a
+freshly trained tiny model and a clinician account; Selenium drives headless
+Chromium through chromedriver. The result card's screenshot is kept as a test
+artefact in ``$MEDDX_TEST_ARTIFACTS`` (default ``build/test-artifacts/``).
+
+Without Chromium or chromedriver the test skips locally and FAILS under CI
+(``CI`` set), saying how to install them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service._server import Home, ServerProcess, prepare_home, train_tiny_model
+
+pytestmark = pytest.mark.mirror
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_HINT = "Install them with `apt-get install chromium chromium-driver` (Debian/Ubuntu)."
+#: 2-D DICOMs from the mirror the tiny model can take, in order of preference.
+DICOMS = ("CT_small.dcm", "MR_small.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm")
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _find(names: tuple[str, ...], fallback: str) -> str | None:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return fallback if os.access(fallback, os.X_OK) else None
+
+
+def require_browser() -> tuple[str, str]:
+    """(chromium, chromedriver), or skip (locally) / fail (under CI) with how to install them."""
+    chromium = _find(("chromium", "chromium-browser", "google-chrome"), "/usr/bin/chromium")
+    driver = _find(("chromedriver",), "/usr/bin/chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        driver = None
+    if chromium is None or driver is None:
+        missing = ", ".join(n for n, p in (("chromium", chromium), ("chromedriver/selenium", driver)) if p is None)
+        message = f"end-to-end browser test needs {missing}. {INSTALL_HINT}"
+        if _under_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium, driver
+
+
+def artifacts_dir() -> Path:
+    value = os.environ.get("MEDDX_TEST_ARTIFACTS", "").strip()
+    path = Path(value).expanduser() if value else REPO / "build" / "test-artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Home, ServerProcess]]:
+    run = train_tiny_model(tmp_path / "work")
+    home = prepare_home(tmp_path / "home", run)
+    with ServerProcess(home.home) as server:
+        yield home, server
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    chromium, chromedriver = require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver: Any, condition: Any, timeout: float = 30.0, message: str = "") -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message)
+
+
+def _image_loaded(driver: Any, element_id: str) -> bool:
+    return bool(driver.execute_script(
+        "const i = document.getElementById(arguments[0]); return !!i && i.complete && i.naturalWidth > 0;",
+        element_id))
+
+
+def _upload(driver: Any, base: str, home: Home, dicom_dir: Path) -> tuple[str, str]:
+    """Upload the first DICOM the model takes; (result URL, file name)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    refused = []
+    for name in DICOMS:
+        path = dicom_dir / name
+        if not path.is_file():
+            continue
+        driver.get(base + "/")
+        driver.find_element(By.ID, "file").send_keys(str(path))
+        Select(driver.find_element(By.ID, "model")).select_by_value(home.model)
+        driver.find_element(By.ID, "upload-button").click()
+        _wait(driver, lambda d: "/results/" in d.current_url or d.find_elements(By.CSS_SELECTOR, "p.error"),
+              60, "no result page and no error after the upload")
+        if "/results/" in driver.current_url:
+            return driver.current_url, name
+        refused.append(f"{name}: {driver.find_element(By.CSS_SELECTOR, 'p.error').text}")
+    pytest.fail("no DICOM from the mirror was accepted:\n" + "\n".join(refused))
+
+
+def test_clinician_uploads_a_dicom_and_reads_the_result_card(service: tuple[Home, ServerProcess], browser: Any,
+                                                            mirror: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    home, server = service
+    driver, base = browser, server.url
+    started = time.monotonic()
+
+    # log in
+    driver.get(base + "/login")
+    assert "Log in" in driver.title
+    driver.find_element(By.ID, "username").send_keys(home.username)
+    driver.find_element(By.ID, "password").send_keys(home.password)
+    driver.find_element(By.ID, "login-button").click()
+    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not lead to the upload page")
+    assert driver.find_element(By.ID, "upload-button").is_displayed()
+
+    # upload a real DICOM and wait for the result card
+    result_url, uploaded = _upload(driver, base, home, mirror / "format-samples" / "dicom")
+    _wait(driver, lambda d: d.find_element(By.ID, "decision").text.strip(), message="empty decision")
+    decision = driver.find_element(By.ID, "decision").text.strip()
+    assert decision
+    for element_id in ("image", "overlay"):
+        _wait(driver, lambda d, i=element_id: _image_loaded(d, i), message=f"#{element_id} did not load")
+    assert driver.execute_script("return document.getElementById('overlay').naturalWidth") > 0
+
+    # the opacity slider drives the overlay
+    before = driver.execute_script("return document.getElementById('overlay').style.opacity")
+    driver.execute_script(
+        "const s = document.getElementById('opacity'); s.value = 25;"
+        "s.dispatchEvent(new Event('input', {bubbles: true}));")
+    after = driver.execute_script("return document.getElementById('overlay').style.opacity")
+    assert before == "0.6" and after == "0.25", (before, after)
+    assert driver.find_element(By.ID, "opacity-value").text == "25%"
+
+    # no errors in the console (the page, its script, its images)
+    entries = driver.get_log("browser")
+    severe = [e for e in entries if e.get("level") == "SEVERE"]
+    assert not severe, f"browser console errors: {severe}"
+
+    screenshot = artifacts_dir() / "e2e_result_card.png"
+    assert driver.save_screenshot(str(screenshot))
+    assert screenshot.stat().st_size > 1000
+
+    # log out: back to /login, and the result card is gone with the session
+    driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button[type='submit']").click()
+    _wait(driver, lambda d: d.current_url.endswith("/login"), message="logout did not lead to /login")
+    driver.get(result_url)
+    assert driver.current_url == base + "/login", driver.current_url
+    assert not driver.find_elements(By.ID, "decision")
+    print(f"uploaded {uploaded}: decision {decision!r}; browser part {time.monotonic() - started:.1f} s; "
+          f"screenshot {screenshot}")
