@@ -239,7 +239,7 @@ def build_report(model: str | Path, data: str | None = None, *, split: str | Non
     _plot_risk_coverage(figures / "risk_coverage.png", curve)
     report["figures"]["risk_coverage"] = str(figures / "risk_coverage.png")
     alpha = pipeline.trust.alpha or 0.1
-    resplits = evaluate_resplits(calibrated, y, alpha=alpha, method="aps", n_splits=20, seed=seed)
+    resplits = evaluate_resplits(calibrated, y, alpha=alpha, method="aps", n_splits=20, seed=seed, allow_empty=True)
     package_sets = pipeline.trust.conformal.predict_sets(calibrated) if pipeline.trust.conformal else None
     decisions = pipeline.predict_detailed(images, uncertainty=uncertainty)
     kept = np.array([d.decision.decision != "refer" for d in decisions])

@@ -233,12 +233,12 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
     from meddx.exceptions import MeddxError
     from meddx.service import workflow
     from meddx.service.uploads import UploadRejected, receive
+    from meddx.storage.db import begin_write
+    from meddx.storage.models import Patient, Result, Study
 
     if uncertainty not in UNCERTAINTY:
         raise HTTPException(422, f"uncertainty must be one of {', '.join(UNCERTAINTY)}")
-    # everything that blocks (files, fsync, SQLite, CPU work) runs in worker threads: the event loop only
-    # parses requests and feeds the micro-batcher, so concurrent studies overlap
-    pipeline = await asyncio.to_thread(_pipeline_or_404, ctx, model)
+    pipeline = _pipeline_or_404(ctx, model)
     settings = ctx.settings
     try:
         upload = await asyncio.to_thread(receive, file.file, ctx.upload_dir,
@@ -259,49 +259,40 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
         prediction = await batcher.submit(workflow.model_input(pipeline, image))
     except MeddxError as exc:
         raise HTTPException(422, str(exc)) from exc
-    overlay_png = None
+    overlay = original = None
     if explain and pipeline.package.get("modality", "image") == "image":
         record, overlay_png = await asyncio.to_thread(workflow.explanation, pipeline, image, prediction["prediction"])
         prediction["explanation"] = record
-    study_id, result_id, created, has_overlay = await asyncio.to_thread(
-        _store_study, ctx, user, upload.kind, data, image, patient, pipeline.package, prediction, overlay_png)
-    return StudyOut(study_id=study_id, result_id=result_id, patient=patient, created_at=created,
-                    prediction=prediction, links=_links(result_id, has_overlay))
-
-
-def _store_study(ctx: Any, user: str, kind: str, data: bytes, image: Any, patient: str, package: dict[str, Any],
-                 prediction: dict[str, Any], overlay_png: bytes | None) -> tuple[str, str, str, bool]:
-    """Store the encrypted blobs, the study and result rows, and audit the upload (in a worker thread)."""
-    from meddx.service import workflow
-    from meddx.storage.db import begin_write
-    from meddx.storage.models import Patient, Result, Study, User
-
-    overlay = ctx.blobs.put(overlay_png, kind="overlay") if overlay_png is not None else None
+        overlay = ctx.blobs.put(overlay_png, kind="overlay")
     original = ctx.blobs.put(workflow.png_bytes(image), kind="preview")
     input_blob = ctx.blobs.put(data, kind="study")
     sha = workflow.digest(data)
-    with ctx.write_lock:
-        with ctx.sessions() as session:
-            begin_write(session, Study.__tablename__)  # read-then-write: hold the write lock first (SQLite WAL)
-            uploader = session.query(User).filter_by(username=user).one()
-            person = session.query(Patient).filter_by(pseudonym=patient).one_or_none() or Patient(pseudonym=patient)
-            study = Study(patient=person, uploader=uploader, modality=kind, content_type=_CONTENT[kind],
-                          sha256=sha, size=len(data), blob_id=input_blob, display_name=f"{kind} study")
-            session.add(study)
-            session.flush()
-            result = Result(study_id=study.id, model_name=package["name"],
-                            model_version=str(package["version"]), prediction=b"",
-                            decision=prediction["decision"]["decision"], overlay_blob_id=overlay)
-            session.add(result)
-            session.flush()
-            stored = {"prediction": prediction, "preview_blob_id": original}
-            result.prediction = ctx.blobs.encryptor.encrypt(json.dumps(stored).encode(), _aad(result.id))
-            session.commit()
-            study_id, result_id, created = str(study.id), str(result.id), study.created_at.isoformat()
-        audit(ctx, user, "study.upload", patient_pseudonym=patient,
-              model_version=f"{package['name']}:{package['version']}", input_sha256=sha,
-              output=workflow.output_summary(prediction))
-    return study_id, result_id, created, overlay is not None
+    with ctx.sessions() as session:
+        from meddx.storage.models import User
+
+        # read-then-write: take SQLite's write lock before reading, or a commit from another thread in between
+        # (an audit entry from a result view, say) fails this transaction with "database is locked" (WAL)
+        begin_write(session, Study.__tablename__)
+        uploader = session.query(User).filter_by(username=user).one()
+        person = session.query(Patient).filter_by(pseudonym=patient).one_or_none() or Patient(pseudonym=patient)
+        study = Study(patient=person, uploader=uploader, modality=upload.kind, content_type=_CONTENT[upload.kind],
+                      sha256=sha, size=len(data), blob_id=input_blob, display_name=f"{upload.kind} study")
+        session.add(study)
+        session.flush()
+        result = Result(study_id=study.id, model_name=pipeline.package["name"],
+                        model_version=str(pipeline.package["version"]), prediction=b"",
+                        decision=prediction["decision"]["decision"], overlay_blob_id=overlay)
+        session.add(result)
+        session.flush()
+        stored = {"prediction": prediction, "preview_blob_id": original}
+        result.prediction = ctx.blobs.encryptor.encrypt(json.dumps(stored).encode(), _aad(result.id))
+        session.commit()
+        study_id, result_id, created = str(study.id), str(result.id), study.created_at.isoformat()
+    audit(ctx, user, "study.upload", patient_pseudonym=patient,
+          model_version=f"{pipeline.package['name']}:{pipeline.package['version']}", input_sha256=sha,
+          output=workflow.output_summary(prediction))
+    return StudyOut(study_id=study_id, result_id=result_id, patient=patient, created_at=created,
+                    prediction=prediction, links=_links(result_id, overlay is not None))
 
 
 _CONTENT = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg", "nifti": "application/x-nifti"}

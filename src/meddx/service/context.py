@@ -65,8 +65,6 @@ class ServiceContext:
     batchers: dict[str, Any] = field(default_factory=dict)
     upload_dir: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    #: serialises this process's study writes (SQLite has one writer; waiting here beats its busy-retry sleeps)
-    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceContext:
