@@ -11,7 +11,6 @@ STAMP  := $(VENV)/.installed
 MEDDX_DATA_MIRROR ?= $(abspath $(wildcard ../shared/data))
 export MEDDX_DATA_MIRROR
 
-
 .PHONY: demo test venv clean system-deps
 
 # Debian packages for the real programs the tests drive: Chromium (report rendering and the
@@ -30,6 +29,22 @@ ifneq ($(strip $(DEBS)),)
 		echo "note: 'sudo apt-get install $(strip $(DEBS))' lets the browser and PostgreSQL tests run"; \
 	fi
 endif
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	touch $(STAMP)
+
+# The main job: prepare the demo models from the data mirror (trained once, then cached in
+# $$MEDDX_HOME/demo), print their test metrics, create the admin account and print its one-time
+# password, and serve the API and the clinicians' page on http://127.0.0.1:8000/.
+demo: $(STAMP)
+	$(BIN)/meddx info
+	$(BIN)/python -m meddx.service.demo
+	$(BIN)/meddx serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q

@@ -373,7 +373,8 @@ def markdown(r: dict[str, Any]) -> str:
               f"EM estimate without labels: {s['em_estimated_prevalence']:.3f}.", "",
               "| probabilities | ECE [95% CI] | Brier |", "|---|---|---|",
               f"| softmax (uncalibrated) | {_fmt(s['before']['ece'])} | {_fmt(s['before']['brier'])} |",
-              f"| temperature scaling (validation) | {_fmt(s['temperature']['ece'])} | {_fmt(s['temperature']['brier'])} |",
+              f"| package calibrator fitted on validation ({r['calibration'][1]['calibrator']['name']}, chosen by "
+              f"cross-validated NLL) | {_fmt(s['temperature']['ece'])} | {_fmt(s['temperature']['brier'])} |",
               f"| + prior-shift EM (no test labels) | {_fmt(s['prior_shift_em']['ece'])} | "
               f"{_fmt(s['prior_shift_em']['brier'])} |",
               "", f"Local recalibration: a hospital labels {lr['n_local']} of its cases, refits, and is scored on the "
