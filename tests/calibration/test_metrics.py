@@ -17,14 +17,7 @@ from meddx.calibration import (
     softmax,
 )
 from meddx.exceptions import InvalidValueError
-
-
-def sample(n: int, c: int, seed: int, scale: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """True logits and labels drawn from their softmax."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(0.0, scale, (n, c))
-    y = (rng.random(n)[:, None] > np.cumsum(softmax(z), axis=1)).sum(axis=1)
-    return z, np.minimum(y, c - 1)
+from tests.calibration._synthetic import sample
 
 
 def test_ece_small_when_calibrated_large_when_overconfident() -> None:

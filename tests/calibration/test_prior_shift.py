@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meddx.calibration import adjust_to_priors, class_priors, classwise_ece, ece, em_priors, nll
+from meddx.calibration import (
+    adjust_to_priors,
+    class_priors,
+    classwise_ece,
+    ece,
+    em_priors,
+    nll,
+)
 from meddx.exceptions import InvalidValueError
 
 

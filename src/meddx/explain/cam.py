@@ -212,22 +212,11 @@ ONE_THREAD_ELEMENTS = 16 * 64 * 64
 """Forward passes on fewer input elements than this run on one torch thread (as in meddx.inference)."""
 
 
-@contextmanager
-def small_work_threads(elements: int) -> Iterator[None]:
-    """Use one torch thread for tiny batches: waking a thread pool costs more than the work.
+def small_work_threads(elements: int) -> Any:
+    """Use one torch thread for tiny batches: waking a thread pool costs more than the work."""
+    from meddx._threads import one_thread_below
 
-    On a loaded 2-core machine the pool's spinning threads can make small
-    convolutions ten times slower; large batches keep the setting as it is.
-    """
-    if elements >= ONE_THREAD_ELEMENTS or torch.get_num_threads() == 1:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return one_thread_below(elements, ONE_THREAD_ELEMENTS)
 
 
 def model_device(model: Any) -> Any:

@@ -15,8 +15,6 @@ since waking a thread pool costs more than a tiny forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,20 +30,11 @@ _ONE_THREAD_PIXELS = 16 * 64 * 64
 """Batches with fewer input pixels than this run on one thread (faster than a pool)."""
 
 
-@contextmanager
-def _threads_for(pixels: int) -> Iterator[None]:
-    """Use one torch thread for small work; leave the setting alone otherwise."""
-    import torch
+def _threads_for(pixels: int) -> Any:
+    """One torch thread for small inputs; leave the setting alone otherwise."""
+    from meddx._threads import one_thread_below
 
-    if pixels >= _ONE_THREAD_PIXELS or torch.get_num_threads() == 1:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return one_thread_below(pixels, _ONE_THREAD_PIXELS)
 
 
 @dataclass
