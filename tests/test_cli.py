@@ -52,7 +52,10 @@ def test_help_does_not_import_heavy_libraries() -> None:
 @pytest.mark.parametrize(
     "argv", [["--help"], ["info", "--help"], ["data", "--help"], ["data", "list", "--help"],
              ["data", "info", "--help"], ["data", "fetch", "--help"], ["data", "read", "--help"],
-             ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"]],
+             ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["pretrain", "--help"],
+             ["report", "--help"], ["serve", "--help"], ["deidentify", "--help"], ["users", "--help"],
+             ["users", "create", "--help"], ["audit", "--help"], ["audit", "verify", "--help"],
+             ["models", "--help"]],
 )
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
