@@ -315,9 +315,19 @@ def report_section(model: Path, data: str, stem: str) -> dict[str, Any]:
     html = build_report(model, data, split="test", out=RUNS / f"trust-report-{stem}", local_fraction=0.2)
     built = time.perf_counter() - started
     check = render_check(html, RESULTS / f"trust_report_{stem}.png")
+    _shrink_png(RESULTS / f"trust_report_{stem}.png")
     return {"html": str(html), "console_errors": check["console_errors"], "exceptions": check["exceptions"],
             "screenshot": str(RESULTS / f"trust_report_{stem}.png"), "chromium": check.get("chromium"),
             "build_seconds": built}
+
+
+def _shrink_png(path: Path) -> None:
+    """A 256-colour copy of a full-page screenshot: the text stays sharp at a quarter of the bytes."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
 
 
 def localisation_section(run: Path, n_random: int = 20) -> dict[str, Any]:
