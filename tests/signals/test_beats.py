@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from meddx.exceptions import ConfigError, InvalidValueError
+from meddx.signals import beats as beats_mod
 from meddx.signals.beats import (
     BeatRecord,
     beat_feature_names,
     beat_features,
+    choose_threshold,
     detect_r_peaks,
     leave_one_record_out,
     load_mitbih_records,
@@ -114,6 +116,41 @@ def test_leave_one_record_out_on_synthetic_records():
     assert result["detection"]["sensitivity"] > 0.97
     total_pvc = sum(int(r.is_pvc.sum()) for r in records)
     assert result["gross"]["tp"] + result["gross"]["fn"] == total_pvc  # every reference PVC is counted
+
+
+def test_threshold_is_chosen_without_the_held_out_record(monkeypatch):
+    records = []
+    for i, (bpm, every) in enumerate([(70, 6), (85, 5), (60, 8)]):
+        x, ref, pvc = synthetic_ecg(duration_s=30.0, bpm=bpm, pvc_every=every, seed=i)
+        records.append(BeatRecord(f"s{i}", x, FS, ref, pvc))
+    seen = []
+    real = beats_mod.choose_threshold
+
+    def spy(X, y, groups, missed=None, **kw):
+        seen.append((set(np.unique(groups).tolist()), set((missed or {}).keys()), X.shape[0]))
+        return real(X, y, groups, missed, **kw)
+
+    monkeypatch.setattr(beats_mod, "choose_threshold", spy)
+    result = beats_mod.leave_one_record_out(records)
+    assert len(seen) == 3
+    for held, (grp, miss, _) in enumerate(seen):
+        assert held not in grp and held not in miss  # the fold never sees the held-out record
+        assert grp == set(range(3)) - {held}
+    assert all(0 < r["threshold"] < 1 for r in result["per_record"])
+    # held-out labels cannot move the threshold: flip the PVC labels of record s0 and re-run
+    flipped = [BeatRecord("s0", records[0].signal, FS, records[0].r_peaks, ~records[0].is_pvc), *records[1:]]
+    result2 = beats_mod.leave_one_record_out(flipped)
+    assert result2["per_record"][0]["threshold"] == result["per_record"][0]["threshold"]
+
+
+def test_choose_threshold_uses_grouped_inner_folds():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 3))
+    y = (X[:, 0] > 1.0).astype(np.int64)
+    groups = np.repeat([0, 1, 2], 100)
+    thr = choose_threshold(X, y, groups)
+    assert 0.05 <= thr <= 0.95
+    assert choose_threshold(X, y, np.zeros(300)) == 0.5  # one record: no inner CV possible
 
 
 def test_errors_name_the_field():

@@ -39,6 +39,7 @@ __all__ = [
     "PeakMatch",
     "beat_feature_names",
     "beat_features",
+    "choose_threshold",
     "detect_r_peaks",
     "leave_one_record_out",
     "load_mitbih_records",
@@ -94,18 +95,62 @@ def _check_indices(values: Any, name: str, n: int | None = None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- detection
-def detect_r_peaks(signal: Any, fs: float, *, search_radius_s: float = 0.05) -> np.ndarray:
+def _merge_refractory(peaks: np.ndarray, x: np.ndarray, min_gap: int) -> np.ndarray:
+    """Keep one peak per refractory period: of two peaks closer than ``min_gap`` the larger |x| wins."""
+    p = np.unique(peaks)
+    if p.size < 2:
+        return p
+    keep: list[int] = [int(p[0])]
+    for v in p[1:]:
+        if v - keep[-1] < min_gap:
+            if abs(x[v]) > abs(x[keep[-1]]):
+                keep[-1] = int(v)
+        else:
+            keep.append(int(v))
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _search_back(primary: np.ndarray, secondary: np.ndarray, fs: float, *, gap_factor: float = 1.5,
+                 min_sep_s: float = 0.25, n_local: int = 8) -> np.ndarray:
+    """Add ``secondary`` detections that fall in RR gaps longer than ``gap_factor`` x the local median RR.
+
+    Only candidates at least ``min_sep_s`` away from both ends of the gap are added.
+    """
+    p = np.unique(primary)
+    if p.size < 2 or secondary.size == 0:
+        return np.unique(np.concatenate([p, secondary])) if p.size < 2 else p
+    rr = np.diff(p)
+    med = np.array([np.median(rr[max(0, i - n_local): i + n_local + 1]) for i in range(rr.size)])
+    sep = min_sep_s * fs
+    added = [secondary[(secondary > p[i] + sep) & (secondary < p[i + 1] - sep)]
+             for i in np.nonzero(rr > gap_factor * med)[0]]
+    if not added:
+        return p
+    return np.unique(np.concatenate([p, *added]))
+
+
+def detect_r_peaks(signal: Any, fs: float, *, search_radius_s: float = 0.05,
+                   refractory_s: float = 0.2) -> np.ndarray:
     """R-peak sample indices of a single-lead ECG.
 
-    Runs :class:`wfdb.processing.XQRS` and then
-    :func:`wfdb.processing.correct_peaks` (``peak_dir="compare"``: the larger of
-    the upward and downward extrema, so inverted PVCs are located too) within
-    ``search_radius_s`` of each detection.
+    Two maintained detectors of wfdb-python are combined:
+
+    1. :func:`wfdb.processing.gqrs_detect` (the PhysioNet ``gqrs`` detector) is
+       the primary detector;
+    2. search-back: inside RR gaps longer than 1.5x the local median RR (a beat
+       was probably missed), the detections of :class:`wfdb.processing.XQRS`
+       that lie at least 250 ms from both gap ends are added;
+
+    then :func:`wfdb.processing.correct_peaks` (``peak_dir="compare"``: the
+    larger of the upward and downward extrema, so inverted PVCs are located too)
+    moves each detection to the local extremum within ``search_radius_s``, and
+    peaks closer than ``refractory_s`` are merged (the larger |amplitude| wins).
 
     Args:
         signal: one ECG lead (mV), 1-D, finite.
         fs: sampling rate in Hz.
         search_radius_s: half-width of the window where the peak is corrected.
+        refractory_s: minimum distance between two beats.
 
     Returns:
         Sorted, unique int64 sample indices.
@@ -115,17 +160,26 @@ def detect_r_peaks(signal: Any, fs: float, *, search_radius_s: float = 0.05) -> 
     x, fs_value = _check_signal(signal, fs)
     if search_radius_s <= 0:
         raise ConfigError("search_radius_s must be positive", field="search_radius_s")
-    xqrs = wp.XQRS(sig=x, fs=fs_value)
-    xqrs.detect(verbose=False)
-    raw = np.asarray(xqrs.qrs_inds, dtype=np.int64)
-    if raw.size == 0:
-        return raw
+    if refractory_s <= 0:
+        raise ConfigError("refractory_s must be positive", field="refractory_s")
     radius = max(1, int(round(search_radius_s * fs_value)))
     smooth = max(3, int(round(0.15 * fs_value)))
-    corrected = wp.correct_peaks(x, raw, search_radius=radius, smooth_window_size=smooth, peak_dir="compare")
-    corrected = np.asarray(corrected, dtype=np.int64)
-    corrected = corrected[(corrected >= 0) & (corrected < x.size)]
-    return np.unique(corrected)
+
+    def _correct(raw: np.ndarray) -> np.ndarray:
+        if raw.size == 0:
+            return raw
+        c = np.asarray(wp.correct_peaks(x, raw, search_radius=radius, smooth_window_size=smooth,
+                                        peak_dir="compare"), dtype=np.int64)
+        return np.unique(c[(c >= 0) & (c < x.size)])
+
+    gqrs = _correct(np.unique(np.asarray(wp.gqrs_detect(sig=x, fs=fs_value), dtype=np.int64)))
+    xqrs = wp.XQRS(sig=x, fs=fs_value)
+    xqrs.detect(verbose=False)
+    xq = _correct(np.asarray(xqrs.qrs_inds, dtype=np.int64))
+    peaks = _search_back(gqrs, xq, fs_value)
+    if peaks.size == 0:
+        return peaks
+    return _merge_refractory(peaks, x, max(1, int(round(refractory_s * fs_value))))
 
 
 @dataclass(frozen=True)
@@ -206,7 +260,9 @@ def beat_feature_names(n_window: int = _N_WINDOW) -> list[str]:
     """Column names of :func:`beat_features`."""
     names = ["rr_pre_s", "rr_post_s", "rr_local_s", "rr_pre_ratio", "rr_post_ratio", "rr_post_pre_ratio",
              "qrs_width_s", "r_amp", "win_max", "win_min", "peak_to_peak", "qrs_energy", "template_corr",
-             "template_dist"]
+             "template_dist", "rr_pre_med_ratio", "rr_post_med_ratio", "comp_pause", "qrs_width_bp_s",
+             "qrs_corr", "prev_corr", "t_mean", "qrs_width_z", "qrs_corr_z", "energy_z", "ptp_z",
+             "noise_ratio", "noise_local"]
     return names + [f"win_{i:02d}" for i in range(n_window)]
 
 
@@ -219,7 +275,7 @@ def _bandpass(x: np.ndarray, fs: float, low: float, high: float) -> np.ndarray:
 
 
 def beat_features(signal: Any, fs: float, peaks: Any, *, n_window: int = _N_WINDOW) -> np.ndarray:
-    """Per-beat features around each R peak, shape ``(len(peaks), 14 + n_window)``.
+    """Per-beat features around each R peak, shape ``(len(peaks), 27 + n_window)``.
 
     * RR interval before and after (s), the local mean RR (centred mean of the
       ~10 surrounding intervals) and the ratios pre/local, post/local, post/pre
@@ -230,7 +286,15 @@ def beat_features(signal: Any, fs: float, peaks: Any, *, n_window: int = _N_WIND
       by the record's median peak-to-peak amplitude;
     * a beat window (-250 ms .. +450 ms) averaged down to ``n_window`` points,
       normalised per record (divided by the median peak-to-peak amplitude), and
-      its correlation with / distance from the record's median beat template.
+      its correlation with / distance from the record's median beat template;
+    * RR before/after relative to the local *median* RR (11 beats) and a
+      compensatory-pause index ``(RR_pre + RR_post) / (2 median RR)``;
+    * QRS width on the 5-25 Hz band-passed ECG, correlation of the +-100 ms QRS
+      with the record's median QRS and with the previous beat's QRS, a T-wave
+      polarity proxy (mean 200-400 ms after R), and record-wise robust z-scores
+      (median/MAD) of QRS width, QRS correlation, energy and peak-to-peak;
+    * a noise index: mean |5-25 Hz ECG| outside the QRS over inside it, per
+      beat and as the median over the 11 surrounding beats.
 
     See :func:`beat_feature_names` for the column order. The first and last
     beats take the neighbouring RR for the missing one.
@@ -290,10 +354,55 @@ def beat_features(signal: Any, fs: float, peaks: Any, *, n_window: int = _N_WIND
     corr = (centred @ tc) / (np.linalg.norm(centred, axis=1) * np.linalg.norm(tc) + eps)
     dist = np.linalg.norm(small_n - template, axis=1) / np.sqrt(n_window)
 
+    # RR prematurity against the local *median* RR (robust to the PVCs themselves) and compensatory pause
+    m = 2 * (_LOCAL_RR_BEATS // 2) + 1
+    padded_m = np.pad(rr_pre, (m // 2, m // 2), mode="edge")
+    rr_med = np.median(np.lib.stride_tricks.sliding_window_view(padded_m, m), axis=1)
+    comp = (rr_pre + rr_post) / (2 * rr_med + eps)
+
+    # QRS width on the 5-25 Hz band (QRS energy band): span where |bp| exceeds 30 % of its max within +-150 ms
+    bp = _bandpass(x, fs_value, 5.0, 25.0)
+    bp_win = np.pad(bp, (q, q), mode="edge")[p[:, None] + np.arange(2 * q)[None, :]]
+    above_bp = np.abs(bp_win) > 0.3 * np.abs(bp_win).max(axis=1, keepdims=True) + eps
+    first_bp = above_bp.argmax(axis=1)
+    last_bp = above_bp.shape[1] - 1 - above_bp[:, ::-1].argmax(axis=1)
+    width_bp = (last_bp - first_bp + 1) / fs_value
+
+    # full-resolution QRS (+-100 ms) correlation with the record's median beat and with the previous beat
+    h = int(round(0.1 * fs_value))
+    qwin = windows[:, before - h: before + h]
+    qc = qwin - qwin.mean(axis=1, keepdims=True)
+    qc = qc / (np.linalg.norm(qc, axis=1, keepdims=True) + eps)
+    qt = np.median(qwin, axis=0)
+    qt = qt - qt.mean()
+    qt = qt / (np.linalg.norm(qt) + eps)
+    qrs_corr = qc @ qt
+    prev_corr = np.concatenate([[1.0], np.sum(qc[1:] * qc[:-1], axis=1)]) if p.size > 1 else np.ones(1)
+
+    # T-wave polarity proxy: mean of 200-400 ms after R, relative to the R deflection's sign
+    t_a, t_b = before + int(round(0.2 * fs_value)), before + int(round(0.4 * fs_value))
+    t_mean = windows[:, t_a:t_b].mean(axis=1) / scale
+
+    # signal quality: 5-25 Hz activity outside the QRS (+-100 ms) relative to inside, and its local median
+    full_bp = np.pad(bp, (before, after), mode="edge")[idx]
+    inside = np.abs(full_bp[:, before - h: before + h]).mean(axis=1)
+    outside = (np.abs(full_bp[:, : before - h]).sum(axis=1) + np.abs(full_bp[:, before + h:]).sum(axis=1)) / (
+        full_bp.shape[1] - 2 * h)
+    noise_ratio = outside / (inside + eps)
+    nb = 5
+    noise_local = np.median(np.lib.stride_tricks.sliding_window_view(
+        np.pad(noise_ratio, (nb, nb), mode="edge"), 2 * nb + 1), axis=1)
+
+    def _z(v: np.ndarray) -> np.ndarray:  # record-wise robust z-score
+        med = np.median(v)
+        mad = np.median(np.abs(v - med)) * 1.4826
+        return (v - med) / (mad + 1e-6 + 1e-3 * abs(med))
+
     feats = np.column_stack([
         rr_pre, rr_post, rr_local, rr_pre / (rr_local + eps), rr_post / (rr_local + eps),
         rr_post / (rr_pre + eps), qrs_width, r_amp / scale, wmax / scale, wmin / scale, ptp / scale,
-        energy, corr, dist, small_n,
+        energy, corr, dist, rr_pre / (rr_med + eps), rr_post / (rr_med + eps), comp, width_bp, qrs_corr,
+        prev_corr, t_mean, _z(width_bp), _z(qrs_corr), _z(energy), _z(ptp / scale), noise_ratio, noise_local, small_n,
     ])
     return feats
 
@@ -404,15 +513,74 @@ def _prepare(record: BeatRecord, tolerance_s: float) -> dict[str, Any]:
     return {"detected": det, "match": m, "features": feats, "label": label, "missed_pvc": missed_pvc}
 
 
+def _threshold_grid() -> np.ndarray:
+    return np.round(np.arange(0.05, 0.951, 0.025), 3)
+
+
+def choose_threshold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, missed: dict[Any, int] | None = None,
+                     *, classifier_factory: Callable[[], Any] | None = None, n_inner: int = 4) -> float:
+    """Decision threshold chosen by grouped inner cross-validation on *training records only*.
+
+    The training records are dealt round-robin into ``min(n_inner, n_records)``
+    folds (a record is never split); out-of-fold PVC probabilities are pooled and
+    the threshold on a 0.05..0.95 grid that maximises ``min(Se, +P)`` (ties:
+    F1) is returned, with the EC57 counting of :func:`leave_one_record_out`
+    (``y == -1``: unmatched detection, a false PVC if called PVC; ``missed``:
+    reference PVCs per record the detector missed, counted as FN). Falls back
+    to 0.5 when no inner fold can be trained.
+    """
+    from threadpoolctl import threadpool_limits
+
+    factory = classifier_factory or make_pvc_classifier
+    g = np.asarray(groups)
+    uniq = list(dict.fromkeys(g.tolist()))
+    if len(uniq) < 2:
+        return 0.5
+    k = min(n_inner, len(uniq))
+    fold_of = {u: i % k for i, u in enumerate(uniq)}
+    fold = np.array([fold_of[v] for v in g.tolist()])
+    prob = np.full(y.size, np.nan)
+    for f in range(k):
+        tr = np.nonzero((fold != f) & (y >= 0))[0]
+        te = np.nonzero(fold == f)[0]
+        if np.unique(y[tr]).size < 2:
+            continue
+        with threadpool_limits(1):
+            clf = factory()
+            clf.fit(X[tr], y[tr])
+            prob[te] = clf.predict_proba(X[te])[:, 1]
+    ok = np.isfinite(prob)
+    if not ok.any():
+        return 0.5
+    extra_fn = sum(int((missed or {}).get(u, 0)) for u in set(g[ok].tolist()))
+    best, best_key = 0.5, (-1.0, -1.0)
+    for t in _threshold_grid():
+        pred = prob[ok] >= t
+        lab = y[ok]
+        tp = int(np.sum(pred & (lab == 1)))
+        fp = int(np.sum(pred & (lab != 1)))
+        fn = int(np.sum(~pred & (lab == 1))) + extra_fn
+        se = tp / (tp + fn) if tp + fn else 0.0
+        ppv = tp / (tp + fp) if tp + fp else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        key = (min(se, ppv), f1)
+        if key > best_key:
+            best, best_key = float(t), key
+    return best
+
+
 def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 0.15,
                          classifier_factory: Callable[[], Any] | None = None,
-                         threshold: float = 0.5) -> dict[str, Any]:
+                         threshold: float | None = None, n_inner: int = 4) -> dict[str, Any]:
     """PVC detection evaluated leave-one-record-out on detected beats.
 
     For each record: R peaks are detected, matched to the reference (EC57,
     ``tolerance_s``), and features computed on the detected beats. A classifier
     trained on the matched beats of all *other* records labels the held-out
-    record's detected beats. Counting (AAMI EC57):
+    record's detected beats. The decision threshold is ``threshold`` if given,
+    otherwise it is chosen per fold by :func:`choose_threshold` — a grouped
+    inner cross-validation over the training records only (the held-out
+    record's beats and labels are never passed to it). Counting (AAMI EC57):
 
     * TP: matched beat, reference PVC, predicted PVC;
     * FN: reference PVC predicted non-PVC, or not detected at all;
@@ -420,8 +588,9 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
       detection matched no reference beat.
 
     Returns a dict with ``per_record`` (list of dicts: detection and PVC
-    Se/+P per record), ``gross`` (PVC TP/FP/FN pooled over every test beat) and
-    ``detection`` (R-peak TP/FP/FN pooled over every record).
+    Se/+P per record, and the fold's threshold), ``gross`` (PVC TP/FP/FN pooled
+    over every test beat) and ``detection`` (R-peak TP/FP/FN pooled over every
+    record).
     """
     from threadpoolctl import threadpool_limits
 
@@ -431,27 +600,34 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
     names = [r.name for r in recs]
     if len(set(names)) != len(names):
         raise InvalidValueError("record names must be unique", field="records")
-    if not 0 < threshold < 1:
+    if threshold is not None and not 0 < threshold < 1:
         raise ConfigError("threshold must lie in (0, 1)", field="threshold")
     factory = classifier_factory or make_pvc_classifier
     prepared = [_prepare(r, tolerance_s) for r in recs]
     groups = np.concatenate([np.full(p["label"].size, i) for i, p in enumerate(prepared)])
     X = np.concatenate([p["features"] for p in prepared])
     y = np.concatenate([p["label"] for p in prepared])
+    missed = {i: p["missed_pvc"] for i, p in enumerate(prepared)}
 
     per_record = []
     g_tp = g_fp = g_fn = 0
     d_tp = d_fp = d_fn = 0
-    for i, train, test in loro_splits(groups):
+    for i, train_all, test in loro_splits(groups):
         rec, prep = recs[i], prepared[i]
-        train = train[y[train] >= 0]  # train on matched beats only
+        train = train_all[y[train_all] >= 0]  # train on matched beats only
         if np.unique(y[train]).size < 2:
             raise InvalidValueError("training records hold no PVC (or only PVCs)", field="is_pvc")
+        if threshold is None:
+            thr = choose_threshold(X[train_all], y[train_all], groups[train_all],
+                                   {j: v for j, v in missed.items() if j != i},
+                                   classifier_factory=factory, n_inner=n_inner)
+        else:
+            thr = float(threshold)
         with threadpool_limits(1):
             clf = factory()
             clf.fit(X[train], y[train])
             prob = clf.predict_proba(X[test])[:, 1]
-        pred = prob >= threshold
+        pred = prob >= thr
         lab = y[test]
         tp = int(np.sum(pred & (lab == 1)))
         fp = int(np.sum(pred & (lab != 1)))
@@ -459,7 +635,7 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
         m: PeakMatch = prep["match"]
         per_record.append({
             "record": rec.name, "beats": int(rec.r_peaks.size), "pvc": int(rec.is_pvc.sum()),
-            "detected": int(prep["detected"].size), "detection": m.as_dict(),
+            "detected": int(prep["detected"].size), "detection": m.as_dict(), "threshold": thr,
             "pvc_missed_by_detector": prep["missed_pvc"], **{f"pvc_{k}": v for k, v in _se_ppv(tp, fp, fn).items()},
         })
         g_tp, g_fp, g_fn = g_tp + tp, g_fp + fp, g_fn + fn
@@ -467,7 +643,7 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
     return {
         "convention": "AAMI EC57: 150 ms match window; gross = counts pooled over records",
         "tolerance_s": tolerance_s,
-        "threshold": threshold,
+        "threshold": "inner grouped CV per fold (max min(Se, +P))" if threshold is None else threshold,
         "per_record": per_record,
         "gross": _se_ppv(g_tp, g_fp, g_fn),
         "detection": _se_ppv(d_tp, d_fp, d_fn),
