@@ -325,18 +325,24 @@ async def upload_study(
     return await run_study(ctx_of(request), user.username, file, model, patient_id, uncertainty, explain, slice_index)
 
 
+def get_row_or_404(session: Any, model: Any, row_id: str, what: str) -> Any:
+    """The row of ``model`` whose UUID is ``row_id``; 404 (never 500) for a malformed or unknown id."""
+    try:
+        key = uuid.UUID(row_id)
+    except ValueError as exc:
+        raise HTTPException(404, f"no such {what}") from exc
+    row = session.get(model, key)
+    if row is None:
+        raise HTTPException(404, f"no such {what}")
+    return row
+
+
 def load_result(ctx: Any, result_id: str, user: str, action: str) -> tuple[Any, dict[str, Any], str]:
     """(Result row, stored payload, patient pseudonym); 404 when unknown. Audited."""
     from meddx.storage.models import Result
 
-    try:
-        key = uuid.UUID(result_id)
-    except ValueError as exc:
-        raise HTTPException(404, "no such result") from exc
     with ctx.sessions() as session:
-        result = session.get(Result, key)
-        if result is None:
-            raise HTTPException(404, "no such result")
+        result = get_row_or_404(session, Result, result_id, "result")
         payload = json.loads(ctx.blobs.encryptor.decrypt(result.prediction, _aad(result.id)))
         patient = result.study.patient.pseudonym
         session.expunge(result)

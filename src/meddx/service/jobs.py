@@ -64,16 +64,11 @@ def submit_report(ctx: Any, username: str, model: str, data: str, split: str | N
 
 
 def _load(ctx: Any, job_id: str) -> Any:
+    from meddx.service.api import get_row_or_404
     from meddx.storage.models import Job
 
-    try:
-        key = uuid.UUID(job_id)
-    except ValueError as exc:
-        raise HTTPException(404, "no such job") from exc
     with ctx.sessions() as session:
-        job = session.get(Job, key)
-        if job is None:
-            raise HTTPException(404, "no such job")
+        job = get_row_or_404(session, Job, job_id, "job")
         session.expunge(job)
         return job
 
