@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import RESULTS, RUNS, machine, write_results
+from meddx.calibration.scaling import softmax
 
 EPOCHS = {"breastmnist": 40, "pneumoniamnist": 12}
 
@@ -60,9 +61,6 @@ def _wall(run: Path) -> float | None:
     return float(path.read_text()) if path.is_file() else None
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def _calib(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -87,7 +85,7 @@ def calibration_section(name: str, pipeline: Any, images: np.ndarray, labels: np
     from meddx.calibration import create_calibrator
 
     logits = pipeline.predict_logits(images)
-    raw = _softmax(logits)
+    raw = softmax(logits)
     calibrated = pipeline.trust.calibrator.transform(logits)
     forced = create_calibrator("temperature").fit(pipeline.predict_logits(val[0]), np.asarray(val[1]).reshape(-1))
     return {"set": name, "n": int(len(labels)), "before": _calib(raw, labels), "after": _calib(calibrated, labels),
@@ -122,7 +120,7 @@ def shift_section(pipeline: Any, images: np.ndarray, labels: np.ndarray, train_l
     train_priors = np.bincount(train_labels, minlength=logits.shape[1]) / len(train_labels)
     adapted, priors = em_priors(calibrated, train_priors)
     out = {"n": int(len(labels)), "test_prevalence": float(labels.mean()), "train_prevalence": float(train_priors[1]),
-           "before": _calib(_softmax(logits), labels), "temperature": _calib(calibrated, labels),
+           "before": _calib(softmax(logits), labels), "temperature": _calib(calibrated, labels),
            "prior_shift_em": _calib(adapted, labels), "em_estimated_prevalence": float(priors[1])}
     # a hospital labels n_local of its own cases and refits (temperature + class bias = vector scaling)
     rng = np.random.default_rng(0)
@@ -190,7 +188,12 @@ def models_section(pipelines: dict[str, Any], sets: dict[str, tuple[np.ndarray, 
 def explanation_section(pipeline: Any, images: np.ndarray, n: int = 128) -> dict[str, Any]:
     import torch
 
-    from meddx.explain import compute_cam, deletion_insertion, random_map_baseline, randomisation_test
+    from meddx.explain import (
+        compute_cam,
+        deletion_insertion,
+        random_map_baseline,
+        randomisation_test,
+    )
 
     pre = pipeline.package["preprocess"]
     x = (torch.from_numpy(pipeline._inputs(images[:n])) - pre["mean"]) / pre["std"]
@@ -297,7 +300,7 @@ def main() -> None:
     results["wall_s"] = time.perf_counter() - started
     from meddx.calibration import plot_reliability
 
-    plot_reliability({"before (softmax)": (_softmax(pipelines["single"].predict_logits(test[0])), test[1]),
+    plot_reliability({"before (softmax)": (softmax(pipelines["single"].predict_logits(test[0])), test[1]),
                       "after temperature": (pipelines["single"].predict_arrays(test[0]), test[1])},
                      RESULTS / "trust_reliability_pneumonia_test.png", title="PneumoniaMNIST test (shifted)")
     write_results("trust", results, "(markdown pending)")  # the numbers are safe even if the table fails

@@ -78,11 +78,11 @@ def calibrator_from_dict(d: dict[str, Any]) -> Calibrator:
 
 
 def softmax(logits: Any) -> np.ndarray:
-    """Row-wise softmax, computed stably (float64)."""
+    """Softmax over the last axis (classes), computed stably (float64); any leading shape."""
     z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def log_softmax(logits: Any) -> np.ndarray:

@@ -128,8 +128,9 @@ class Pipeline:
         logits = self.predict_logits(images)
         if calibrated:
             return self.trust.calibrator.transform(logits)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        from meddx.calibration.scaling import softmax
+
+        return softmax(logits)
 
     def predict_detailed(self, images: np.ndarray, inputs: list[str] | None = None, *, uncertainty: str = "auto",
                          samples: int = 20) -> list[Prediction]:
@@ -138,12 +139,12 @@ class Pipeline:
         from meddx.uncertainty import decompose
 
         method = self.default_uncertainty() if uncertainty == "auto" else uncertainty
+        from meddx.calibration.scaling import softmax
+
         primary, draws = self.run_uncertainty(images, method, samples)
-        z = np.exp(draws - draws.max(axis=2, keepdims=True))
-        sample_probs = z / z.sum(axis=2, keepdims=True)
+        sample_probs = softmax(draws)
         measures = decompose(sample_probs)
-        z0 = np.exp(primary - primary.max(axis=1, keepdims=True))
-        raw = z0 / z0.sum(axis=1, keepdims=True)
+        raw = softmax(primary)
         names = self.class_names
         trusted = self.trust.apply(primary, names, self.package.get("positive_class"))
         calibration = (self.package.get("trust") or {}).get("calibration", {}).get("name", "identity")

@@ -57,8 +57,14 @@ def fit_trust(logits: np.ndarray, labels: np.ndarray, *, calibration: str = "aut
               conformal: str = "aps", measure: str = "predictive_entropy", target_risk: float = 0.05,
               fitted_on: str = "validation split") -> dict[str, Any]:
     """Fit the three parts on held-out ``logits`` ``(N, C)`` and ``labels``; return the JSON to store."""
-    from meddx.calibration import AbstentionPolicy, SplitConformal, calibration_metrics, create_calibrator
+    from meddx.calibration import (
+        AbstentionPolicy,
+        SplitConformal,
+        calibration_metrics,
+        create_calibrator,
+    )
     from meddx.calibration.abstention import SCORES
+    from meddx.calibration.scaling import softmax
 
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
@@ -77,7 +83,7 @@ def fit_trust(logits: np.ndarray, labels: np.ndarray, *, calibration: str = "aut
     uncertainty = SCORES[measure](probs)
     correct = probs.argmax(axis=1) == labels
     policy = AbstentionPolicy(measure=measure, target_risk=target_risk).fit(uncertainty, correct)
-    raw = _softmax(logits)
+    raw = softmax(logits)
     return _finite({
         "fitted_on": fitted_on,
         "n": int(len(labels)),
@@ -100,10 +106,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -117,7 +119,11 @@ class TrustLayer:
 
     @classmethod
     def from_package(cls, package: dict[str, Any]) -> TrustLayer:
-        from meddx.calibration import SplitConformal, calibrator_from_dict, create_calibrator
+        from meddx.calibration import (
+            SplitConformal,
+            calibrator_from_dict,
+            create_calibrator,
+        )
         from meddx.calibration.abstention import AbstentionPolicy
 
         trust = package.get("trust") or {}

@@ -19,14 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from meddx.calibration.scaling import softmax
 from meddx.exceptions import ConfigError
 
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40–59"), (60, 80, "60–79"), (80, 200, "≥80"))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def _ci(entry: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +156,7 @@ def build_report(model: str | Path, data: str | None = None, *, split: str | Non
     pos = classes.index(evaluation["positive_class"]) if evaluation.get("positive_class") in classes else None
 
     logits = pipeline.predict_logits(images)
-    raw, calibrated = _softmax(logits), pipeline.trust.calibrator.transform(logits)
+    raw, calibrated = softmax(logits), pipeline.trust.calibrator.transform(logits)
     trust = package.get("trust") or {}
     if not trust:
         warnings.append("The package has no fitted calibration, conformal predictor or abstention policy.")

@@ -233,11 +233,10 @@ def predict_logits(model: Any, x: np.ndarray, mean: float, std: float, batch_siz
 def predict_proba(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
                   device: str | None = None) -> np.ndarray:
     """Softmax probabilities for preprocessed inputs ``x`` ``(N,C,H,W)``."""
+    from meddx.calibration.scaling import softmax
+
     logits = predict_logits(model, x, mean, std, batch_size, device)
-    if logits.size == 0:
-        return logits
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    return logits if logits.size == 0 else softmax(logits)
 
 
 def subsample_labels(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
