@@ -442,7 +442,6 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
 
     from meddx import __version__
     from meddx.data.datasets import load_images
-    from meddx.data.splits import group_train_val_test_split
     from meddx.models import create_model
 
     config.validate()
@@ -452,26 +451,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     seed_everything(config.seed)
     split_seed = config.seed if config.split_seed is None else config.split_seed
     sample = load_images(config.data, size=config.size)
-    splits = dict(sample.splits)
+    splits, split_note = resolve_splits(sample, config, split_seed)
     groups_all = (sample.meta.get("groups") or {}).get("all")
-    split_note = "official train/val"
-    if "train" not in splits:
-        if "all" not in splits:
-            raise ConfigError("data has no 'train' or 'all' split", field="split", path=config.data)
-        images, labels = splits.pop("all")
-        groups = np.asarray(groups_all) if groups_all is not None else np.arange(len(labels))
-        idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=split_seed)
-        splits["train"] = (images[idx["train"]], labels[idx["train"]])
-        splits["val"] = (images[idx["val"]], labels[idx["val"]])
-        split_note = f"group split of all data: {1 - config.val_fraction:.0%} train / {config.val_fraction:.0%} val"
-    if "val" not in splits:
-        images, labels = splits["train"]
-        train_groups = (sample.meta.get("groups") or {}).get("train")
-        groups = np.asarray(train_groups) if train_groups is not None else np.arange(len(labels))
-        idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=split_seed)
-        splits["train"] = (images[idx["train"]], labels[idx["train"]])
-        splits["val"] = (images[idx["val"]], labels[idx["val"]])
-        split_note = f"train split re-split {1 - config.val_fraction:.0%} / {config.val_fraction:.0%} for validation"
     holdout = None
     if config.holdout_fraction > 0:
         holdout = carve_holdout(splits["train"][0], splits["train"][1], config.holdout_fraction, split_seed,
@@ -625,20 +606,38 @@ def carve_holdout(images: np.ndarray, labels: np.ndarray, fraction: float, seed:
             "grouping": grouping, "groups": int(len(np.unique(group_ids))), "n_train_split": int(len(labels))}
 
 
+def resolve_splits(sample: Any, config: TrainConfig, split_seed: int) -> tuple[dict[str, Any], str]:
+    """Train and validation splits for ``sample``: official ones, else whole groups dealt out.
+
+    Data with only an ``all`` split, or a ``train`` split without ``val``, are split
+    by group (patient, near-duplicate) with ``config.val_fraction`` and ``split_seed``.
+    Returns the splits and a note saying which was done.
+    """
+    from meddx.data.splits import group_train_val_test_split
+
+    splits = dict(sample.splits)
+    if "train" in splits and "val" in splits:
+        return splits, "official train/val"
+    source = "train" if "train" in splits else "all"
+    if source not in splits:
+        raise ConfigError("data has no 'train' or 'all' split", field="split", path=config.data)
+    images, labels = splits.pop(source)
+    known = (sample.meta.get("groups") or {}).get(source)
+    groups = np.asarray(known) if known is not None else np.arange(len(labels))
+    idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=split_seed)
+    splits["train"] = (images[idx["train"]], labels[idx["train"]])
+    splits["val"] = (images[idx["val"]], labels[idx["val"]])
+    train_share, val_share = f"{1 - config.val_fraction:.0%}", f"{config.val_fraction:.0%}"
+    split_note = (f"group split of all data: {train_share} train / {val_share} val" if source == "all"
+                  else f"train split re-split {train_share} / {val_share} for validation")
+    return splits, split_note
+
+
 def _validation_arrays(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """The raw validation images and labels that :func:`train` uses for ``config``."""
     from meddx.data.datasets import load_images
-    from meddx.data.splits import group_train_val_test_split
 
-    sample = load_images(config.data, size=config.size)
-    splits = dict(sample.splits)
     split_seed = config.seed if config.split_seed is None else config.split_seed
-    if "val" in splits:
-        images, labels = splits["val"]
-        return images, np.asarray(labels).reshape(len(images), -1)[:, 0].astype(np.int64)
-    key = "train" if "train" in splits else "all"
-    images, labels = splits[key]
-    groups_meta = (sample.meta.get("groups") or {}).get(key)
-    groups = np.asarray(groups_meta) if groups_meta is not None else np.arange(len(labels))
-    idx = group_train_val_test_split(labels, groups, val=config.val_fraction, test=0.0, seed=split_seed)
-    return images[idx["val"]], np.asarray(labels)[idx["val"]].reshape(-1).astype(np.int64)
+    splits, _ = resolve_splits(load_images(config.data, size=config.size), config, split_seed)
+    images, labels = splits["val"]
+    return images, np.asarray(labels).reshape(len(images), -1)[:, 0].astype(np.int64)
