@@ -36,26 +36,31 @@ def _lookup(registry: Mapping[str, T], name: object, kind: str, field: str) -> T
     return registry[name]
 
 
-def _check_probs(probs: Any, field: str = "probs", *, n_classes: int | None = None, atol: float = 1e-3) -> np.ndarray:
-    """``probs`` as float64 ``(N, C)``, finite, in [0, 1], rows summing to 1 (within ``atol``)."""
+def _as_class_matrix(values: Any, field: str, n_classes: int | None, shape_hint: str, classes_hint: str,
+                     mismatch_hint: str | None = None) -> np.ndarray:
+    """``values`` as a finite float64 ``(N, C)`` array with N >= 1 and C >= 2 (and C == ``n_classes``)."""
     try:
-        arr = np.asarray(probs, dtype=np.float64)
+        arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidValueError(f"cannot read {field} as numbers ({exc})", field=field) from None
     if arr.ndim != 2 or arr.shape[1] < 2:
-        raise InvalidValueError(
-            f"{field} must have shape (N, C) with C >= 2, got {arr.shape}", field=field,
-            hint="Pass one row of class probabilities per case; for a binary score p use np.stack([1 - p, p], 1)",
-        )
+        raise InvalidValueError(f"{field} must have shape (N, C) with C >= 2, got {arr.shape}", field=field,
+                                hint=shape_hint)
     if arr.shape[0] == 0:
         raise InvalidValueError(f"{field} is empty", field=field)
     if n_classes is not None and arr.shape[1] != n_classes:
-        raise InvalidValueError(
-            f"{field} has {arr.shape[1]} classes, expected {n_classes}", field=field,
-            hint="Use probabilities of the model this object was fitted for",
-        )
+        raise InvalidValueError(f"{field} has {arr.shape[1]} classes, {classes_hint} {n_classes}", field=field,
+                                hint=mismatch_hint)
     if not np.all(np.isfinite(arr)):
         raise InvalidValueError(f"{field} holds NaN or inf", field=field)
+    return arr
+
+
+def _check_probs(probs: Any, field: str = "probs", *, n_classes: int | None = None, atol: float = 1e-3) -> np.ndarray:
+    """``probs`` as float64 ``(N, C)``, finite, in [0, 1], rows summing to 1 (within ``atol``)."""
+    arr = _as_class_matrix(
+        probs, field, n_classes, "Pass one row of class probabilities per case; for a binary score p use "
+        "np.stack([1 - p, p], 1)", "expected", "Use probabilities of the model this object was fitted for")
     if arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
         raise InvalidValueError(
             f"{field} must lie in [0, 1], got values in [{arr.min():.3g}, {arr.max():.3g}]", field=field,
@@ -73,24 +78,8 @@ def _check_probs(probs: Any, field: str = "probs", *, n_classes: int | None = No
 
 def _check_logits(logits: Any, field: str = "logits", *, n_classes: int | None = None) -> np.ndarray:
     """``logits`` as float64 ``(N, C)`` with C >= 2, finite."""
-    try:
-        arr = np.asarray(logits, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError(f"cannot read {field} as numbers ({exc})", field=field) from None
-    if arr.ndim != 2 or arr.shape[1] < 2:
-        raise InvalidValueError(
-            f"{field} must have shape (N, C) with C >= 2, got {arr.shape}", field=field,
-            hint="For one binary logit z pass np.stack([np.zeros_like(z), z], 1)",
-        )
-    if arr.shape[0] == 0:
-        raise InvalidValueError(f"{field} is empty", field=field)
-    if n_classes is not None and arr.shape[1] != n_classes:
-        raise InvalidValueError(
-            f"{field} has {arr.shape[1]} classes, the calibrator was fitted on {n_classes}", field=field,
-        )
-    if not np.all(np.isfinite(arr)):
-        raise InvalidValueError(f"{field} holds NaN or inf", field=field)
-    return arr
+    return _as_class_matrix(logits, field, n_classes, "For one binary logit z pass np.stack([np.zeros_like(z), z], 1)",
+                            "the calibrator was fitted on")
 
 
 def _check_labels(labels: Any, n: int, n_classes: int, field: str = "labels") -> np.ndarray:
