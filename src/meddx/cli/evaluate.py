@@ -29,8 +29,25 @@ def evaluate(
     from meddx.evaluation.report import evaluate_model, recorded_metrics, write_json
     from meddx.exceptions import ConfigError
     from meddx.inference import Pipeline
+    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.packaging.registry import read_package, resolve
 
-    pipe = Pipeline.load(model)
+    folder = resolve(model)
+    modality = modality_of_package(read_package(folder))
+    if modality != IMAGE:
+        package = read_package(folder)
+        result = get_modality(modality).handler().evaluate(
+            folder, package, data, split=split, n_boot=n_boot,
+            out=out if out is not None and out.suffix.lower() != ".json" else None, seed=seed, positive=positive)
+        if out is not None and out.suffix.lower() == ".json":
+            write_json(out, result)
+        title = f"{result.get('model', folder.name)} on {data} [{result.get('split', split or 'test')}], n={result['n']}"
+        typer.echo(format_table(result["metrics"], title))
+        if out is not None:
+            typer.echo(f"wrote {out}", err=True)
+        return
+
+    pipe = Pipeline.load(folder)
     pre = pipe.package["preprocess"]
     is_folder = Path(data).is_dir()
     sample = load_images(data, size=pre["size"], channels=pre["in_chans"]) if is_folder else load_images(data)

@@ -28,7 +28,9 @@ def _skip_final_gc() -> None:
 
 def predict(
     model: str = typer.Argument(..., help="A run folder / package path, or a registered NAME[:VERSION]."),
-    files: list[Path] = typer.Argument(..., help="DICOM, PNG/JPEG or NIfTI files."),
+    files: list[Path] = typer.Argument(
+        ..., help="Images (DICOM, PNG/JPEG, NIfTI); signals (WFDB .hea/.dat, EDF); records (CSV rows, FHIR "
+        "R4 bundles, HL7 v2 ORU) - whatever the model's modality takes."),
     slice_index: int = typer.Option(None, "--slice", help="Slice of a 3-D volume to use."),
     uncertainty: str = typer.Option(
         "auto", help="auto (the package's own: ensemble, bayes or none) | none | mc-dropout | bayes | tta | ensemble."),
@@ -44,8 +46,20 @@ def predict(
     import json
 
     from meddx.inference import Pipeline
+    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.packaging.registry import read_package, resolve
 
-    results = Pipeline.load(model).predict(list(files), slice_index=slice_index, uncertainty=uncertainty,
+    folder = resolve(model)
+    package = read_package(folder)
+    modality = modality_of_package(package)
+    if modality != IMAGE:
+        results = get_modality(modality).handler().predict(
+            folder, package, [str(f) for f in files], uncertainty=uncertainty, samples=samples, explain=explain,
+            explain_dir=explain_dir)
+        typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        return
+
+    results = Pipeline.load(folder).predict(list(files), slice_index=slice_index, uncertainty=uncertainty,
                                            samples=samples, explain=explain, explain_dir=explain_dir)
     typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     _skip_final_gc()

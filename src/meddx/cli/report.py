@@ -24,10 +24,22 @@ def report(
     """Write a validation report: metrics with CIs, calibration, operating points, subgroups,
     uncertainty, explanations with their checks, the model card and a TRIPOD+AI / CLAIM checklist."""
     from meddx.exceptions import InvalidValueError
+    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.packaging.registry import read_package, resolve
     from meddx.report.build import build_report
 
-    html = build_report(model, data, split=split, out=out, n_boot=n_boot, explain=explain,
-                        explain_method=explain_method, local_fraction=local_fraction, uncertainty=uncertainty)
+    folder = resolve(model)
+    package = read_package(folder)
+    modality = modality_of_package(package)
+    if modality != IMAGE:
+        handler = get_modality(modality).handler()
+        if not hasattr(handler, "report"):
+            raise InvalidValueError(f"no validation report for {modality} models yet", path=folder, field="modality",
+                                    hint="Use `meddx evaluate MODEL DATA --out FOLDER` for metrics with CIs")
+        html = handler.report(folder, package, data, out=out, n_boot=n_boot, split=split)
+    else:
+        html = build_report(model, data, split=split, out=out, n_boot=n_boot, explain=explain,
+                            explain_method=explain_method, local_fraction=local_fraction, uncertainty=uncertainty)
     typer.echo(str(html))
     if check:
         from meddx.report import render_check

@@ -1,4 +1,4 @@
-"""``meddx train``: train an image classifier into a run folder."""
+"""``meddx train``: train a classifier (image, signal or record) into a run folder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import typer
 
 def train(
     data: str = typer.Argument(..., help="Catalogue image set (e.g. breastmnist) or a folder with labels.csv."),
-    model: str = typer.Option("cnn-small", help="Model name (see meddx.models.list_models())."),
+    model: str = typer.Option(
+        None, help="Model name (images: see meddx.models.list_models(), default cnn-small; signals and "
+        "records: the modality's own default)."),
     epochs: int = typer.Option(40, help="Maximum epochs (early stopping on validation AUC)."),
     patience: int = typer.Option(12, help="Epochs without a better validation AUC before stopping."),
     batch_size: int = typer.Option(64, help="Batch size."),
@@ -42,8 +44,18 @@ def train(
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train an image classifier; write a run folder (model package) that evaluate/predict accept."""
+    """Train a classifier (images, signals or records); write a run folder (model package) that
+    evaluate/predict/report accept."""
     import json
+
+    from meddx.modalities import IMAGE, get_modality, modality_of_data
+
+    modality = modality_of_data(data) if resume is None else IMAGE
+    if modality != IMAGE:
+        run = get_modality(modality).handler().train(
+            data, model=model, seed=seed, epochs=epochs if epochs != 40 else None, out=out, progress=progress)
+        typer.echo(str(run))
+        return
 
     from meddx.training import TrainConfig
     from meddx.training import train as run_training
@@ -53,7 +65,7 @@ def train(
         config = TrainConfig(**{**saved, "resume": str(resume), "epochs": epochs if epochs != 40 else saved["epochs"]})
     else:
         config = TrainConfig(
-            data=data, model=model, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+            data=data, model=model or "cnn-small", epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, schedule=schedule, sampler=sampler, augment=augment,
             augment_geometry=augment_geometry, hflip=hflip, size=size,
             label_fraction=label_fraction, seed=seed, pretrained=pretrained, freeze=freeze,

@@ -30,7 +30,8 @@ PACKAGE_FILE = "package.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "MODEL_CARD.md"
 COPIED_FILES = (PACKAGE_FILE, WEIGHTS_FILE, "config.json", "history.jsonl", "metrics.json")
-"""Files of a run folder a registered package keeps (the first two are required)."""
+"""Files of a run folder a registered package keeps (the first two are required); a package may
+name more in ``package.json["extra_files"]`` (e.g. a fitted preprocessing pipeline)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -132,12 +133,17 @@ def register(
                 hint="Register under a new version (--version), or pass --overwrite to replace it",
             )
     package = dict(package, name=name, version=version)
-    package["files"] = {WEIGHTS_FILE: sha}
+    extra = [str(f) for f in package.get("extra_files", [])]
+    for file in extra:
+        if Path(file).name != file or not (run / file).is_file():
+            raise ModelError(f"extra file {file!r} listed in package.json is missing", path=run / PACKAGE_FILE,
+                             field="extra_files", hint="List only file names inside the run folder")
+    package["files"] = {WEIGHTS_FILE: sha, **{f: _sha256(run / f) for f in extra}}
     package["registry"] = {"source": str(run.resolve()), "registered": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
     try:
-        for file in COPIED_FILES[1:]:
+        for file in (*COPIED_FILES[1:], *extra):
             if (run / file).is_file():
                 shutil.copy2(run / file, staging / file)
         write_package(staging, package)
