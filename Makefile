@@ -14,10 +14,12 @@ export MEDDX_DATA_MIRROR
 .PHONY: demo test venv clean system-deps
 
 # Debian packages for the real programs the tests drive: Chromium (report rendering and the
-# end-to-end browser test, with its chromedriver) and PostgreSQL (the API suite runs on it too).
+# end-to-end browser test, with its chromedriver), PostgreSQL (the API suite runs on it too) and
+# Mosquitto (the streaming suite's real broker).
 DEBS := $(if $(shell command -v chromium),,chromium fonts-dejavu-core) \
         $(if $(shell command -v chromedriver),,chromium-driver) \
-        $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
+        $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) \
+        $(if $(wildcard /usr/sbin/mosquitto),,mosquitto)
 
 system-deps:
 ifneq ($(strip $(DEBS)),)
