@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: from the environment)."""
     from meddx import __version__
     from meddx.exceptions import MeddxError
-    from meddx.service import api, web
+    from meddx.service import api, monitor, web
 
     settings = settings or Settings.from_env()
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = ServiceContext.build(settings)
     app.include_router(api.router)
     app.include_router(web.router)
+    app.include_router(monitor.router)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Any:

@@ -33,6 +33,7 @@ class Settings:
     login_attempts_per_minute: int = 5
     explain: bool = True
     cookie_secure: bool = False  # set True behind HTTPS
+    stream_store: Path = Path()  # the `meddx stream run` store the live monitor reads
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -47,6 +48,7 @@ class Settings:
             "default_model": env.get("MEDDX_DEFAULT_MODEL") or None,
             "batching": env.get("MEDDX_BATCHING", "1") not in ("0", "false", "no"),
             "cookie_secure": env.get("MEDDX_COOKIE_SECURE", "0") in ("1", "true", "yes"),
+            "stream_store": Path(env.get("MEDDX_STREAM_STORE") or home_dir() / "stream" / "stream.db"),
         }
         values.update(overrides)
         return cls(**values)
