@@ -30,6 +30,12 @@ def main() -> None:
         csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
         r = client.post("/login", data={"username": "admin", "password": password, "csrf": csrf})
         print("log in:", r.status_code, r.headers.get("location"))
+        if r.headers.get("location") == "/password":  # first login: choose a password instead of the one-time one
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/password").text).group(1)
+            chosen = "the newcomer's own passphrase"
+            r = client.post("/password", data={"csrf": csrf, "current_password": password, "new_password": chosen,
+                                               "confirm_password": chosen})
+            print("new password:", r.status_code, r.headers.get("location"))
         page = client.get("/")
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
         model = re.findall(r'<option value="([^"]+)"', page.text)[0]

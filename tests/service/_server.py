@@ -68,8 +68,10 @@ class Home:
     password: str = PASSWORD
 
 
-def prepare_home(home: Path, model_run: Path, *, username: str = CLINICIAN, password: str = PASSWORD) -> Home:
-    """Register ``model_run`` in ``home``'s registry and create a clinician with ``password``."""
+def prepare_home(home: Path, model_run: Path, *, username: str = CLINICIAN, password: str = PASSWORD,
+                 one_time: bool = False) -> Home:
+    """Register ``model_run`` in ``home``'s registry and create a clinician with ``password`` (as a
+    one-time password, which the account must replace at first login, when ``one_time``)."""
     from meddx.packaging.registry import register
     from meddx.storage.db import open_database
     from meddx.storage.models import User
@@ -83,7 +85,8 @@ def prepare_home(home: Path, model_run: Path, *, username: str = CLINICIAN, pass
         try:
             with sessions() as session:
                 if session.query(User).filter_by(username=username).one_or_none() is None:
-                    create_user(session, username, "clinician", password=password)
+                    user, _ = create_user(session, username, "clinician", password=password)
+                    user.must_change_password = one_time
                     session.commit()
         finally:
             engine.dispose()

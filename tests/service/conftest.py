@@ -93,12 +93,16 @@ class Service:
             self.set_env(mp)
             yield
 
-    def add_user(self, username: str, role: str) -> str:
-        """Create an account directly in the database; return its one-time password."""
-        from meddx.storage.users import create_user
+    def add_user(self, username: str, role: str, *, one_time: bool = False) -> str:
+        """Create an account directly in the database; return its password (a one-time one when asked:
+        such an account must set its own before it can use anything else)."""
+        from meddx.storage.users import create_user, set_password
 
         with self.ctx.sessions() as session:
-            _, password = create_user(session, username, role)
+            user, password = create_user(session, username, role)
+            if not one_time:
+                password = f"correct horse battery staple {len(username)}x"
+                set_password(session, user, password)
             session.commit()
         assert password
         self.passwords[username] = password

@@ -42,7 +42,7 @@ def test_health_needs_no_authentication(service: Service) -> None:
 
 
 def test_token_flow(service: Service) -> None:
-    password = service.add_user("tokenflow", "clinician")
+    password = service.add_user("tokenflow", "clinician", one_time=True)
     ok = service.client.post("/api/auth/token", data={"username": "tokenflow", "password": password})
     assert ok.status_code == 200, ok.text
     body = ok.json()
@@ -55,8 +55,20 @@ def test_token_flow(service: Service) -> None:
     assert service.client.post("/api/auth/token", data={"username": "nobody-here", "password": "x" * 12}
                                ).status_code == 401
 
-    me = service.client.get("/api/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    me = service.client.get("/api/me", headers=bearer)
     assert me.status_code == 200 and me.json() == {"username": "tokenflow", "role": "clinician"}
+    # the one-time password opens nothing else until the account sets its own
+    refused = service.client.get("/api/models", headers=bearer)
+    assert refused.status_code == 403 and "one-time password" in refused.json()["detail"]
+    new = "a long enough new passphrase"
+    assert service.client.post("/api/me/password", headers=bearer,
+                               json={"current_password": password, "new_password": new}).status_code == 204
+    assert service.client.get("/api/models", headers=bearer).status_code == 200
+    again = service.client.post("/api/auth/token", data={"username": "tokenflow", "password": new}).json()
+    assert again["must_change_password"] is False
+    assert service.client.post("/api/auth/token", data={"username": "tokenflow", "password": password}
+                               ).status_code == 401
 
 
 def test_login_rate_limit(service: Service) -> None:

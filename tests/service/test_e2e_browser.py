@@ -69,7 +69,7 @@ def artifacts_dir() -> Path:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[Home, ServerProcess]]:
     run = train_tiny_model(tmp_path / "work")
-    home = prepare_home(tmp_path / "home", run)
+    home = prepare_home(tmp_path / "home", run, one_time=True)
     with ServerProcess(home.home) as server:
         yield home, server
 
@@ -143,7 +143,16 @@ def test_clinician_uploads_a_dicom_and_reads_the_result_card(service: tuple[Home
     driver.find_element(By.ID, "username").send_keys(home.username)
     driver.find_element(By.ID, "password").send_keys(home.password)
     driver.find_element(By.ID, "login-button").click()
-    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not lead to the upload page")
+    # a one-time password: the page asks for the user's own before anything else
+    _wait(driver, lambda d: d.current_url.endswith("/password"), message="login did not ask for a new password")
+    driver.get(base + "/")
+    assert driver.current_url.endswith("/password"), "pages stay closed until the password is changed"
+    new_password = "a passphrase the clinician chose"
+    driver.find_element(By.ID, "current_password").send_keys(home.password)
+    driver.find_element(By.ID, "new_password").send_keys(new_password)
+    driver.find_element(By.ID, "confirm_password").send_keys(new_password)
+    driver.find_element(By.ID, "password-button").click()
+    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="the new password did not open the upload page")
     assert driver.find_element(By.ID, "upload-button").is_displayed()
 
     # upload a real DICOM and wait for the result card

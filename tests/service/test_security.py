@@ -164,6 +164,31 @@ def test_web_pages_redirect_to_login_without_a_session(service: Service) -> None
     assert garbage.get("/").headers["location"] == "/login"
 
 
+def test_one_time_password_must_be_replaced_on_the_web(service: Service) -> None:
+    password = service.add_user("firstday", "clinician", one_time=True)
+    client = TestClient(service.app, follow_redirects=False)
+    csrf = _csrf(client.get("/login"))
+    logged_in = client.post("/login", data={"username": "firstday", "password": password, "csrf": csrf})
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/password"
+    for path in ("/", "/studies", "/models", "/monitor"):  # every page sends the account to /password
+        response = client.get(path)
+        assert response.status_code == 303 and response.headers["location"] == "/password", path
+    page = client.get("/password")
+    assert page.status_code == 200 and "one-time password" in page.text
+    csrf = _csrf(page)
+    form = {"csrf": csrf, "current_password": password, "new_password": "twelve chars plus",
+            "confirm_password": "twelve chars plus!"}
+    assert client.post("/password", data=form).status_code == 422  # the two new passwords differ
+    assert client.post("/password", data={**form, "confirm_password": "twelve chars plus",
+                                          "current_password": "wrong"}).status_code == 403
+    assert client.post("/password", data={**form, "csrf": "x" * 32}).status_code == 403
+    done = client.post("/password", data={**form, "confirm_password": "twelve chars plus"})
+    assert done.status_code == 303 and done.headers["location"] == "/"
+    assert client.get("/").status_code == 200
+    audit = service.client.get("/api/admin/audit", headers=service.headers("admin")).json()
+    assert any(e["action"] == "user.password" and e["user"] == "firstday" for e in audit)
+
+
 def _csrf(page: Any) -> str:
     match = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert match, page.text

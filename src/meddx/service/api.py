@@ -53,7 +53,14 @@ def current_user(request: Request, token: Annotated[str | None, Depends(oauth2)]
         if user is None or not user.active or user.role != data.role:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the account is disabled or changed: log in again",
                                 headers={"WWW-Authenticate": "Bearer"})
+        if user.must_change_password and request.url.path not in PASSWORD_PENDING_PATHS:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this account still has its one-time password: "
+                                "set your own first (POST /api/me/password, or log in on the web page)")
     return data
+
+
+PASSWORD_PENDING_PATHS = frozenset({"/api/me", "/api/me/password", "/password", "/logout"})
+"""What an account still on its one-time password may reach (the web page sends it to /password)."""
 
 
 def require(*roles: str) -> Callable[..., TokenData]:

@@ -76,6 +76,15 @@ def ack(alert_id: int, request: Request, user: api.Clinical) -> Response:
     return Response(status_code=204)
 
 
+def _active(ctx: Any, data: Any) -> bool:
+    """The token's account exists, is active, has that role and no pending one-time password."""
+    from meddx.storage.models import User
+
+    with ctx.sessions() as session:
+        user = session.query(User).filter_by(username=data.username).one_or_none()
+        return bool(user is not None and user.active and user.role == data.role and not user.must_change_password)
+
+
 @router.websocket("/ws/monitor")
 async def monitor_socket(websocket: WebSocket) -> None:
     """Push a snapshot every second to a logged-in clinician (session cookie)."""
@@ -84,7 +93,7 @@ async def monitor_socket(websocket: WebSocket) -> None:
     ctx = api.ctx_of(websocket)
     raw = websocket.cookies.get(api.COOKIE)
     data = read_token(ctx.token_secret, raw) if raw else None
-    if data is None or data.role not in ("clinician", "admin"):
+    if data is None or data.role not in ("clinician", "admin") or not await asyncio.to_thread(_active, ctx, data):
         await websocket.close(code=4401)
         return
     await websocket.accept()

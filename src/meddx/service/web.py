@@ -46,13 +46,25 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 
 
 def session_user(request: Request) -> Any:
+    """The logged-in user of the page, or None. An account still on its one-time password is sent to
+    /password (a 303) from every page but that one: the password an admin saw must not stay valid."""
     raw = request.cookies.get(api.COOKIE)
     if not raw:
         return None
     try:
         return api.current_user(request, raw)
-    except HTTPException:
+    except HTTPException as exc:
+        if exc.status_code == 403:  # valid session, one-time password still set
+            raise HTTPException(303, "change the one-time password first", headers={"Location": "/password"}) from None
         return None
+
+
+def _must_change_password(request: Request, username: str) -> bool:
+    from meddx.storage.models import User
+
+    with api.ctx_of(request).sessions() as session:
+        account = session.query(User).filter_by(username=username).one_or_none()
+        return bool(account is not None and account.must_change_password)
 
 
 def _login_redirect() -> RedirectResponse:
@@ -96,10 +108,48 @@ def login_form(request: Request, username: Annotated[str, Form(max_length=64)],
         token, user = api.login(ctx, username, password, request.client.host if request.client else "-")
     except HTTPException as exc:
         return render(request, "login.html", status_code=exc.status_code, error=exc.detail)
-    response = RedirectResponse("/" if user.role in ("clinician", "admin") else "/models", status_code=303)
+    target = "/" if user.role in ("clinician", "admin") else "/models"
+    response = RedirectResponse("/password" if user.must_change_password else target, status_code=303)
     response.set_cookie(api.COOKIE, token, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure,
                         max_age=ctx.settings.token_minutes * 60)
     return response
+
+
+@router.get("/password", response_class=HTMLResponse)
+def password_page(request: Request) -> Response:
+    user = session_user(request)
+    if user is None:
+        return _login_redirect()
+    return render(request, "password.html", user=user, first=_must_change_password(request, user.username))
+
+
+@router.post("/password", response_class=HTMLResponse)
+def password_form(request: Request, current_password: Annotated[str, Form(max_length=256)],
+                  new_password: Annotated[str, Form(max_length=256)],
+                  confirm_password: Annotated[str, Form(max_length=256)], csrf: Csrf = None) -> Response:
+    """Replace the password (first login: the one-time password); then on to the user's start page."""
+    _check_csrf(request, csrf)
+    user = session_user(request)
+    if user is None:
+        return _login_redirect()
+    first = _must_change_password(request, user.username)
+
+    def again(error: str, status_code: int) -> HTMLResponse:
+        return render(request, "password.html", status_code=status_code, user=user, first=first, error=error)
+
+    if new_password != confirm_password:
+        return again("The two new passwords differ.", 422)
+    if new_password == current_password:
+        return again("Choose a password different from the current one.", 422)
+    try:
+        body = api.PasswordChange(current_password=current_password, new_password=new_password)
+    except Exception:  # noqa: BLE001 - pydantic's message is about fields, ours is for people
+        return again("The new password needs at least 12 characters.", 422)
+    try:
+        api.change_password(request, body, user)
+    except HTTPException as exc:
+        return again(str(exc.detail).capitalize() + ".", exc.status_code)
+    return RedirectResponse("/" if user.role in ("clinician", "admin") else "/models", status_code=303)
 
 
 @router.post("/logout")
