@@ -37,6 +37,8 @@ def predict(
     samples: int = typer.Option(20, help="Draws for mc-dropout, bayes and tta."),
     explain: str = typer.Option(None, help="Add a saliency map: gradcam | gradcam++ | scorecam."),
     explain_dir: Path = typer.Option(Path("."), help="Folder for the explanation overlay PNGs."),
+    fhir: bool = typer.Option(False, "--fhir", help="Record models: print FHIR R4 RiskAssessment resources."),
+    subject: str = typer.Option(None, help="With --fhir: the Patient id the RiskAssessment is about."),
 ) -> None:
     """Predict for files; print the prediction schema as JSON (one object, or a list for several files).
 
@@ -56,10 +58,28 @@ def predict(
         results = get_modality(modality).handler().predict(
             folder, package, [str(f) for f in files], uncertainty=uncertainty, samples=samples, explain=explain,
             explain_dir=explain_dir)
+        if fhir:
+            results = [_risk_assessment(modality, r, subject) for r in results]
         typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
         return
 
+    if fhir:
+        from meddx.exceptions import ConfigError
+
+        raise ConfigError("--fhir writes RiskAssessments for record models", field="fhir",
+                          hint="For images use the service's /api/results/{id}/fhir (DiagnosticReport)")
     results = Pipeline.load(folder).predict(list(files), slice_index=slice_index, uncertainty=uncertainty,
                                            samples=samples, explain=explain, explain_dir=explain_dir)
     typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     _skip_final_gc()
+
+
+def _risk_assessment(modality: str, prediction: dict, subject: str | None) -> dict:
+    """A record model's prediction as a validated FHIR RiskAssessment."""
+    from meddx.exceptions import ConfigError
+
+    if modality != "tabular":
+        raise ConfigError(f"--fhir writes RiskAssessments for record models, not {modality} models", field="fhir")
+    from meddx.records.fhir import risk_assessment
+
+    return risk_assessment(prediction, subject=subject)

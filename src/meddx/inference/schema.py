@@ -69,6 +69,16 @@ class Prediction(BaseModel):
     explanation: Explanation | None = None
     intended_use: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    attributions: dict[str, float] | None = Field(
+        None, description="per-feature contribution to the calibrated log-odds of the positive class (records)")
+    attribution_method: str | None = Field(
+        None, description="linear-shap | tree-shap | sampled-shapley (records)")
+    attribution_base: float | None = Field(
+        None, description="log-odds the attributions start from (mean over background rows)")
+    missing_features: list[str] | None = Field(
+        None, description="model inputs absent or implausible in this record and imputed (records)")
+    features: dict[str, Any] | None = Field(
+        None, description="the input values used, in the model's units, before imputation (records)")
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

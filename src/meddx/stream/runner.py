@@ -88,6 +88,8 @@ class RunnerConfig:
     batch_wait_s: float = 0.02
     model_name: str = "model"
     durable: bool = False
+    signals: tuple[str, ...] = ("ecg",)
+    """Signals the model classifies; chunks of other signals (e.g. ppg) are validated and stored only."""
 
 
 @dataclass
@@ -349,6 +351,9 @@ class StreamRunner:
         self.stats["messages"] += len(batch)
         windows = []
         for chunk in accepted:
+            if chunk.signal not in self.config.signals:
+                self.stats["stored_only_chunks"] += 1
+                continue
             key = (chunk.device_id, chunk.signal)
             buf = self.buffers[key]
             buf.append(chunk.samples)

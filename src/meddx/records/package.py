@@ -1,0 +1,421 @@
+"""``meddx train/evaluate/predict/report`` for clinical-record models (``modality == "tabular"``).
+
+``train("heart-disease-uci", model="catboost")`` reads the task's CSV against its declared
+schema, holds out a stratified 20% test split (recorded in ``package.json``), fits the
+preprocessing pipeline and the model on the rest and writes a run folder:
+
+* ``package.json``: name, version, modality ``tabular``, architecture, class names, the
+  feature schema, the test rows, test metrics and calibration;
+* ``records.joblib``: the fitted scikit-learn pipeline (unit harmoniser, missing codes,
+  imputer with missingness indicators, encoder/scaler, model), a background sample for
+  the explanations, and the schema (listed in ``extra_files``: the registry hashes it and
+  :func:`load` checks the hash);
+* ``model.safetensors``: the MLP weights (an empty tensor file for other models).
+
+``model`` is one of ``logreg``, ``mlp``, ``tabnet``, ``catboost``, ``hybrid``, or ``auto``
+(repeated 5-fold CV on the training rows picks; logistic regression unless beaten).
+Without ``model`` the task's default is used (logistic regression: the bench found no
+model significantly better).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meddx.exceptions import ConfigError, InvalidValueError, ModelError
+
+JOBLIB = "records.joblib"
+REFER_MISSING_SHARE = 0.5
+"""A record missing more than this share of the model's features is referred, not decided."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_folder(out: Path | None, name: str) -> Path:
+    from meddx.config import home_dir
+
+    folder = Path(out) if out else home_dir() / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _split(y: np.ndarray, seed: int, fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    tr, te = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y, random_state=seed)
+    return np.sort(tr), np.sort(te)
+
+
+def _encoded(pipe: Any, frame: Any) -> np.ndarray:
+    return np.asarray(pipe.named_steps["pre"].transform(frame), dtype=np.float32)
+
+
+def _save_weights(folder: Path, model: Any) -> None:
+    from safetensors.torch import save_file
+
+    from meddx.records.models import MLP
+
+    save_file(model.state_dict() if isinstance(model, MLP) else {}, str(folder / "model.safetensors"))
+
+
+def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | None = None, out: Path | None = None,
+          progress: bool = False) -> Path:
+    """Fit a records model on ``data`` (a task name or a CSV); return the run folder."""
+    import warnings
+
+    import joblib
+
+    from meddx.evaluation.metrics import bootstrap_metrics
+    from meddx.records.explain import attributions, global_importance, method_of
+    from meddx.records.models import ARCHITECTURES, MODELS, make_pipeline, select_model
+    from meddx.records.schema import load_table
+    from meddx.records.stats import ece
+    from meddx.records.transform import feature_groups
+
+    _threads()
+    warnings.filterwarnings("ignore", module="pytorch_tabnet")
+    task, frame, path = load_table(data)
+    y = task.label(frame[task.target])
+    tr, te = _split(y, seed)
+    kind = (model or task.default_model).strip()
+    selection = None
+    if kind == "auto":
+        kind, means = select_model(task, frame.iloc[tr].reset_index(drop=True), y[tr], seed=seed)
+        selection = {"method": "repeated stratified 5-fold CV x2 on the training rows (AUC)", "cv_auc": means,
+                     "chosen": kind}
+    if kind not in MODELS:
+        raise ConfigError(f"unknown records model {kind!r}", field="model", hint=f"Use one of {list(MODELS)} or auto")
+    params = {"max_epochs": int(epochs)} if epochs and kind in ("mlp", "tabnet") else {}
+    pipe = make_pipeline(task, kind, seed, **params).fit(frame.iloc[tr], y[tr])
+    est = pipe.named_steps["model"]
+    rng = np.random.default_rng(seed)
+    Ztr = _encoded(pipe, frame.iloc[tr])
+    background = Ztr[rng.choice(len(tr), size=min(20, len(tr)), replace=False)]
+    groups = feature_groups(pipe.named_steps["pre"], task)
+
+    p = pipe.predict_proba(frame.iloc[te])[:, 1]
+    proba = np.column_stack([1 - p, p])
+    metrics = bootstrap_metrics(y[te], proba, n_boot=200, seed=seed)
+    sample = Ztr[rng.choice(len(tr), size=min(40, len(tr)), replace=False)]
+    phi, _ = attributions(est, sample, groups, len(task.names), background, permutations=4, seed=seed)
+
+    name = f"{task.name}-{kind}"
+    run = _run_folder(out, name)
+    pre = pipe.named_steps["pre"].named_steps
+    clean_tr = pre["codes"].transform(pre["units"].transform(frame.iloc[tr]))
+    ranges = {f.name: [float(clean_tr[f.name].min()), float(clean_tr[f.name].max())]
+              for f in task.features if f.kind == "numeric" and clean_tr[f.name].notna().any()}
+    joblib.dump({"pipeline": pipe, "background": background, "groups": groups, "task": task.to_dict(),
+                 "ranges": ranges}, run / JOBLIB)
+    _save_weights(run, est)
+    calibration = ("logistic loss (no separate calibrator)" if kind == "logreg" else
+                   "mean of the members' Platt scaling" if kind == "hybrid" else
+                   "Platt scaling on a held-out 20% of the training rows")
+    package = {
+        "name": name,
+        "version": time.strftime("%Y%m%d-%H%M%S"),
+        "modality": "tabular",
+        "architecture": kind,
+        "architecture_description": ARCHITECTURES[kind],
+        "class_names": list(task.class_names),
+        "num_classes": 2,
+        "positive_class": task.class_names[1],
+        "feature_schema": task.to_dict(),
+        "data": {"dataset": task.name if data == task.name else None, "source": str(path), "n": int(len(y)),
+                 "n_train": int(len(tr)), "n_test": int(len(te)), "positives": int(y.sum()),
+                 "split": {"method": "stratified 80/20", "seed": seed, "test_rows": te.tolist()}},
+        "seed": seed,
+        "model_selection": selection,
+        "metrics": {"split": "test", "values": {k: v["value"] for k, v in metrics.items()}, "ci": metrics},
+        "trust": {"calibration": calibration, "test_ece": ece(p, y[te]),
+                  "attribution_method": method_of(est),
+                  "refer_if_missing_share_above": REFER_MISSING_SHARE},
+        "global_importance": global_importance(phi, task.names),
+        "intended_use": f"research: risk of {task.class_names[1]} from routine clinical records "
+                        f"({task.name}); not for clinical decisions",
+        "extra_files": [JOBLIB],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    from meddx.packaging.registry import write_package
+
+    write_package(run, package)
+    return run
+
+
+def load(folder: Path, package: dict[str, Any]) -> dict[str, Any]:
+    """The saved bundle, after checking its sha256 against ``package["files"]`` when listed."""
+    import joblib
+
+    path = Path(folder) / JOBLIB
+    if not path.is_file():
+        raise ModelError(f"{JOBLIB} is missing from the package", path=folder, hint="Re-run `meddx train`")
+    expected = (package.get("files") or {}).get(JOBLIB)
+    if expected and _sha256(path) != expected:
+        raise ModelError(f"{JOBLIB} does not match its sha256 in package.json", path=path,
+                         hint="The file was changed after registration; register the run again")
+    return joblib.load(path)
+
+
+def _rows(package: dict[str, Any], task: Any, frame: Any, data: str, split: str | None) -> tuple[Any, str]:
+    """The rows to evaluate and the split's name."""
+    same = data == (package.get("data") or {}).get("dataset") or str(Path(data).resolve()) == str(
+        Path((package.get("data") or {}).get("source", "")).resolve())
+    test_rows = np.asarray(package["data"]["split"]["test_rows"], dtype=int)
+    if split in (None, "test") and same:
+        return frame.iloc[test_rows], "test"
+    if split == "train" and same:
+        return frame.drop(index=frame.index[test_rows]), "train"
+    if split in (None, "all"):
+        return frame, "all"
+    if task.site and split in set(frame[task.site].astype(str)):
+        rows = frame[frame[task.site].astype(str) == split]
+        if same:  # only the held-out rows of that site: the others trained the model
+            rows = rows[rows.index.isin(frame.index[test_rows])]
+            return rows, f"test:{split}"
+        return rows, split
+    choices = ["test", "train", "all"] + (sorted(set(frame[task.site].astype(str))) if task.site else [])
+    raise ConfigError(f"no split {split!r} for {data}", field="split", hint=f"Choose one of {choices}")
+
+
+def _score(package: dict[str, Any], bundle: dict[str, Any], data: str, split: str | None) -> dict[str, Any]:
+    from meddx.records.schema import TaskSchema, load_table
+
+    task = TaskSchema.from_dict(bundle["task"])
+    if data is None:
+        data = package["data"].get("dataset") or package["data"]["source"]
+    _, frame, _ = load_table(data)
+    if task.target not in frame.columns:
+        raise ConfigError(f"{data} has no label column {task.target!r}", field=task.target)
+    rows, chosen = _rows(package, task, frame, data, split)
+    y = task.label(rows[task.target])
+    p = bundle["pipeline"].predict_proba(rows)[:, 1]
+    return {"task": task, "rows": rows, "y": y, "p": p, "split": chosen, "data": data}
+
+
+def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | None = None, n_boot: int = 1000,
+             out: Path | None = None, seed: int = 0, positive: str | None = None) -> dict[str, Any]:
+    """Metrics with bootstrap 95% CIs (plus PR-AUC, Brier and ECE) on a split or a site."""
+    from sklearn.metrics import average_precision_score, brier_score_loss
+
+    from meddx.evaluation.metrics import bootstrap_metrics
+    from meddx.records.stats import bootstrap, ece
+
+    _threads()
+    bundle = load(folder, package)
+    s = _score(package, bundle, data, split)
+    y, p = s["y"], s["p"]
+    names = list(package["class_names"])
+    pos = 1
+    if positive is not None:
+        if positive not in names:
+            raise ConfigError(f"unknown positive class {positive!r}", field="positive", hint=f"One of {names}")
+        pos = names.index(positive)
+    if len(np.unique(y)) < 2:
+        raise InvalidValueError(f"the {s['split']} rows hold one class only", field="split")
+    proba = np.column_stack([1 - p, p])
+    metrics = bootstrap_metrics(y, proba, n_boot=n_boot, seed=seed, positive=pos)
+    metrics["pr_auc"] = bootstrap(average_precision_score, y, p, n_boot=n_boot, seed=seed)
+    metrics["brier"] = bootstrap(brier_score_loss, y, p, n_boot=n_boot, seed=seed)
+    metrics["ece"] = bootstrap(lambda t, q: ece(q, t), y, p, n_boot=n_boot, seed=seed)
+    bins = np.minimum((p * 10).astype(int), 9)
+    reliability = [{"bin": f"{b / 10:.1f}-{(b + 1) / 10:.1f}", "n": int((bins == b).sum()),
+                    "mean_predicted": float(p[bins == b].mean()), "observed": float(y[bins == b].mean())}
+                   for b in range(10) if (bins == b).any()]
+    task = s["task"]
+    missing = {f: float(s["rows"][f].isna().mean()) if f in s["rows"] else 1.0 for f in task.names}
+    result = {"model": package.get("name"), "version": package.get("version"), "data": s["data"],
+              "split": s["split"], "n": int(len(y)), "n_groups": 0, "class_names": names, "positive": names[pos],
+              "prevalence": float(y.mean()), "metrics": metrics,
+              "calibration": {"method": package.get("trust", {}).get("calibration"), "ece_bins": 10,
+                              "reliability": reliability},
+              "missing_share": {k: v for k, v in missing.items() if v > 0}}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
+# --------------------------------------------------------------------------------------- predict
+def _read_csv(path: Path, task: Any) -> Any:
+    """The rows of a CSV typed against the task's schema; a bad cell raises naming its column."""
+    import dataclasses
+
+    import pandas as pd
+
+    from meddx.data.readers import read
+    from meddx.data.readers.table import BUILTIN_SCHEMAS, TableSchema
+
+    if task.table_schema in BUILTIN_SCHEMAS:
+        base = BUILTIN_SCHEMAS[task.table_schema]
+        relaxed = TableSchema(columns={k: dataclasses.replace(v, required=False) for k, v in base.columns.items()},
+                              target=base.target, na_values=base.na_values, extra_columns="keep", name=base.name)
+        frame = read(path, schema=relaxed).frame
+    else:
+        frame = pd.read_csv(path)
+    return task.frame(frame, path=path)
+
+
+def _cases(path: Path, task: Any) -> list[tuple[str, Any, dict[str, str]]]:
+    from meddx.records.fhir import record_frame
+
+    if not path.is_file():
+        raise InvalidValueError("input not found", path=path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        frame = _read_csv(path, task)
+        units = {}
+        return [(f"{path}#row{i + 1}", frame.iloc[[i]], units) for i in range(len(frame))]
+    frame, sources = record_frame(path, task)
+    return [(f"{path}#patient={idx}" if len(frame) > 1 else str(path), frame.iloc[[i]].copy(), sources)
+            for i, idx in enumerate(frame.index)] if len(frame) else []
+
+
+def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options: Any) -> list[dict[str, Any]]:
+    """One Prediction dict per CSV row, FHIR bundle or HL7 v2 message (per patient)."""
+    from meddx.inference.schema import Decision, Prediction, Uncertainty
+    from meddx.records.explain import attributions, method_of
+    from meddx.records.schema import TaskSchema
+
+    _threads()
+    bundle = load(folder, package)
+    task = TaskSchema.from_dict(bundle["task"])
+    pipe = bundle["pipeline"]
+    est = pipe.named_steps["model"]
+    pre = pipe.named_steps["pre"]
+    names = list(package["class_names"])
+    results = []
+    for item in inputs:
+        path = Path(item)
+        cases = _cases(path, task)
+        if not cases:
+            raise InvalidValueError("no record found in the input", path=path)
+        for label, row, sources in cases:
+            units = dict(row.attrs.get("units") or {})
+            harmonised = pre.named_steps["units"].transform(row)
+            clean = pre.named_steps["codes"].transform(harmonised)
+            absent = [f for f in task.names if row[f].isna().iloc[0]]
+            implausible = [f for f in task.names if f not in absent and clean[f].isna().iloc[0]]
+            missing = absent + implausible
+            Z = np.asarray(pre.named_steps["encode"].transform(clean), dtype=np.float32)
+            p1 = float(est.predict_proba(Z)[0, 1])
+            raw = float(est.raw_proba(Z)[0]) if hasattr(est, "raw_proba") else p1
+            phi, base = attributions(est, Z, bundle["groups"], len(task.names), bundle["background"],
+                                     permutations=8, seed=0)
+            warnings: list[str] = []
+            if missing:
+                warnings.append(f"missing features (imputed, flagged): {', '.join(missing)}")
+            if implausible:
+                warnings.append("implausible or missing-code values treated as missing: " + ", ".join(
+                    f"{f}={harmonised[f].iloc[0]!r}" for f in implausible))
+            outside = [f"{f}={clean[f].iloc[0]:.4g} (training {lo:.4g}-{hi:.4g})"
+                       for f, (lo, hi) in (bundle.get("ranges") or {}).items()
+                       if clean[f].notna().iloc[0] and not lo <= clean[f].iloc[0] <= hi]
+            if outside:
+                warnings.append("outside the range seen in training (extrapolation): " + ", ".join(outside))
+            converted = [f"{f} from {u}" for f, u in units.items() if f in task.names and u != task.feature(f).unit]
+            if converted:
+                warnings.append("units converted: " + ", ".join(converted))
+            if sources:
+                warnings.append("values from the record: " + ", ".join(f"{k} ({v})" for k, v in sources.items()))
+            share = len(missing) / len(task.names)
+            q = np.clip(np.array([1 - p1, p1]), 1e-12, 1)
+            entropy = float(-(q * np.log(q)).sum())
+            if share > REFER_MISSING_SHARE:
+                decision = Decision(decision="refer", reason=f"{len(missing)} of {len(task.names)} features are "
+                                    f"missing (more than {REFER_MISSING_SHARE:.0%}); P({names[1]}) = {p1:.2f} rests "
+                                    "mostly on imputed values")
+            else:
+                decision = Decision(decision="positive" if p1 >= 0.5 else "negative",
+                                    reason=f"P({names[1]}) = {p1:.2f} (threshold 0.5)"
+                                    + (f"; {len(missing)} feature(s) imputed" if missing else ""))
+            features = {}
+            for f in task.names:
+                v = clean[f].iloc[0]
+                features[f] = None if (isinstance(v, float) and np.isnan(v)) else (v if isinstance(v, str) else float(v))
+            prediction = Prediction(
+                input=label, modality="tabular", model=str(package.get("name")),
+                model_version=str(package.get("version")), class_names=names,
+                probabilities={names[0]: 1 - raw, names[1]: raw},
+                calibrated_probabilities={names[0]: 1 - p1, names[1]: p1},
+                calibration=str(package.get("trust", {}).get("calibration", "identity")),
+                prediction=names[int(p1 >= 0.5)],
+                uncertainty=Uncertainty(method="none", samples=1, predictive_entropy=entropy,
+                                        expected_entropy=entropy, mutual_information=0.0,
+                                        max_probability=float(q.max())),
+                decision=decision, intended_use=package.get("intended_use"), warnings=warnings,
+                attributions={f: float(v) for f, v in zip(task.names, phi[0])},
+                attribution_method=method_of(est), attribution_base=float(base[0]),
+                missing_features=missing, features=features)
+            results.append(prediction.to_json_dict())
+    return results
+
+
+# ---------------------------------------------------------------------------------------- report
+def report(folder: Path, package: dict[str, Any], data: str | None, *, out: Path, n_boot: int = 1000,
+           split: str | None = None) -> Path:
+    """A one-page HTML validation report: metrics with CIs, calibration, global feature importance."""
+    from meddx.records.explain import attributions, global_importance, method_of
+
+    data = data or package["data"].get("dataset") or package["data"]["source"]
+    result = evaluate(folder, package, data, split=split, n_boot=n_boot, out=None)
+    bundle = load(folder, package)
+    s = _score(package, bundle, data, split)
+    est = bundle["pipeline"].named_steps["model"]
+    rows = s["rows"].iloc[:200 if method_of(est) != "sampled-shapley" else 60]
+    Z = _encoded(bundle["pipeline"], rows)
+    phi, _ = attributions(est, Z, bundle["groups"], len(s["task"].names), bundle["background"], permutations=4)
+    importance = global_importance(phi, s["task"].names)
+    result["global_importance"] = {"method": method_of(est), "rows": int(len(rows)), "mean_abs_log_odds": importance}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    esc = html.escape
+    mrows = "".join(f"<tr><td>{esc(k)}</td><td>{v['value']:.3f}</td><td>{v['low']:.3f} – {v['high']:.3f}</td></tr>"
+                    for k, v in result["metrics"].items() if v.get("value") == v.get("value"))
+    crow = "".join(f"<tr><td>{r['bin']}</td><td>{r['n']}</td><td>{r['mean_predicted']:.3f}</td>"
+                   f"<td>{r['observed']:.3f}</td></tr>" for r in result["calibration"]["reliability"])
+    top = max(importance.values()) or 1.0
+    irow = "".join(f"<tr><td>{esc(k)}</td><td>{v:.3f}</td><td><div class='bar' style='width:{200 * v / top:.0f}px'>"
+                   f"</div></td></tr>" for k, v in importance.items())
+    miss = ", ".join(f"{esc(k)} {v:.0%}" for k, v in result["missing_share"].items()) or "none"
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>meddx report: {esc(str(package['name']))}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.2em .6em}}.bar{{background:#4a7;height:.8em}}</style></head><body>
+<h1>Validation report: {esc(str(package['name']))} {esc(str(package.get('version')))}</h1>
+<p>Model: {esc(str(package.get('architecture_description', package.get('architecture'))))}. Data: {esc(str(data))}
+[{esc(result['split'])}], n = {result['n']}, prevalence {result['prevalence']:.3f}.
+Intended use: {esc(str(package.get('intended_use')))}.</p>
+<h2>Metrics (95% bootstrap CIs, {n_boot} resamples)</h2>
+<table><tr><th>metric</th><th>value</th><th>95% CI</th></tr>{mrows}</table>
+<h2>Calibration</h2><p>{esc(str(result['calibration']['method']))}; ECE over 10 equal-width bins
+{result['metrics']['ece']['value']:.3f}.</p>
+<table><tr><th>predicted bin</th><th>n</th><th>mean predicted</th><th>observed</th></tr>{crow}</table>
+<h2>Global feature importance</h2><p>Mean |attribution| to the calibrated log-odds ({esc(method_of(est))},
+{len(rows)} rows).</p><table><tr><th>feature</th><th>mean |φ|</th><th></th></tr>{irow}</table>
+<h2>Missing values in these rows</h2><p>{miss}</p>
+</body></html>"""
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+__all__ = ["evaluate", "load", "predict", "report", "train"]
