@@ -123,3 +123,35 @@ def test_runner_kill_9_loses_nothing(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
         broker.stop()
+
+
+def test_a_failed_commit_is_redelivered_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from meddx.stream.store import StreamStore as Store
+
+    real = Store.add_chunk
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):  # the 30th insert fails as a full disk would
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "add_chunk", flaky)
+    broker = Mosquitto(tmp_path / "broker").start()
+    runner = StreamRunner(RunnerConfig(broker=broker.address, store=tmp_path / "s.db", window_s=4, hop_s=1,
+                                       client_id="flaky-runner"), AmplitudeModel()).start()
+    try:
+        assert runner.connected.wait(10)
+        result = Simulator(synthetic_devices(3, seconds=30), broker.address, speed=6, client_id="flaky-sim").run(30)
+        assert result.acknowledged == result.published == 90
+        wait_until(lambda: runner.store.counts()["chunks"] == 90, what=lambda: (runner.store.counts(), runner.stats))
+        assert runner.stats["worker_errors"] == 1
+        assert_nothing_acknowledged_is_lost(result.acked_seq, tmp_path / "s.db")
+        assert runner.store.counts()["gaps"] == 0
+        wait_until(lambda: runner.store.counts()["predictions"] == 3 * 27)
+    finally:
+        runner.stop()
+        broker.stop()

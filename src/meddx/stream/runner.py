@@ -251,10 +251,22 @@ class StreamRunner:
                 self._mark_published()
                 if batch:
                     self._handle(batch)
-            except Exception as exc:  # noqa: BLE001 - a bug must not silently stop the runner
+            except Exception as exc:  # noqa: BLE001 - a bug or a full disk must not silently stop the runner
                 self.stats["worker_errors"] += 1
                 log.exception("stream worker error: %s", exc)
+                self._recover()
                 time.sleep(0.5)
+
+    def _recover(self) -> None:
+        """After a failed batch: forget in-memory state, rebuild it from the store, and reconnect so the
+        broker redelivers every message of the batch that was never acknowledged."""
+        try:
+            self.states.clear()
+            self.buffers.clear()
+            self._restore()
+            self._client.reconnect()
+        except Exception as exc:  # noqa: BLE001 - the reconnect loop will try again
+            log.warning("recovery after a worker error failed: %s", exc)
 
     def _drain(self) -> list[tuple[str, bytes, int, int, float]]:
         try:
