@@ -20,6 +20,7 @@ modality; the package's ``"modality"`` field (default ``"image"``) picks the mod
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +38,8 @@ class Modality:
     name: str
     module: str
     datasets: tuple[str, ...] = ()
+    accepts: Callable[[str], bool] | None = None
+    """Other training sources this modality takes (e.g. a folder layout), tested after ``datasets``."""
 
     def handler(self) -> ModuleType:
         """The handler module (imported on first use)."""
@@ -78,12 +81,13 @@ def _looks_like_signals(folder: Path) -> bool:
 def modality_of_data(data: str) -> str:
     """The modality of a training/evaluation source: a catalogue name, a folder or a file.
 
-    A catalogue set belongs to the modality that lists it; a folder with ``labels.csv``
+    A catalogue set belongs to the modality that lists it; ``fusion:SET`` or a folder with
+    ``clinical.csv`` is image + clinical fusion; a folder with ``labels.csv``
     and WFDB headers (``*.hea``) holds signals; a ``.csv`` file holds records; anything
     else is images.
     """
     for modality in _REGISTRY.values():
-        if data in modality.datasets:
+        if data in modality.datasets or (modality.accepts is not None and modality.accepts(data)):
             return modality.name
     path = Path(data)
     if path.is_dir() and _looks_like_signals(path):
@@ -99,4 +103,15 @@ register_modality(Modality(
     ("heart-disease-uci", "breast-cancer-wisconsin-diagnostic", "pima-indians-diabetes",
      "heart-failure-clinical-records", "stroke-kaggle"),
 ))
-register_modality(Modality("fusion", "meddx.fusion.package", ()))
+FUSION_PREFIX = "fusion:"
+
+
+def _fusion_source(data: str) -> bool:
+    """``fusion:<catalogue set or folder>``, or a folder with ``clinical.csv`` beside its images."""
+    if data.startswith(FUSION_PREFIX):
+        return True
+    path = Path(data)
+    return path.is_dir() and (path / "clinical.csv").is_file() and not any(path.glob("*.hea"))
+
+
+register_modality(Modality("fusion", "meddx.fusion.package", (), _fusion_source))
