@@ -124,8 +124,11 @@ def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
     """A Markdown table of metrics with 95% CIs (JSON-loaded results with null values work too)."""
     lines = [f"### {title}", ""] if title else []
     lines += ["| metric | value | 95% CI |", "|---|---|---|"]
-    for name in METRICS:
-        if name in results:
-            r = results[name]
+    # the standard metrics first, in their usual order, then any others a modality adds (e.g. the
+    # CinC challenge score and per-class F1/AUC of a rhythm model)
+    names = [n for n in METRICS if n in results] + [n for n in results if n not in METRICS]
+    for name in names:
+        r = results[name]
+        if isinstance(r, dict) and "value" in r:
             lines.append(f"| {name} | {_cell(r.get('value'))} | {_cell(r.get('low'))} – {_cell(r.get('high'))} |")
     return "\n".join(lines)

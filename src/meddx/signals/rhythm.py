@@ -35,13 +35,16 @@ from meddx.exceptions import ConfigError, DataFileNotFoundError, InvalidValueErr
 __all__ = [
     "CLASSES",
     "CNNConfig",
+    "RESNET_SE",
     "challenge_score",
+    "cnn_logits",
     "cross_validate",
     "fit_cnn",
     "load_cinc",
     "make_feature_classifier",
     "make_rhythm_cnn",
     "predict_cnn",
+    "prepare_cnn_batch",
     "rhythm_feature_names",
     "rhythm_features",
     "rr_features",
@@ -284,6 +287,14 @@ def make_feature_classifier(seed: int = 0) -> Any:
 # --------------------------------------------------------------------------- CNN
 @dataclass(frozen=True)
 class CNNConfig:
+    """Settings of the rhythm CNN.
+
+    ``arch``: ``"small"`` (stem + 3 residual blocks, the original model) or ``"resnet-se"``
+    (stem + 4 stages of 2 residual blocks with squeeze-and-excitation, average+max pooling).
+    ``min_window_s``: when set, each training batch takes a random crop length between it and
+    ``window_s`` (a model that must also read short windows, e.g. 10-s streaming windows).
+    """
+
     fs: float = 100.0
     window_s: float = 30.0
     channels: tuple[int, ...] = (16, 24, 32, 64)
@@ -294,16 +305,31 @@ class CNNConfig:
     weight_decay: float = 1e-3
     test_crops: int = 3
     dropout: float = 0.2
+    arch: str = "small"
+    min_window_s: float | None = None
+    label_smoothing: float = 0.0
+    blocks_per_stage: int = 2
+
+
+RESNET_SE = CNNConfig(fs=150.0, window_s=30.0, channels=(32, 64, 128, 128), kernel=9, epochs=60, batch_size=64,
+                      lr=3e-3, weight_decay=1e-2, test_crops=5, dropout=0.3, arch="resnet-se",
+                      label_smoothing=0.05)
+"""The deeper CNN (ResNet-1D with squeeze-and-excitation) used by the signal package and the benchmark."""
 
 
 def make_rhythm_cnn(n_classes: int = len(CLASSES), config: CNNConfig | None = None) -> Any:
-    """A small residual 1-D CNN: stem conv + 3 residual blocks (7 convs), global average pooling."""
+    """The rhythm CNN of ``config.arch``: ``small`` (stem conv + 3 residual blocks, 7 convs, global
+    average pooling) or ``resnet-se`` (see :class:`CNNConfig`)."""
     import torch
     from torch import nn
 
     cfg = config or CNNConfig()
     if len(cfg.channels) != 4:
         raise ConfigError("channels must have 4 entries (stem + 3 blocks)", field="channels")
+    if cfg.arch == "resnet-se":
+        return _make_resnet_se(n_classes, cfg)
+    if cfg.arch != "small":
+        raise ConfigError(f"unknown CNN architecture {cfg.arch!r}", field="arch", hint="small | resnet-se")
 
     class Block(nn.Module):
         def __init__(self, cin: int, cout: int, k: int, pool: int) -> None:
@@ -330,14 +356,92 @@ def make_rhythm_cnn(n_classes: int = len(CLASSES), config: CNNConfig | None = No
     )
 
 
-def _prepare_cnn_signal(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+def _make_resnet_se(n_classes: int, cfg: CNNConfig) -> Any:
+    import torch
+    from torch import nn
+
+    class SEBlock(nn.Module):
+        """Pre-activation-free basic residual block with squeeze-and-excitation."""
+
+        def __init__(self, cin: int, cout: int, k: int, stride: int) -> None:
+            super().__init__()
+            self.c1 = nn.Conv1d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+            self.b1 = nn.BatchNorm1d(cout)
+            self.c2 = nn.Conv1d(cout, cout, k, padding=k // 2, bias=False)
+            self.b2 = nn.BatchNorm1d(cout)
+            hidden = max(4, cout // 8)
+            self.se = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Conv1d(cout, hidden, 1), nn.ReLU(),
+                                    nn.Conv1d(hidden, cout, 1), nn.Sigmoid())
+            self.skip: nn.Module = nn.Identity()
+            if stride != 1 or cin != cout:
+                self.skip = nn.Sequential(
+                    nn.AvgPool1d(stride, ceil_mode=True) if stride > 1 else nn.Identity(),
+                    nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout))
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.b1(self.c1(x)))
+            y = self.b2(self.c2(self.drop(y)))
+            y = y * self.se(y)
+            s = self.skip(x)
+            if s.shape[-1] != y.shape[-1]:
+                s = s[..., : y.shape[-1]]
+            return torch.relu(y + s)
+
+    class ResNetSE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            c, k = cfg.channels, cfg.kernel
+            self.stem = nn.Sequential(nn.Conv1d(1, c[0], 15, stride=2, padding=7, bias=False),
+                                      nn.BatchNorm1d(c[0]), nn.ReLU(), nn.MaxPool1d(2))
+            layers: list[nn.Module] = []
+            cin = c[0]
+            for i, cout in enumerate(c):
+                for j in range(max(1, cfg.blocks_per_stage)):
+                    layers.append(SEBlock(cin, cout, k, 2 if (j == 0 and i > 0) else 1))
+                    cin = cout
+            self.body = nn.Sequential(*layers)
+            self.drop = nn.Dropout(cfg.dropout)
+            self.head = nn.Linear(2 * c[-1], n_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.body(self.stem(x))
+            pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1)
+            return self.head(self.drop(pooled))
+
+    return ResNetSE()
+
+
+def _resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling along the last axis (1-D or 2-D)."""
     from fractions import Fraction
 
     from scipy.signal import resample_poly
 
+    fr = Fraction(float(fs_out) / float(fs_in)).limit_denominator(100)
+    return resample_poly(x, fr.numerator, fr.denominator, axis=-1) if fr != 1 else np.array(x, dtype=float)
+
+
+def prepare_cnn_batch(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Vectorised :func:`_prepare_cnn_signal` of ``(n, samples)`` windows of one length: resample,
+    band-pass 0.5-45 Hz, robust (median / MAD) standardisation per row; float32."""
+    from scipy.signal import butter, sosfiltfilt
+
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    y = _resample(x, fs_in, fs_out)
+    if y.shape[-1] > 30:
+        sos = butter(3, [0.5, min(45.0, fs_out / 2 - 1)], btype="band", fs=fs_out, output="sos")
+        y = sosfiltfilt(sos, y, axis=-1)
+    else:
+        y = y - y.mean(axis=-1, keepdims=True)
+    med = np.median(y, axis=-1, keepdims=True)
+    scale = np.median(np.abs(y - med), axis=-1, keepdims=True) * 1.4826
+    return ((y - med) / (scale + 1e-6)).astype(np.float32)
+
+
+def _prepare_cnn_signal(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     x = np.asarray(x, dtype=float)
-    fr = Fraction(fs_out / fs_in).limit_denominator(100)
-    y = resample_poly(x, fr.numerator, fr.denominator) if fr != 1 else x.copy()
+    y = _resample(x, fs_in, fs_out)
     y = _bandpass(y, fs_out, 0.5, min(45.0, fs_out / 2 - 1))
     scale = np.median(np.abs(y - np.median(y))) * 1.4826
     return ((y - np.median(y)) / (scale + 1e-6)).astype(np.float32)
@@ -358,67 +462,121 @@ def _test_batch(x: np.ndarray, n: int, crops: int) -> np.ndarray:
     return np.stack([_crop(x, n, s) for s in starts])
 
 
+def _pick_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
 def fit_cnn(signals: Sequence[np.ndarray], y: np.ndarray, *, fs: float = FS, config: CNNConfig | None = None,
-            seed: int = 0, log: Callable[[str], None] | None = None) -> Any:
-    """Train :func:`make_rhythm_cnn` on integer labels ``y`` (indices into :data:`CLASSES`)."""
+            seed: int = 0, log: Callable[[str], None] | None = None, device: str | None = "cpu") -> Any:
+    """Train :func:`make_rhythm_cnn` on integer labels ``y`` (indices into :data:`CLASSES`).
+
+    The records are resampled and standardised once and packed into one padded tensor on
+    ``device`` ("cpu", "cuda" or "auto"); each batch is cut from it there (random crop,
+    amplitude scaling with a rare sign flip, Gaussian noise), so a GPU is never starved.
+    bf16 autocast on CUDA. The returned model is on the CPU, in eval mode.
+    """
     import torch
 
     cfg = config or CNNConfig()
+    dev = torch.device(_pick_device(device))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)
     xs = [_prepare_cnn_signal(s, fs, cfg.fs) for s in signals]
     y = np.asarray(y, dtype=np.int64)
-    n = int(cfg.window_s * cfg.fs)
+    n_max = int(round(cfg.window_s * cfg.fs))
+    n_min = int(round((cfg.min_window_s or cfg.window_s) * cfg.fs))
+    lens = torch.tensor([x.size for x in xs], dtype=torch.long, device=dev)
+    big = np.zeros((len(xs), max(int(lens.max()), n_max)), dtype=np.float32)
+    for i, x in enumerate(xs):
+        big[i, :x.size] = x
+    data = torch.from_numpy(big).to(dev)
+    labels = torch.from_numpy(y).to(dev)
     counts = np.bincount(y, minlength=len(CLASSES)).astype(float)
-    weights = torch.tensor(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), dtype=torch.float32)
-    model = make_rhythm_cnn(len(CLASSES), cfg)
+    weights = torch.tensor(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
+    model = make_rhythm_cnn(len(CLASSES), cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * int(np.ceil(len(xs) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.2)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
-    shift_max = int(0.5 * cfg.fs)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    use_amp = dev.type == "cuda"
     for epoch in range(cfg.epochs):
         model.train()
-        order = rng.permutation(len(xs))
-        total = 0.0
+        order = torch.from_numpy(rng.permutation(len(xs))).to(dev)
+        total = torch.zeros((), device=dev)
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            batch = np.empty((idx.size, n), dtype=np.float32)
-            for j, r in enumerate(idx):
-                x = xs[r]
-                start = int(rng.integers(0, abs(x.size - n) + 1))
-                seg = _crop(x, n, start)
-                seg = np.roll(seg, int(rng.integers(-shift_max, shift_max + 1)))  # time shift
-                seg = seg * rng.uniform(0.7, 1.3) * (1 if rng.random() < 0.9 else -1)  # amplitude (+ rare flip)
-                batch[j] = seg + rng.normal(0, rng.uniform(0, 0.1), n).astype(np.float32)  # noise
-            xb = torch.from_numpy(batch[:, None, :])
-            loss = loss_fn(model(xb), torch.from_numpy(y[idx]))
-            opt.zero_grad()
+            n = n_max if n_min >= n_max else int(rng.integers(n_min, n_max + 1))
+            length = lens[idx]
+            span = length - n
+            u = torch.rand(idx.numel(), generator=gen, device=dev)
+            # records longer than the window: random start; shorter ones: random position of the record
+            start = torch.where(span >= 0, torch.floor(u * (span + 1)), -torch.floor(u * (1 - span))).long()
+            pos = start[:, None] + torch.arange(n, device=dev)[None, :]
+            valid = (pos >= 0) & (pos < length[:, None])
+            seg = data[idx[:, None], pos.clamp(0, data.shape[1] - 1)] * valid
+            amp = torch.empty(idx.numel(), 1, device=dev).uniform_(0.7, 1.3, generator=gen)
+            flip = torch.where(torch.rand(idx.numel(), 1, generator=gen, device=dev) < 0.1, -1.0, 1.0)
+            sd = torch.rand(idx.numel(), 1, generator=gen, device=dev) * 0.1
+            seg = seg * amp * flip + torch.randn(seg.shape, generator=gen, device=dev) * sd
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(seg[:, None, :])
+            loss = loss_fn(out.float(), labels[idx])
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item() * idx.size
+            total += loss.detach() * idx.numel()
         if log is not None:
-            log(f"epoch {epoch + 1}/{cfg.epochs} loss {total / len(xs):.4f}")
-    model.eval()
+            log(f"epoch {epoch + 1}/{cfg.epochs} loss {float(total) / len(xs):.4f}")
+    model = model.cpu().eval()
     model.meddx_config = cfg
     return model
 
 
-def predict_cnn(model: Any, signals: Sequence[np.ndarray], *, fs: float = FS) -> np.ndarray:
-    """Class probabilities, averaged over ``test_crops`` 30-s crops per record."""
+def cnn_logits(model: Any, batch: np.ndarray, *, device: str | None = "cpu", chunk: int = 256) -> np.ndarray:
+    """Logits of prepared windows ``(n, samples)`` (float32, already at the model's rate)."""
+    import torch
+
+    dev = torch.device(_pick_device(device))
+    if next(model.parameters()).device != dev:
+        model.to(dev)
+    model.eval()
+    out = []
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        for i in range(0, len(batch), chunk):
+            xb = torch.from_numpy(np.ascontiguousarray(batch[i:i + chunk])).to(dev)[:, None, :]
+            out.append(model(xb).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(CLASSES)))
+
+
+def predict_cnn(model: Any, signals: Sequence[np.ndarray], *, fs: float = FS, device: str | None = "cpu",
+                logits: bool = False) -> np.ndarray:
+    """Class probabilities (or, with ``logits=True``, logits), averaged over ``test_crops`` crops per record.
+
+    All crops of all records run as one batched pass (in chunks); probabilities are averaged
+    over crops, logits too (their mean is what a temperature is fitted on).
+    """
     import torch
 
     cfg: CNNConfig = getattr(model, "meddx_config", CNNConfig())
-    n = int(cfg.window_s * cfg.fs)
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for s in signals:
-            batch = _test_batch(_prepare_cnn_signal(s, fs, cfg.fs), n, cfg.test_crops)
-            prob = torch.softmax(model(torch.from_numpy(batch[:, None, :])), dim=1).mean(dim=0)
-            out.append(prob.numpy())
-    return np.stack(out).astype(float)
+    n = int(round(cfg.window_s * cfg.fs))
+    crops = [_test_batch(_prepare_cnn_signal(s, fs, cfg.fs), n, cfg.test_crops) for s in signals]
+    if not crops:
+        return np.zeros((0, len(CLASSES)))
+    owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(crops)])
+    z = cnn_logits(model, np.concatenate(crops), device=device)
+    if not logits:
+        z = torch.softmax(torch.from_numpy(z), dim=1).numpy()
+    out = np.zeros((len(crops), z.shape[1]))
+    np.add.at(out, owner, z)
+    out /= np.bincount(owner, minlength=len(crops))[:, None]
+    model.cpu()
+    return out.astype(float)
 
 
 # --------------------------------------------------------------------------- metric
@@ -509,8 +667,12 @@ def stratified_folds(labels: Any, folds: int = 5, seed: int = 0) -> np.ndarray:
 
 def cross_validate(signals: Sequence[np.ndarray], labels: Any, *, fs: float = FS, folds: int = 5, seed: int = 0,
                    models: Sequence[str] = ("features", "cnn"), cnn_config: CNNConfig | None = None,
-                   n_boot: int = 1000, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   n_boot: int = 1000, log: Callable[[str], None] | None = None,
+                   features: np.ndarray | None = None, device: str | None = "cpu") -> dict[str, Any]:
     """Stratified k-fold CV by record of the feature model, the CNN and (with both) their ensemble.
+
+    ``features``: a precomputed :func:`feature_matrix` of ``signals`` (else computed here);
+    ``device``: where the CNN trains ("cpu", "cuda", "auto").
 
     Returns ``{"fold": fold ids, "proba": {model: (n, 4)}, "wall_s": {model: s}, "metrics": {model: score}}``;
     ``ensemble`` averages the feature and CNN probabilities.
@@ -527,7 +689,7 @@ def cross_validate(signals: Sequence[np.ndarray], labels: Any, *, fs: float = FS
     say = log or (lambda _m: None)
     if "features" in models:
         t0 = time.perf_counter()
-        feats = feature_matrix(signals, fs)
+        feats = feature_matrix(signals, fs) if features is None else np.asarray(features, dtype=float)
         say(f"features: {feats.shape} in {time.perf_counter() - t0:.1f} s")
         pf = np.zeros((y.size, len(CLASSES)))
         for k in range(folds):
@@ -541,8 +703,8 @@ def cross_validate(signals: Sequence[np.ndarray], labels: Any, *, fs: float = FS
         pc = np.zeros((y.size, len(CLASSES)))
         for k in range(folds):
             tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            model = fit_cnn([signals[i] for i in tr], y[tr], fs=fs, config=cnn_config, seed=seed + k)
-            pc[te] = predict_cnn(model, [signals[i] for i in te], fs=fs)
+            model = fit_cnn([signals[i] for i in tr], y[tr], fs=fs, config=cnn_config, seed=seed + k, device=device)
+            pc[te] = predict_cnn(model, [signals[i] for i in te], fs=fs, device=device)
             say(f"cnn fold {k + 1}/{folds} done at {time.perf_counter() - t0:.1f} s")
         proba["cnn"] = pc
         wall["cnn"] = time.perf_counter() - t0
