@@ -65,8 +65,8 @@ class Watcher:
 class RunnerProcess:
     """``meddx stream run`` against a broker, in its own process (as deployed)."""
 
-    def __init__(self, model: str, broker: BrokerAddress, store: Path, *, window_s: float = 10.0,
-                 hop_s: float = 2.0, log: Path | None = None) -> None:
+    def __init__(self, model: str, broker: BrokerAddress, store: Path, *, window_s: float = 7.0,
+                 hop_s: float = 1.0, log: Path | None = None) -> None:
         self.store = store
         self.cmd = _meddx_cmd("stream", "run", "--model", model, "--broker", broker.url, "--store", str(store),
                               "--window-s", str(window_s), "--hop-s", str(hop_s))

@@ -3,7 +3,7 @@
     python -m bench.stream_load --model PKG [--devices 200 --duration 300] [--sweep 300,400,600 --sweep-duration 60]
 
 Everything runs on this machine: Mosquitto (persistence on, loopback), the runner
-process (``meddx stream run``: store, 10-s windows every 2 s, quality checks,
+process (``meddx stream run``: store, 7-s windows every second, quality checks,
 model, alerts), the simulator process (``meddx stream simulate``: CinC records
 replayed in real time, 1-s chunks, QoS 1) and a watcher that timestamps every
 prediction. Latency = arrival of a prediction at the watcher minus the moment
@@ -97,8 +97,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=300.0)
     ap.add_argument("--sweep", default="", help="Device counts to try after the main run, e.g. 300,400,600.")
     ap.add_argument("--sweep-duration", type=float, default=60.0)
-    ap.add_argument("--window-s", type=float, default=10.0)
-    ap.add_argument("--hop-s", type=float, default=2.0)
+    ap.add_argument("--window-s", type=float, default=7.0)
+    ap.add_argument("--hop-s", type=float, default=1.0)
     ap.add_argument("--out", default="stream_load")
     args = ap.parse_args()
     started = time.time()

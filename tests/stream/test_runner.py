@@ -19,11 +19,11 @@ from tests.stream._fakes import AmplitudeModel, synthetic_devices
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_until(condition, timeout: float = 20.0) -> None:
+def wait_until(condition, timeout: float = 20.0, what=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
+            raise AssertionError(f"condition not reached in time {what()}")
         time.sleep(0.05)
 
 
@@ -39,6 +39,7 @@ def runner(broker, tmp_path: Path):
     r = StreamRunner(RunnerConfig(broker=broker.address, store=tmp_path / "s.db", window_s=4, hop_s=1,
                                   client_id=f"runner-{tmp_path.name}"), model).start()
     assert r.connected.wait(10)
+    model.calls = model.windows = 0  # forget the warm-up pass
     yield r
     r.stop()
 
@@ -61,26 +62,42 @@ def test_every_acknowledged_chunk_is_stored_and_windows_are_batched(broker, runn
     wait_until(lambda: runner.stats["published"] == 6 * 17)
 
 
+def _publisher(broker, client_id: str):
+    """One connection that publishes in order (separate connections could be delivered in any order)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.connect(broker.address.host, broker.address.port)
+    client.loop_start()
+
+    def publish_one(topic: str, payload) -> None:
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    return client, publish_one
+
+
 def test_bad_messages_go_to_dead_letters_and_gaps_are_reported(broker, runner) -> None:
-    host, port = broker.address.host, broker.address.port
     fs = 100.0
+    client, publish_one = _publisher(broker, "bad-messages")
 
     def send(seq: int, samples=None, topic=None) -> None:
         x = np.sin(np.arange(100) / 5).astype(np.float32) if samples is None else samples
         c = Chunk("bed-1", "ecg", seq, 1000.0 + seq, fs, "mV", x)
-        publish.single(topic or c.topic, c.to_binary(), qos=1, hostname=host, port=port)
+        publish_one(topic or c.topic, c.to_binary())
 
     for seq in range(0, 5):
         send(seq)
-    publish.single("meddx/devices/bed-1/ecg", b"{not json", qos=1, hostname=host, port=port)
-    publish.single("meddx/devices/bed-1/ecg", json.dumps({"device_id": "bed-1"}), qos=1, hostname=host, port=port)
+    publish_one("meddx/devices/bed-1/ecg", b"{not json")
+    publish_one("meddx/devices/bed-1/ecg", json.dumps({"device_id": "bed-1"}))
     send(5, topic="meddx/devices/bed-2/ecg")  # payload for another device
     send(8)  # seq 5-7 missing: a gap
     send(6)  # arrives after the gap was declared: out of order
     send(8)  # redelivery: stored once
     for seq in range(9, 14):
         send(seq)
-    wait_until(lambda: runner.stats["chunks"] >= 11 and runner.stats["dead_letters"] >= 4)
+    wait_until(lambda: runner.stats["chunks"] >= 11 and runner.stats["dead_letters"] >= 4,
+               what=lambda: (dict(runner.stats), runner.store.dead_letters()))
     wait_until(lambda: runner.stats["duplicates"] >= 1)
     reasons = [d["reason"] for d in runner.store.dead_letters()]
     assert sum("malformed" in r for r in reasons) == 3
@@ -89,9 +106,11 @@ def test_bad_messages_go_to_dead_letters_and_gaps_are_reported(broker, runner) -
         "device_id": "bed-1", "signal": "ecg", "first_missing": 5, "last_missing": 7, "detected_at": 0}
     assert runner.store.counts()["chunks"] == 11
     # windows never straddle the gap: segment 0 (5 s) gives 2 windows, segment 8 (6 s) gives 3
-    wait_until(lambda: runner.store.counts()["predictions"] == 5)
+    wait_until(lambda: runner.store.counts()["predictions"] == 5, what=lambda: runner.store.conn.execute("SELECT device_id, segment, window, window_start FROM predictions").fetchall())
     segs = runner.store.conn.execute("SELECT segment, COUNT(*) FROM predictions GROUP BY segment").fetchall()
     assert dict(segs) == {0: 2, 8: 3}
+    client.loop_stop()
+    client.disconnect()
 
 
 def test_acknowledging_an_alert_over_mqtt(broker, runner) -> None:

@@ -24,8 +24,8 @@ def run(
                                "Default: start the embedded broker on --port."),
     port: int = typer.Option(1883, help="Port of the embedded broker (when --broker is not given)."),
     store: Path = typer.Option(None, help="SQLite store (default $MEDDX_HOME/stream/stream.db)."),
-    window_s: float = typer.Option(10.0, help="Window length in seconds."),
-    hop_s: float = typer.Option(2.0, help="A new window every HOP_S seconds (overlap = window - hop)."),
+    window_s: float = typer.Option(7.0, help="Window length in seconds."),
+    hop_s: float = typer.Option(1.0, help="A new window every HOP_S seconds (overlap = window - hop)."),
     client_id: str = typer.Option("meddx-runner", help="MQTT client id (the persistent session's name)."),
     simulate: int = typer.Option(0, help="Also replay this many virtual devices (one command runs everything)."),
     source: str = typer.Option("cinc", help="Recordings the simulated devices replay: cinc | mitbih | ppg | af-onset."),
@@ -58,7 +58,8 @@ def run(
         from meddx.stream.simulate import Simulator, make_devices
 
         sim = Simulator(make_devices(simulate, source), BrokerAddress(address.host, address.port), speed=speed)
-        threading.Thread(target=sim.run, args=(duration or 3600.0,), daemon=True).start()
+        signal_s = (duration or 24 * 3600.0) * speed  # --duration is wall time; the simulator counts signal time
+        threading.Thread(target=sim.run, args=(signal_s,), daemon=True).start()
     try:
         if duration:
             time.sleep(duration)

@@ -150,13 +150,14 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
 
 
 def _load(folder: Path, package: dict[str, Any]) -> tuple[Any, Any, Any]:
-    import joblib
     from safetensors.torch import load_file
 
     from meddx.fusion.embed import build_trunk
+    from meddx.packaging.registry import load_joblib, verify_files
 
+    verify_files(folder, package)
     tensors = load_file(str(Path(folder) / "model.safetensors"))
-    bundle = joblib.load(Path(folder) / JOBLIB)
+    bundle = load_joblib(folder, package, JOBLIB)
     fm = bundle["model"]
     fm.load_tensors(tensors)
     trunk = None

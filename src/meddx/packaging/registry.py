@@ -93,12 +93,45 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, version or None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_sha256 = sha256_file
+
+
+def verify_files(folder: str | Path, package: dict[str, Any], names: list[str] | None = None) -> None:
+    """Check that the package's files (all listed in ``package["files"]``, or ``names``) exist and match
+    the sha256 recorded at registration; a run folder that was never registered lists none."""
+    folder = Path(folder)
+    recorded = package.get("files") or {}
+    for name in names if names is not None else list(recorded):
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{name} is missing from the package", path=path, field="files",
+                             hint="Re-run `meddx train`, or register the run again")
+        expected = recorded.get(name)
+        if expected and sha256_file(path) != expected:
+            raise ModelError(f"{name} does not match its sha256 in package.json", path=path, field="files",
+                             hint="The file was changed after registration; register the run again")
+
+
+def load_joblib(folder: str | Path, package: dict[str, Any], name: str) -> Any:
+    """A fitted object saved with joblib in the package (scikit-learn pipeline, ...), after
+    :func:`verify_files`: unpickling runs code, so only files whose hash matches are opened."""
+    import joblib
+
+    verify_files(folder, package, [name])
+    path = Path(folder) / name
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+        raise ModelError(f"cannot load {name}: {exc}", path=path, hint="Re-run `meddx train`") from exc
 
 
 def register(
@@ -249,6 +282,9 @@ __all__ = [
     "CARD_FILE",
     "PACKAGE_FILE",
     "WEIGHTS_FILE",
+    "load_joblib",
+    "sha256_file",
+    "verify_files",
     "get",
     "list_models",
     "parse_ref",

@@ -20,7 +20,6 @@ model significantly better).
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import time
@@ -29,19 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from meddx.exceptions import ConfigError, InvalidValueError, ModelError
+from meddx.exceptions import ConfigError, InvalidValueError
 
 JOBLIB = "records.joblib"
 REFER_MISSING_SHARE = 0.5
 """A record missing more than this share of the model's features is referred, not decided."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _threads() -> None:
@@ -163,16 +154,9 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
 
 def load(folder: Path, package: dict[str, Any]) -> dict[str, Any]:
     """The saved bundle, after checking its sha256 against ``package["files"]`` when listed."""
-    import joblib
+    from meddx.packaging.registry import load_joblib
 
-    path = Path(folder) / JOBLIB
-    if not path.is_file():
-        raise ModelError(f"{JOBLIB} is missing from the package", path=folder, hint="Re-run `meddx train`")
-    expected = (package.get("files") or {}).get(JOBLIB)
-    if expected and _sha256(path) != expected:
-        raise ModelError(f"{JOBLIB} does not match its sha256 in package.json", path=path,
-                         hint="The file was changed after registration; register the run again")
-    return joblib.load(path)
+    return load_joblib(folder, package, JOBLIB)
 
 
 def _rows(package: dict[str, Any], task: Any, frame: Any, data: str, split: str | None) -> tuple[Any, str]:

@@ -22,7 +22,6 @@ class probabilities.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import time
@@ -173,14 +172,6 @@ def split_records(labels: np.ndarray, seed: int = 0, test: float = 0.2, val: flo
 
 
 # --------------------------------------------------------------------------- the model
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _feature_proba(clf: Any, feats: np.ndarray) -> np.ndarray:
     out = np.zeros((feats.shape[0], len(R.CLASSES)))
     out[:, clf.classes_] = clf.predict_proba(feats)
@@ -217,26 +208,13 @@ class SignalModel:
         if package.get("modality") != "signal":
             raise ModelError(f"not a signal model (modality {package.get('modality', 'image')!r})", path=folder,
                              field="modality")
-        files = package.get("files") or {}
-        for name, sha in files.items():
-            path = folder / name
-            if not path.is_file():
-                raise ModelError(f"{name} listed in package.json is missing", path=path, field="files")
-            if _sha256(path) != sha:
-                raise ModelError(f"{name} does not match its sha256 in package.json", path=path, field="files",
-                                 hint="The package was altered or damaged; register the run again")
+        from meddx.packaging.registry import load_joblib, verify_files
+
+        verify_files(folder, package)
         kind = str(package.get("model", "ensemble"))
         feats = cnn = None
         if kind in ("ensemble", "features"):
-            import joblib
-
-            path = folder / FEATURES_FILE
-            if not path.is_file():
-                raise ModelError(f"{FEATURES_FILE} missing", path=path, hint="Re-run `meddx train`")
-            try:
-                feats = joblib.load(path)
-            except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
-                raise ModelError(f"cannot load the feature model: {exc}", path=path) from exc
+            feats = load_joblib(folder, package, FEATURES_FILE)
         if kind in ("ensemble", "cnn"):
             from safetensors.torch import load_file
 

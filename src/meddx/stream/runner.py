@@ -79,8 +79,8 @@ def load_window_model(ref: str | Path) -> WindowModel:
 class RunnerConfig:
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     store: Path = Path("stream.db")
-    window_s: float = 10.0
-    hop_s: float = 2.0
+    window_s: float = 7.0
+    hop_s: float = 1.0
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     client_id: str = "meddx-runner"
@@ -317,7 +317,8 @@ class StreamRunner:
             self.stats["republished"] += len(rows)
 
     def _accept(self, topic: str, payload: bytes, received: float) -> Any:
-        """Store one message inside the open transaction; the chunk if it extends a stream, else None."""
+        """Store one message inside the open transaction; ``(chunk, its segment's buffer)`` when it extends
+        a stream, else None."""
         if topic.endswith("/ack"):
             self._acknowledge(topic, payload)
             return None
@@ -351,7 +352,8 @@ class StreamRunner:
             self.stats["samples"] += chunk.n
         st.offset += chunk.n
         st.next_seq = chunk.seq + 1
-        return chunk
+        # the buffer of *this* chunk's segment: a later chunk of the same batch may open a new one
+        return chunk, self.buffers[key]
 
     def _acknowledge(self, topic: str, payload: bytes) -> None:
         try:
@@ -373,12 +375,11 @@ class StreamRunner:
                 self._client.ack(mid, qos)
         self.stats["messages"] += len(batch)
         windows = []
-        for chunk in accepted:
+        for chunk, buf in accepted:
             if chunk.signal not in self.config.signals:
                 self.stats["stored_only_chunks"] += 1
                 continue
             key = (chunk.device_id, chunk.signal)
-            buf = self.buffers[key]
             buf.append(chunk.samples)
             buf.last_sent_at = chunk.sent_at
             win, hop = round(self.config.window_s * buf.fs), round(self.config.hop_s * buf.fs)
