@@ -83,6 +83,7 @@ def main() -> int:
     print("meddx is ready. Open http://127.0.0.1:8000/ and log in as:")
     print("    username: admin")
     print(f"    one-time password: {password}")
+    print("(the page then asks you to choose your own password, 12 characters or more)")
     print(f"Models: {', '.join(names)}. A DICOM to try: ../shared/data/format-samples/dicom/")
     print("=" * 72 + "\n", flush=True)
     return 0
