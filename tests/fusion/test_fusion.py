@@ -163,3 +163,17 @@ def test_predict_with_whichever_inputs_exist(fusion_env, trained, tmp_path, caps
     assert any("missing clinical features" in w and "sex" in w for w in old["warnings"])
     for p in preds:
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-6
+
+
+def test_report_for_a_fusion_package(fusion_env, trained, tmp_path) -> None:
+    run = trained["late"][0]
+    out = tmp_path / "report"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDDX_FUSION_BACKBONE", "random:cnn-tiny")
+        mp.setenv("MEDDX_FUSION_SIZE", "32")
+        assert main(["report", str(run), str(fusion_env["external"]), "--split", "all", "--n-boot", "50",
+                     "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "Validation report" in page and "<td>auc</td>" in page and "clinical values withheld" in page
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["result"]["n"] == 300 and saved["package"]["modality"] == "fusion"

@@ -343,3 +343,22 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
             intended_use=package.get("intended_use"), warnings=warnings)
         results.append(prediction.to_json_dict())
     return results
+
+
+def report(folder: Path, package: dict[str, Any], data: str | None, *, out: Path, n_boot: int = 1000,
+           split: str | None = None) -> Path:
+    """``meddx report`` for fusion models: the evaluation as one HTML page, with the AUC when the
+    clinical values are withheld (what a site without them would get)."""
+    from meddx.report.summary import write_summary_report
+
+    data = data or (package.get("data") or {}).get("source") or (package.get("data") or {}).get("dataset")
+    if not data:
+        raise ConfigError("the package does not say what it was trained on", field="data",
+                          hint="Pass the data: meddx report MODEL fusion:SET_OR_FOLDER")
+    result = evaluate(folder, package, data, split=split, n_boot=n_boot, out=None)
+    tables = []
+    withheld = (result.get("clinical_withheld") or {}).get("auc")
+    if withheld:
+        tables.append(("Missing modality: clinical values withheld at prediction", ["metric", "value", "low", "high"],
+                       [["auc", withheld.get("value"), withheld.get("low"), withheld.get("high")]]))
+    return write_summary_report(package, result, out, tables=tables)

@@ -678,3 +678,18 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
 
 __all__ = ["DATASET", "MODELS", "SignalModel", "evaluate", "load_folder", "predict", "read_signal",
            "split_records", "train"]
+
+
+def report(folder: Path, package: dict[str, Any], data: str | None, *, out: Path, n_boot: int = 1000,
+           split: str | None = None) -> Path:
+    """``meddx report`` for rhythm models: the evaluation (default: the package's own test records) as
+    one HTML page with the per-class metrics and the confusion matrix."""
+    from meddx.report.summary import write_summary_report
+
+    data = data or (package.get("data") or {}).get("dataset") or DATASET
+    result = evaluate(folder, package, data, split=split, n_boot=n_boot, out=None)
+    names = list(result.get("class_names") or package["class_names"])
+    confusion = result.get("confusion") or []
+    tables = [("Confusion matrix (rows: reference, columns: prediction)", ["reference", *names],
+               [[names[i], *row] for i, row in enumerate(confusion)])] if confusion else []
+    return write_summary_report(package, result, out, tables=tables)
