@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from meddx.stream.simulate import Device
@@ -41,3 +45,12 @@ def synthetic_devices(n: int, fs: float = 100.0, seconds: float = 60.0, af_from_
             x[t >= af_from_s] *= 3
         devices.append(Device(f"dev-{i:03d}", fs, x.astype(np.float32), onset_s=af_from_s))
     return devices
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: Callable[[], Any] = lambda: "") -> None:
+    """Poll ``condition`` until true; on timeout fail with ``what()`` (the state worth seeing)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached in {timeout:g} s {what()}")
+        time.sleep(0.05)

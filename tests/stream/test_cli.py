@@ -5,29 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from meddx.stream.broker import free_port
 
 pytest.importorskip("wfdb")
+from tests.signals.test_package import folder  # noqa: E402,F401 - the synthetic WFDB folder fixture
+
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def signal_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small rhythm package (feature model) trained on synthetic regular / irregular RR records."""
+def signal_model(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """A small rhythm package (feature model) trained on the synthetic regular / irregular RR records."""
     from meddx.signals import package as SP
-    from tests.signals.test_package import _record, _write
 
-    folder = tmp_path_factory.mktemp("wfdb")
-    rng = np.random.default_rng(1)
-    rows = ["record,label"]
-    for i in range(24):
-        kind = "N" if i % 2 == 0 else "A"
-        _write(folder, f"r{i:03d}", _record(kind, 14.0, rng))
-        rows.append(f"r{i:03d},{kind}")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return SP.train(str(folder), model="features", seed=0, out=tmp_path_factory.mktemp("run") / "m", progress=False)
 
 

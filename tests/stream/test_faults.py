@@ -16,21 +16,13 @@ from meddx.stream.broker import Mosquitto, mosquitto_binary
 from meddx.stream.runner import RunnerConfig, StreamRunner
 from meddx.stream.simulate import Simulator
 from meddx.stream.store import StreamStore
-from tests.stream._fakes import AmplitudeModel, synthetic_devices
+from tests.stream._fakes import AmplitudeModel, synthetic_devices, wait_until
 
 pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed (make system-deps)"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition, timeout: float = 30.0, what=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached in time {what()}")
-        time.sleep(0.1)
 
 
 def stored_seqs(store: Path) -> dict[str, set[int]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,9 @@ from meddx.stream.broker import EmbeddedBroker, free_port
 from meddx.stream.messages import Chunk
 from meddx.stream.runner import RunnerConfig, StreamRunner
 from meddx.stream.simulate import Simulator
-from tests.stream._fakes import AmplitudeModel, synthetic_devices
+from tests.stream._fakes import AmplitudeModel, synthetic_devices, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def wait_until(condition, timeout: float = 20.0, what=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached in time {what()}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
