@@ -46,7 +46,7 @@ from meddx.stream.messages import (
     decode,
 )
 from meddx.stream.quality import OK, QualityPolicy
-from meddx.stream.store import DeviceState, StreamStore
+from meddx.stream.store import DeviceState, StreamStore, prediction_message
 
 log = logging.getLogger("meddx.stream")
 
@@ -237,15 +237,12 @@ class StreamRunner:
         cfg = self.config
         self.states = self.store.device_states()
         for key, st in self.states.items():
-            hop, win = round(cfg.hop_s * st.fs), round(cfg.window_s * st.fs)
+            hop = round(cfg.hop_s * st.fs)
             start = (st.last_window + 1) * hop
             samples, base = self.store.segment_samples(*key, st.segment, start)
-            t0 = self.store.conn.execute("SELECT start_time FROM chunks WHERE device_id=? AND signal=? AND seq=?",
-                                         (*key, st.segment)).fetchone()
-            buf = _Buffer(st.segment, float(t0[0]) if t0 else 0.0, st.fs, base=base, samples=samples,
+            buf = _Buffer(st.segment, self.store.chunk_start_time(*key, st.segment), st.fs, base=base, samples=samples,
                           next_window=st.last_window + 1, last_sent_at=self.store.last_chunk_sent_at(*key))
             self.buffers[key] = buf
-            del win
         for alert in self.store.open_alerts():
             self.alerts.restore_open(alert["device_id"], alert["signal"], alert["rule"])
         self.stats["restored_devices"] = len(self.states)
@@ -420,8 +417,6 @@ class StreamRunner:
         self.stats["predictions"] += len(rows)
         self.stats["poor_quality"] += sum(q != OK for q in quality)
         for row in rows:
-            from meddx.stream.store import prediction_message
-
             body = prediction_message((*row[:7], json.dumps(row[7]) if row[7] else None, *row[8:11]))
             self._publish_prediction(body)
         for event, alert_id in zip(events, alert_ids, strict=True):

@@ -176,6 +176,12 @@ class StreamStore:
             return np.zeros(0, np.float32), from_offset
         return np.concatenate([np.frombuffer(r[1], dtype="<f4") for r in rows]), int(rows[0][0])
 
+    def chunk_start_time(self, device_id: str, signal: str, seq: int) -> float:
+        """``start_time`` of a stored chunk (0.0 when it is not stored)."""
+        row = self.conn.execute("SELECT start_time FROM chunks WHERE device_id=? AND signal=? AND seq=?",
+                                (device_id, signal, seq)).fetchone()
+        return 0.0 if row is None else float(row[0])
+
     def last_chunk_sent_at(self, device_id: str, signal: str) -> float | None:
         row = self.conn.execute("SELECT sent_at FROM chunks WHERE device_id=? AND signal=? ORDER BY seq DESC LIMIT 1",
                                 (device_id, signal)).fetchone()
