@@ -51,6 +51,9 @@ def test_every_acknowledged_chunk_is_stored_and_windows_are_batched(broker, runn
     start = min(a["onset_time"] for a in alerts) - 10  # the first positive window starts 10 s in
     assert all(a["raised_window_end"] - start == pytest.approx(15.0) for a in alerts)
     wait_until(lambda: runner.stats["published"] == 6 * 17)
+    latest = runner.store.latest()  # the live view's table: the newest window of each device
+    last_end = runner.store.conn.execute("SELECT MAX(window_end) FROM predictions").fetchone()[0]
+    assert len(latest) == 6 and all(r["window_end"] == last_end and r["label"] == "A" for r in latest)
 
 
 def _publisher(broker, client_id: str):

@@ -36,13 +36,7 @@ def snapshot(path: Path, *, devices: int = 200, alerts: int = 50) -> dict[str, A
 
     store = StreamStore(path)
     try:
-        rows = store.conn.execute(
-            "SELECT device_id, signal, label, probabilities, quality, window_end, MAX(window_end) FROM predictions "
-            "GROUP BY device_id, signal ORDER BY device_id LIMIT ?", (devices,)).fetchall()
-        latest = [{"device_id": r[0], "signal": r[1], "label": r[2],
-                   "probabilities": json.loads(r[3]) if r[3] else None, "quality": r[4], "window_end": r[5]}
-                  for r in rows]
-        return {"devices": latest, "open_alerts": store.alerts(state="open", limit=alerts),
+        return {"devices": store.latest(devices), "open_alerts": store.alerts(state="open", limit=alerts),
                 "alerts": store.alerts(limit=alerts), "counts": store.counts(), "store": str(path)}
     finally:
         store.close()

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (device_id, signal, segment, window)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS predictions_unpublished ON predictions (published_at) WHERE published_at IS NULL;
+CREATE TABLE IF NOT EXISTS latest (
+    device_id TEXT NOT NULL, signal TEXT NOT NULL, label TEXT NOT NULL, probabilities TEXT, quality TEXT NOT NULL,
+    window_end REAL NOT NULL, PRIMARY KEY (device_id, signal)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, signal TEXT NOT NULL, rule TEXT NOT NULL,
     severity TEXT NOT NULL, state TEXT NOT NULL, onset_time REAL NOT NULL, raised_window_end REAL NOT NULL,
@@ -121,9 +125,14 @@ class StreamStore:
         """Rows: device, signal, segment, window, window_start, window_end, label, probabilities (dict|None),
         quality, model, chunk_sent_at."""
         now = time.time()
+        rows = [(*r[:7], json.dumps(r[7]) if r[7] is not None else None, *r[8:11], now) for r in rows]
+        self.conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)", rows)
+        # the newest window per device stream, for live views (a small table instead of a scan of all windows)
         self.conn.executemany(
-            "INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
-            [(*r[:7], json.dumps(r[7]) if r[7] is not None else None, *r[8:11], now) for r in rows])
+            "INSERT INTO latest VALUES (?,?,?,?,?,?) ON CONFLICT (device_id, signal) DO UPDATE SET "
+            "label=excluded.label, probabilities=excluded.probabilities, quality=excluded.quality, "
+            "window_end=excluded.window_end WHERE excluded.window_end > latest.window_end",
+            [(r[0], r[1], r[6], r[7], r[8], r[5]) for r in rows])
 
     def mark_published(self, keys: Iterable[tuple[str, str, int, int]], when: float) -> None:
         self.conn.executemany(
@@ -201,6 +210,13 @@ class StreamStore:
         cur = self.conn.execute(sql, (state, limit) if state else (limit,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def latest(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest window of each device stream (device order)."""
+        rows = self.conn.execute("SELECT device_id, signal, label, probabilities, quality, window_end FROM latest "
+                                 "ORDER BY device_id, signal LIMIT ?", (limit,)).fetchall()
+        return [{"device_id": r[0], "signal": r[1], "label": r[2], "probabilities": json.loads(r[3]) if r[3] else None,
+                 "quality": r[4], "window_end": r[5]} for r in rows]
 
     def counts(self) -> dict[str, int]:
         return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
