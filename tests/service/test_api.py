@@ -467,3 +467,16 @@ def test_audit_log_and_verify(service: Service, uploads: dict[str, dict[str, Any
     assert verify.status_code == 200
     result = verify.json()
     assert result["ok"] is True and result["problems"] == [] and result["entries"] >= len(entries)
+
+
+def test_the_service_offers_only_image_models_from_the_registry(service: Service, monkeypatch) -> None:
+    """Signal and record packages in the same registry are not offered for image uploads (nor break /models)."""
+    from meddx.packaging import registry
+
+    real = registry.list_models()
+    fake = [*real, {**real[0], "name": "heart-disease-uci-logreg", "modality": "tabular"},
+            {**real[0], "name": "ecg-cinc2017-af-cnn", "modality": "signal"}]
+    monkeypatch.setattr(registry, "list_models", lambda: fake)
+    refs = service.ctx.model_refs()
+    assert "heart-disease-uci-logreg" not in refs and "ecg-cinc2017-af-cnn" not in refs and service.model in refs
+    assert service.client.get("/api/models", headers=service.headers("engineer")).status_code == 200

@@ -56,6 +56,11 @@ class Pipeline:
 
         folder = resolve(model)
         package = read_package(folder)
+        modality = str(package.get("modality") or "image")
+        if modality != "image":
+            raise ModelError(f"this is a {modality} model; Pipeline reads images", path=folder, field="modality",
+                             hint="Use `meddx predict`/`meddx evaluate` (they route every modality), or "
+                                  "`meddx stream run` for signal models")
         if package.get("kind") == "backbone":
             raise ModelError(
                 "this is a pretrained backbone without a classifier", path=folder, field="kind",

@@ -220,6 +220,7 @@ def list_models() -> list[dict[str, Any]]:
                 "version": version,
                 "latest": version == versions[-1],
                 "architecture": package.get("architecture"),
+                "modality": str(package.get("modality") or "image"),
                 "classes": list(package.get("class_names") or []),
                 "data": data.get("dataset") or data.get("source"),
                 "test_auc": auc,

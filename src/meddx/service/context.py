@@ -89,12 +89,13 @@ class ServiceContext:
 
     # models -----------------------------------------------------------------------------------------
     def model_refs(self) -> list[str]:
-        """The models this service offers: the configured ones, else every registered model."""
+        """The models this service offers: the configured ones, else every registered image model (signal
+        and record models are served by `meddx stream` and the CLI; the upload workflow reads images)."""
         if self.settings.models:
             return list(self.settings.models)
         from meddx.packaging.registry import list_models
 
-        return [m["name"] for m in list_models() if m["latest"]]
+        return [m["name"] for m in list_models() if m["latest"] and m["modality"] == "image"]
 
     def pipeline(self, ref: str | None) -> Any:
         """The loaded :class:`~meddx.inference.Pipeline` for ``ref`` (default model when None)."""
