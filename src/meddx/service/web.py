@@ -67,6 +67,11 @@ def _must_change_password(request: Request, username: str) -> bool:
         return bool(account is not None and account.must_change_password)
 
 
+def _start_page(role: str) -> str:
+    """Where a role lands after logging in: clinicians and admins upload studies, engineers see the models."""
+    return "/" if role in ("clinician", "admin") else "/models"
+
+
 def _login_redirect() -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
 
@@ -108,8 +113,8 @@ def login_form(request: Request, username: Annotated[str, Form(max_length=64)],
         token, user = api.login(ctx, username, password, request.client.host if request.client else "-")
     except HTTPException as exc:
         return render(request, "login.html", status_code=exc.status_code, error=exc.detail)
-    target = "/" if user.role in ("clinician", "admin") else "/models"
-    response = RedirectResponse("/password" if user.must_change_password else target, status_code=303)
+    response = RedirectResponse("/password" if user.must_change_password else _start_page(user.role),
+                                status_code=303)
     response.set_cookie(api.COOKIE, token, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure,
                         max_age=ctx.settings.token_minutes * 60)
     return response
@@ -149,7 +154,7 @@ def password_form(request: Request, current_password: Annotated[str, Form(max_le
         api.change_password(request, body, user)
     except HTTPException as exc:
         return again(str(exc.detail).capitalize() + ".", exc.status_code)
-    return RedirectResponse("/" if user.role in ("clinician", "admin") else "/models", status_code=303)
+    return RedirectResponse(_start_page(user.role), status_code=303)
 
 
 @router.post("/logout")
