@@ -150,3 +150,11 @@ def test_register_a_new_calibrator() -> None:
         np.testing.assert_allclose(cal.transform(np.zeros((1, 2))), [[0.5, 0.5]])
     finally:
         CALIBRATORS.pop("_test_shift", None)
+
+
+def test_identity_needs_no_fit_so_packages_without_trust_still_predict() -> None:
+    cal = create_calibrator("identity")
+    z = np.array([[0.0, 1.0], [2.0, 0.0]])
+    np.testing.assert_allclose(cal.transform(z), softmax(z))
+    back = calibrator_from_dict(json.loads(json.dumps(cal.to_dict())))
+    np.testing.assert_allclose(back.transform(np.zeros((1, 3))), np.full((1, 3), 1 / 3))

@@ -70,7 +70,7 @@ def test_prediction_schema_for_each_method(ensemble: Path, data: Path) -> None:
 def test_calibrated_probabilities_follow_the_stored_temperature(ensemble: Path, data: Path) -> None:
     pipe = Pipeline.load(ensemble / "members" / "m0")
     t = pipe.package["trust"]["calibration"]["state"]
-    images = np.stack([np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(f)) for f in
+    images = np.stack([np.asarray(Image.open(f)) for f in
                        sorted(data.glob("*.png"))[:4]])
     logits = pipe.predict_logits(images)
     expected = np.exp(logits / _temperature(t))
@@ -123,3 +123,22 @@ def test_auto_calibration_keeps_temperature_only_when_it_helps_out_of_fold() -> 
     assert fixed["calibration"]["name"] == "temperature"
     assert fixed["calibration_selection"]["cv_nll"]["temperature"] < fixed["calibration_selection"]["cv_nll"]["identity"]
     assert set(kept["calibration_selection"]["cv_nll"]) == {"identity", "temperature"}
+
+
+def test_package_without_trust_layer_predicts_plain_softmax(ensemble: Path, data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image
+
+    member = tmp_path / "m0"
+    shutil.copytree(ensemble / "members" / "m0", member)
+    package = json.loads((member / "package.json").read_text())
+    package.pop("trust")
+    (member / "package.json").write_text(json.dumps(package))
+    pipe = Pipeline.load(member)
+    files = sorted(data.glob("*.png"))[:2]
+    (result,) = pipe.predict(files[:1])
+    assert abs(sum(result["calibrated_probabilities"].values()) - 1) < 1e-6
+    images = np.stack([np.asarray(Image.open(f)) for f in files])
+    proba = pipe.predict_arrays(images)
+    assert proba.shape == (2, 2) and np.allclose(proba.sum(axis=1), 1)

@@ -175,7 +175,7 @@ class Calibrator:
             "name": self.name,
             "params": self.get_params(),
             "n_classes": self.n_classes_,
-            "state": self._state() if self.is_fitted else None,
+            "state": self._state() if self.n_classes_ is not None else None,
         }
 
     def __repr__(self) -> str:
@@ -198,7 +198,15 @@ class Calibrator:
 
 @register_calibrator("identity")
 class IdentityCalibrator(Calibrator):
-    """Plain softmax: the baseline (and a placeholder when no calibration is wanted)."""
+    """Plain softmax: the baseline (and a placeholder when no calibration is wanted).
+
+    It has nothing to learn, so it is usable unfitted: a package saved without a
+    trust layer still predicts (with plain softmax probabilities).
+    """
+
+    @property
+    def is_fitted(self) -> bool:
+        return True
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         pass
