@@ -95,9 +95,11 @@ class RunnerProcess:
 
 
 def simulate(broker: BrokerAddress, devices: int, duration: float, manifest: Path, *, source: str = "cinc",
-             speed: float = 1.0, seed: int = 0) -> subprocess.Popen[bytes]:
+             speed: float = 1.0, seed: int = 0, unseen_by: str | None = None) -> subprocess.Popen[bytes]:
     cmd = _meddx_cmd("stream", "simulate", "--devices", str(devices), "--duration", str(duration), "--source", source,
                      "--broker", broker.url, "--manifest", str(manifest), "--speed", str(speed), "--seed", str(seed))
+    if unseen_by:
+        cmd += ["--unseen-by", unseen_by]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from meddx.inference import Pipeline
 from meddx.inference.schema import Prediction
@@ -127,8 +128,6 @@ def test_auto_calibration_keeps_temperature_only_when_it_helps_out_of_fold() -> 
 
 def test_package_without_trust_layer_predicts_plain_softmax(ensemble: Path, data: Path, tmp_path: Path) -> None:
     import shutil
-
-    from PIL import Image
 
     member = tmp_path / "m0"
     shutil.copytree(ensemble / "members" / "m0", member)

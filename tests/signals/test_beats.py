@@ -124,13 +124,13 @@ def test_threshold_is_chosen_without_the_held_out_record(monkeypatch):
         x, ref, pvc = synthetic_ecg(duration_s=30.0, bpm=bpm, pvc_every=every, seed=i)
         records.append(BeatRecord(f"s{i}", x, FS, ref, pvc))
     seen = []
-    real = beats_mod.choose_threshold
+    real = beats_mod.choose_classifier
 
     def spy(X, y, groups, missed=None, **kw):
         seen.append((set(np.unique(groups).tolist()), set((missed or {}).keys()), X.shape[0]))
         return real(X, y, groups, missed, **kw)
 
-    monkeypatch.setattr(beats_mod, "choose_threshold", spy)
+    monkeypatch.setattr(beats_mod, "choose_classifier", spy)
     result = beats_mod.leave_one_record_out(records)
     assert len(seen) == 3
     for held, (grp, miss, _) in enumerate(seen):
@@ -141,6 +141,8 @@ def test_threshold_is_chosen_without_the_held_out_record(monkeypatch):
     flipped = [BeatRecord("s0", records[0].signal, FS, records[0].r_peaks, ~records[0].is_pvc), *records[1:]]
     result2 = beats_mod.leave_one_record_out(flipped)
     assert result2["per_record"][0]["threshold"] == result["per_record"][0]["threshold"]
+    assert result2["per_record"][0]["classifier"] == result["per_record"][0]["classifier"]
+    assert all(r["classifier"] in beats_mod.PVC_CLASSIFIERS for r in result["per_record"])
 
 
 def test_choose_threshold_uses_grouped_inner_folds():
@@ -151,6 +153,28 @@ def test_choose_threshold_uses_grouped_inner_folds():
     thr = choose_threshold(X, y, groups)
     assert 0.05 <= thr <= 0.95
     assert choose_threshold(X, y, np.zeros(300)) == 0.5  # one record: no inner CV possible
+
+
+def test_choose_classifier_prefers_the_candidate_that_separates_in_inner_cv():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((400, 3))
+    y = (X[:, 0] > 1.0).astype(np.int64)
+    groups = np.repeat([0, 1, 2, 3], 100)
+
+    class Blind:  # ignores the features: a constant probability
+        def fit(self, X, y):
+            self.p = float(np.mean(y))
+            return self
+
+        def predict_proba(self, X):
+            return np.column_stack([np.full(len(X), 1 - self.p), np.full(len(X), self.p)])
+
+    name, thr, scores = beats_mod.choose_classifier(
+        X, y, groups, candidates={"blind": Blind, "gbm": beats_mod.make_pvc_classifier})
+    assert name == "gbm" and 0.05 <= thr <= 0.95
+    assert scores["gbm"][1] > scores["blind"][1]
+    with pytest.raises(ConfigError):
+        beats_mod.make_pvc_classifier(name="svm")
 
 
 def test_errors_name_the_field():

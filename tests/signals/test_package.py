@@ -121,6 +121,19 @@ def test_signal_model_predict_proba_windows(features_run: Path) -> None:
         model.predict_proba(np.zeros((1, int(2 * fs))), fs)
 
 
+def test_cnn_stream_package_learns_from_short_onset_mixed_crops(folder: Path, tmp_path: Path) -> None:
+    run = SP.train(str(folder), model="cnn-stream", seed=0, epochs=1, out=tmp_path / "stream", progress=False)
+    pkg = json.loads((run / "package.json").read_text())
+    cfg = pkg["cnn"]["config"]
+    assert pkg["model"] == "cnn-stream" and pkg["architecture"] == "rhythm-resnet-se-stream"
+    assert (cfg["min_window_s"], cfg["window_s"], cfg["onset_mix"], cfg["epochs"]) == (6.0, 12.0, 0.3, 1)
+    assert pkg["extra_files"] == [] and pkg["window_s"] == 12.0
+    model = SP.SignalModel.load(run)
+    assert model.cnn.meddx_config.onset_mix == 0.3 and model.features_model is None
+    p = model.predict_proba(np.random.default_rng(0).normal(0, 0.2, (3, 7 * 300)), 300.0)
+    assert p.shape == (3, 4) and np.allclose(p.sum(axis=1), 1.0)
+
+
 def test_cli_train_evaluate_predict_ensemble_and_registry(folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "ens-run"
     _run(["train", folder, "--epochs", "2", "--out", run, "--no-progress"])  # default model: ensemble

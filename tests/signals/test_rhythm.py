@@ -117,6 +117,36 @@ def test_fit_and_predict_cnn_tiny() -> None:
     assert np.allclose(p.sum(1), 1, atol=1e-5)
 
 
+def test_onset_mix_opens_crops_with_normal_rhythm_and_keeps_the_rest() -> None:
+    import dataclasses
+
+    import torch
+
+    n, b = 100, 400
+    data = torch.stack([torch.full((150,), float(v)) for v in (1.0, 2.0, 3.0)])  # record 0 is the Normal one
+    lens = torch.tensor([150, 150, 150])
+    seg = torch.full((b, n), 7.0)
+    cfg = dataclasses.replace(R.CNNConfig(), onset_mix=0.5, onset_max_frac=0.4)
+    out = R._onset_mix(seg, data, lens, torch.tensor([0]), cfg, torch.Generator().manual_seed(0))
+    head = (out == 1.0).sum(dim=1)
+    assert set(out.unique().tolist()) <= {1.0, 7.0}  # only the Normal donor is mixed in
+    assert 0.35 < float((head > 0).float().mean()) < 0.65  # about onset_mix of the crops
+    assert int(head.max()) < 0.4 * n  # never more than onset_max_frac of a crop
+    for row, k in zip(out, head.tolist(), strict=True):  # the donor stretch opens the crop, the rest is untouched
+        assert torch.all(row[:k] == 1.0) and torch.all(row[k:] == 7.0)
+
+
+def test_fit_cnn_with_onset_mix_needs_normal_records() -> None:
+    cfg = R.CNNConfig(fs=50.0, window_s=8.0, min_window_s=6.0, channels=(4, 4, 8, 8), epochs=1, batch_size=4,
+                      onset_mix=0.5)
+    rng = np.random.default_rng(0)
+    signals = [rng.normal(0, 1, int(300 * s)) for s in (5, 9, 12, 20, 7, 10)]
+    model = R.fit_cnn(signals, np.array([0, 1, 2, 3, 0, 1]), config=cfg)
+    assert R.predict_cnn(model, signals[:2]).shape == (2, 4)
+    with pytest.raises(InvalidValueError, match="Normal"):
+        R.fit_cnn(signals, np.array([1, 1, 2, 3, 2, 1]), config=cfg)
+
+
 @pytest.mark.mirror
 def test_load_cinc_twenty_records(mirror) -> None:
     signals, labels, names = R.load_cinc(mirror / "ecg-cinc2017-af", limit=20)

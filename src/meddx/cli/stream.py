@@ -83,13 +83,16 @@ def simulate(
     form: str = typer.Option("binary", help="Payload form: binary | json."),
     seed: int = typer.Option(0, help="Seed of the record assignment."),
     manifest: Path = typer.Option(None, help="Write what was published and acknowledged (JSON)."),
+    unseen_by: str = typer.Option(None, help="Replay only records this model package was neither trained "
+                                             "nor validated on (an honest alert-delay test)."),
 ) -> None:
     """Replay real recordings as DEVICES virtual devices (QoS 1); print what the broker acknowledged."""
     from meddx.stream.broker import parse_broker
-    from meddx.stream.simulate import Simulator, make_devices, write_manifest
+    from meddx.stream.simulate import Simulator, make_devices, records_seen_by, write_manifest
 
-    sim = Simulator(make_devices(devices, source, seed=seed), parse_broker(broker), speed=speed, chunk_s=chunk_s,
-                    form=form)
+    exclude = records_seen_by(unseen_by) if unseen_by else set()
+    sim = Simulator(make_devices(devices, source, seed=seed, exclude=exclude), parse_broker(broker), speed=speed,
+                    chunk_s=chunk_s, form=form)
     result = sim.run(duration)
     if manifest is not None:
         write_manifest(result, manifest)

@@ -24,6 +24,7 @@ training and testing (MIT-BIH records are patients).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,12 +466,28 @@ def load_mitbih_records(folder: str | Path | None = None, records: Sequence[str]
 
 
 # --------------------------------------------------------------------------- classifier + LORO
-def make_pvc_classifier(seed: int = 0) -> Any:
-    """Class-weighted gradient boosting (scikit-learn ``HistGradientBoostingClassifier``)."""
+PVC_CLASSIFIERS: dict[str, dict[str, Any]] = {
+    "gbm": {"class_weight": None},
+    "gbm-balanced": {"class_weight": "balanced"},
+}
+"""Candidate PVC classifiers (options of ``HistGradientBoostingClassifier``). Leave-one-record-out
+picks one per fold by inner cross-validation on the training records: class weighting is a
+modelling choice the held-out record must not make."""
+
+
+def make_pvc_classifier(seed: int = 0, name: str = "gbm") -> Any:
+    """Gradient boosting (scikit-learn ``HistGradientBoostingClassifier``) of :data:`PVC_CLASSIFIERS` ``name``.
+
+    ``gbm`` fits the beats as they come; ``gbm-balanced`` weights PVCs up to the size of the
+    other beats (its probabilities then run high and its thresholds crowd the top of the grid).
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    if name not in PVC_CLASSIFIERS:
+        raise ConfigError(f"unknown PVC classifier {name!r}", field="classifier",
+                          hint=f"Choose one of {sorted(PVC_CLASSIFIERS)}")
     return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, max_leaf_nodes=15,
-                                          l2_regularization=1.0, class_weight="balanced", random_state=seed)
+                                          l2_regularization=1.0, random_state=seed, **PVC_CLASSIFIERS[name])
 
 
 def loro_splits(groups: Sequence[Any]) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
@@ -517,25 +534,19 @@ def _threshold_grid() -> np.ndarray:
     return np.round(np.arange(0.05, 0.951, 0.025), 3)
 
 
-def choose_threshold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, missed: dict[Any, int] | None = None,
-                     *, classifier_factory: Callable[[], Any] | None = None, n_inner: int = 4) -> float:
-    """Decision threshold chosen by grouped inner cross-validation on *training records only*.
+def _inner_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, missed: dict[Any, int] | None,
+                  factory: Callable[[], Any], n_inner: int,
+                  threshold: float | None = None) -> tuple[float, tuple[float, float]] | None:
+    """Grouped inner CV of one classifier: (best threshold, its (min(Se, +P), F1)); None if untrainable.
 
-    The training records are dealt round-robin into ``min(n_inner, n_records)``
-    folds (a record is never split); out-of-fold PVC probabilities are pooled and
-    the threshold on a 0.05..0.95 grid that maximises ``min(Se, +P)`` (ties:
-    F1) is returned, with the EC57 counting of :func:`leave_one_record_out`
-    (``y == -1``: unmatched detection, a false PVC if called PVC; ``missed``:
-    reference PVCs per record the detector missed, counted as FN). Falls back
-    to 0.5 when no inner fold can be trained.
+    With ``threshold`` given, that threshold and its score are returned instead of the best.
     """
     from threadpoolctl import threadpool_limits
 
-    factory = classifier_factory or make_pvc_classifier
     g = np.asarray(groups)
     uniq = list(dict.fromkeys(g.tolist()))
     if len(uniq) < 2:
-        return 0.5
+        return None
     k = min(n_inner, len(uniq))
     fold_of = {u: i % k for i, u in enumerate(uniq)}
     fold = np.array([fold_of[v] for v in g.tolist()])
@@ -551,10 +562,11 @@ def choose_threshold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, missed: d
             prob[te] = clf.predict_proba(X[te])[:, 1]
     ok = np.isfinite(prob)
     if not ok.any():
-        return 0.5
+        return None
     extra_fn = sum(int((missed or {}).get(u, 0)) for u in set(g[ok].tolist()))
     best, best_key = 0.5, (-1.0, -1.0)
-    for t in _threshold_grid():
+    grid = _threshold_grid() if threshold is None else np.array([threshold])
+    for t in grid:
         pred = prob[ok] >= t
         lab = y[ok]
         tp = int(np.sum(pred & (lab == 1)))
@@ -566,21 +578,64 @@ def choose_threshold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, missed: d
         key = (min(se, ppv), f1)
         if key > best_key:
             best, best_key = float(t), key
-    return best
+    return best, best_key
+
+
+def choose_threshold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, missed: dict[Any, int] | None = None,
+                     *, classifier_factory: Callable[[], Any] | None = None, n_inner: int = 4) -> float:
+    """Decision threshold chosen by grouped inner cross-validation on *training records only*.
+
+    The training records are dealt round-robin into ``min(n_inner, n_records)``
+    folds (a record is never split); out-of-fold PVC probabilities are pooled and
+    the threshold on a 0.05..0.95 grid that maximises ``min(Se, +P)`` (ties:
+    F1) is returned, with the EC57 counting of :func:`leave_one_record_out`
+    (``y == -1``: unmatched detection, a false PVC if called PVC; ``missed``:
+    reference PVCs per record the detector missed, counted as FN). Falls back
+    to 0.5 when no inner fold can be trained.
+    """
+    scored = _inner_scores(X, y, groups, missed, classifier_factory or make_pvc_classifier, n_inner)
+    return 0.5 if scored is None else scored[0]
+
+
+def choose_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, missed: dict[Any, int] | None = None,
+                      *, candidates: dict[str, Callable[[], Any]], n_inner: int = 4,
+                      threshold: float | None = None) -> tuple[str, float, dict[str, list[float]]]:
+    """The candidate classifier and threshold with the best inner-CV ``(min(Se, +P), F1)``.
+
+    Same grouped inner folds as :func:`choose_threshold`, on training records only. Returns
+    ``(name, threshold, {name: [threshold, min(Se, +P), F1]})``; the first candidate wins ties and
+    stands in (threshold 0.5) when no inner fold can be trained.
+    """
+    if not candidates:
+        raise ConfigError("no candidate classifier", field="candidates")
+    scores: dict[str, list[float]] = {}
+    best_name, best_thr, best_key = next(iter(candidates)), 0.5 if threshold is None else threshold, (-2.0, -2.0)
+    for name, factory in candidates.items():
+        scored = _inner_scores(X, y, groups, missed, factory, n_inner, threshold)
+        if scored is None:
+            continue
+        thr, key = scored
+        scores[name] = [thr, round(key[0], 4), round(key[1], 4)]
+        if key > best_key:
+            best_name, best_thr, best_key = name, thr, key
+    return best_name, best_thr, scores
 
 
 def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 0.15,
                          classifier_factory: Callable[[], Any] | None = None,
-                         threshold: float | None = None, n_inner: int = 4) -> dict[str, Any]:
+                         threshold: float | None = None, n_inner: int = 4,
+                         classifiers: Sequence[str] | None = None) -> dict[str, Any]:
     """PVC detection evaluated leave-one-record-out on detected beats.
 
     For each record: R peaks are detected, matched to the reference (EC57,
     ``tolerance_s``), and features computed on the detected beats. A classifier
     trained on the matched beats of all *other* records labels the held-out
-    record's detected beats. The decision threshold is ``threshold`` if given,
-    otherwise it is chosen per fold by :func:`choose_threshold` — a grouped
-    inner cross-validation over the training records only (the held-out
-    record's beats and labels are never passed to it). Counting (AAMI EC57):
+    record's detected beats. The classifier (``classifier_factory`` if given,
+    else the best of ``classifiers``, default every :data:`PVC_CLASSIFIERS`) and
+    the decision threshold (``threshold`` if given) are chosen per fold by
+    :func:`choose_classifier` — a grouped inner cross-validation over the
+    training records only (the held-out record's beats and labels are never
+    passed to it). Counting (AAMI EC57):
 
     * TP: matched beat, reference PVC, predicted PVC;
     * FN: reference PVC predicted non-PVC, or not detected at all;
@@ -602,7 +657,15 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
         raise InvalidValueError("record names must be unique", field="records")
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError("threshold must lie in (0, 1)", field="threshold")
-    factory = classifier_factory or make_pvc_classifier
+    if classifier_factory is not None:
+        candidates: dict[str, Callable[[], Any]] = {"custom": classifier_factory}
+    else:
+        names = list(classifiers) if classifiers is not None else list(PVC_CLASSIFIERS)
+        for name in names:
+            if name not in PVC_CLASSIFIERS:
+                raise ConfigError(f"unknown PVC classifier {name!r}", field="classifiers",
+                                  hint=f"Choose from {sorted(PVC_CLASSIFIERS)}")
+        candidates = {name: functools.partial(make_pvc_classifier, name=name) for name in names}
     prepared = [_prepare(r, tolerance_s) for r in recs]
     groups = np.concatenate([np.full(p["label"].size, i) for i, p in enumerate(prepared)])
     X = np.concatenate([p["features"] for p in prepared])
@@ -617,14 +680,14 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
         train = train_all[y[train_all] >= 0]  # train on matched beats only
         if np.unique(y[train]).size < 2:
             raise InvalidValueError("training records hold no PVC (or only PVCs)", field="is_pvc")
-        if threshold is None:
-            thr = choose_threshold(X[train_all], y[train_all], groups[train_all],
-                                   {j: v for j, v in missed.items() if j != i},
-                                   classifier_factory=factory, n_inner=n_inner)
+        if len(candidates) == 1 and threshold is not None:
+            chosen, thr, inner = next(iter(candidates)), float(threshold), {}
         else:
-            thr = float(threshold)
+            chosen, thr, inner = choose_classifier(X[train_all], y[train_all], groups[train_all],
+                                                   {j: v for j, v in missed.items() if j != i},
+                                                   candidates=candidates, n_inner=n_inner, threshold=threshold)
         with threadpool_limits(1):
-            clf = factory()
+            clf = candidates[chosen]()
             clf.fit(X[train], y[train])
             prob = clf.predict_proba(X[test])[:, 1]
         pred = prob >= thr
@@ -636,6 +699,7 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
         per_record.append({
             "record": rec.name, "beats": int(rec.r_peaks.size), "pvc": int(rec.is_pvc.sum()),
             "detected": int(prep["detected"].size), "detection": m.as_dict(), "threshold": thr,
+            "classifier": chosen, "inner_cv": inner,
             "pvc_missed_by_detector": prep["missed_pvc"], **{f"pvc_{k}": v for k, v in _se_ppv(tp, fp, fn).items()},
         })
         g_tp, g_fp, g_fn = g_tp + tp, g_fp + fp, g_fn + fn
@@ -644,6 +708,8 @@ def leave_one_record_out(records: Sequence[BeatRecord], *, tolerance_s: float = 
         "convention": "AAMI EC57: 150 ms match window; gross = counts pooled over records",
         "tolerance_s": tolerance_s,
         "threshold": "inner grouped CV per fold (max min(Se, +P))" if threshold is None else threshold,
+        "classifier": "custom" if classifier_factory is not None else
+        f"per fold, the best of {list(candidates)} by the same inner CV",
         "per_record": per_record,
         "gross": _se_ppv(g_tp, g_fp, g_fn),
         "detection": _se_ppv(d_tp, d_fp, d_fn),

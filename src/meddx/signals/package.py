@@ -42,7 +42,9 @@ from meddx.exceptions import (
 from meddx.signals import rhythm as R
 
 DATASET = "ecg-cinc2017-af"
-MODELS = ("ensemble", "features", "cnn")
+MODELS = ("ensemble", "features", "cnn", "cnn-stream")
+"""``ensemble`` (features + ``cnn``), ``features``, ``cnn`` (reads records and windows of 9 s or more) and
+``cnn-stream`` (the same network for live 6-12-s windows, see :data:`CNN_PRESETS`)."""
 FEATURES_FILE = "features_model.joblib"
 WEIGHTS_FILE = "model.safetensors"
 FEATURE_FS = R.FS
@@ -55,10 +57,19 @@ _ALIASES = {"n": "N", "normal": "N", "a": "A", "af": "A", "afib": "A", "atrial f
 _EPS = 1e-6
 
 
-def _cnn_config(epochs: int | None) -> R.CNNConfig:
-    """The package's CNN: :data:`~meddx.signals.rhythm.RESNET_SE` trained on random 9-30 s crops,
-    so that it reads 30-s records and 10-s streaming windows alike."""
-    cfg = dataclasses.replace(R.RESNET_SE, min_window_s=9.0)
+CNN_PRESETS: dict[str, R.CNNConfig] = {
+    # random 9-30 s crops: reads 30-s records and 10-s windows alike
+    "cnn": dataclasses.replace(R.RESNET_SE, min_window_s=9.0),
+    # random 6-12 s crops, 30% of them opened by 0-50% Normal rhythm: live windows (7 s every 1 s) just
+    # after an arrhythmia starts; 30-s records are read as five 12-s crops
+    "cnn-stream": dataclasses.replace(R.RESNET_SE, window_s=12.0, min_window_s=6.0, onset_mix=0.3),
+}
+"""The CNN of each model kind (``ensemble`` uses ``cnn``)."""
+
+
+def _cnn_config(epochs: int | None, kind: str = "cnn") -> R.CNNConfig:
+    """The package's CNN settings for ``kind`` (:data:`CNN_PRESETS`), with ``epochs`` if given."""
+    cfg = CNN_PRESETS["cnn" if kind == "ensemble" else kind]
     return dataclasses.replace(cfg, epochs=int(epochs)) if epochs else cfg
 
 
@@ -215,7 +226,7 @@ class SignalModel:
         feats = cnn = None
         if kind in ("ensemble", "features"):
             feats = load_joblib(folder, package, FEATURES_FILE)
-        if kind in ("ensemble", "cnn"):
+        if kind in ("ensemble", *CNN_PRESETS):
             from safetensors.torch import load_file
 
             cfg = R.CNNConfig(**{**package["cnn"]["config"], "channels": tuple(package["cnn"]["config"]["channels"])})
@@ -344,9 +355,9 @@ def _fit_models(kind: str, signals: list[np.ndarray], y: np.ndarray, feats: np.n
             clf.set_params(min_samples_leaf=max(2, len(y) // 20))
         clf.fit(feats, y)
         info["features_seconds"] = round(time.perf_counter() - t0, 2)
-    if kind in ("ensemble", "cnn"):
+    if kind in ("ensemble", *CNN_PRESETS):
         t0 = time.perf_counter()
-        cfg = _cnn_config(epochs)
+        cfg = _cnn_config(epochs, kind)
         log = (lambda m: print(f"[cnn] {m}", flush=True)) if progress else None
         cnn = R.fit_cnn(signals, y, fs=FEATURE_FS, config=cfg, seed=seed, log=log, device="auto")
         info["cnn_seconds"] = round(time.perf_counter() - t0, 2)
@@ -389,7 +400,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         say(f"features {feats.shape} in {time.perf_counter() - t0:.1f} s")
     clf, cnn, info = _fit_models(kind, [signals[i] for i in tr], y[tr], None if feats is None else feats[tr],
                                  seed=seed, epochs=epochs, progress=progress)
-    cfg = _cnn_config(epochs)
+    cfg = _cnn_config(epochs, kind if kind != "features" else "cnn")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", meta["dataset"] or Path(data).name).strip("-") or "signals"
     run = Path(out) if out else home_dir() / "runs" / f"{stem}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     run.mkdir(parents=True, exist_ok=True)
@@ -403,7 +414,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         joblib.dump(clf, run / FEATURES_FILE)
         extra.append(FEATURES_FILE)
     arch = {"ensemble": f"rhythm-ensemble(gbm-features+{cfg.arch})", "features": "rhythm-gbm-features",
-            "cnn": f"rhythm-{cfg.arch}"}[kind]
+            "cnn": f"rhythm-{cfg.arch}", "cnn-stream": f"rhythm-{cfg.arch}-stream"}[kind]
     package: dict[str, Any] = {
         "format": "meddx-model/1",
         "meddx_version": __version__,

@@ -293,6 +293,10 @@ class CNNConfig:
     (stem + 4 stages of 2 residual blocks with squeeze-and-excitation, average+max pooling).
     ``min_window_s``: when set, each training batch takes a random crop length between it and
     ``window_s`` (a model that must also read short windows, e.g. 10-s streaming windows).
+    ``onset_mix``: the share of training crops whose first part (up to ``onset_max_frac`` of the
+    crop) is replaced by a stretch of a Normal-rhythm record, label unchanged. A streaming window
+    just after an arrhythmia starts looks like that; a model that has seen such windows calls the
+    rhythm once it fills most of the window instead of waiting for a window full of it.
     """
 
     fs: float = 100.0
@@ -309,6 +313,8 @@ class CNNConfig:
     min_window_s: float | None = None
     label_smoothing: float = 0.0
     blocks_per_stage: int = 2
+    onset_mix: float = 0.0
+    onset_max_frac: float = 0.5
 
 
 RESNET_SE = CNNConfig(fs=150.0, window_s=30.0, channels=(32, 64, 128, 128), kernel=9, epochs=60, batch_size=64,
@@ -497,6 +503,9 @@ def fit_cnn(signals: Sequence[np.ndarray], y: np.ndarray, *, fs: float = FS, con
     data = torch.from_numpy(big).to(dev)
     labels = torch.from_numpy(y).to(dev)
     counts = np.bincount(y, minlength=len(CLASSES)).astype(float)
+    normal_idx = torch.from_numpy(np.flatnonzero(y == CLASSES.index("N"))).to(dev)
+    if cfg.onset_mix > 0 and normal_idx.numel() == 0:
+        raise InvalidValueError("onset_mix needs Normal-rhythm (N) training records", field="onset_mix")
     weights = torch.tensor(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
     model = make_rhythm_cnn(len(CLASSES), cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -519,6 +528,8 @@ def fit_cnn(signals: Sequence[np.ndarray], y: np.ndarray, *, fs: float = FS, con
             pos = start[:, None] + torch.arange(n, device=dev)[None, :]
             valid = (pos >= 0) & (pos < length[:, None])
             seg = data[idx[:, None], pos.clamp(0, data.shape[1] - 1)] * valid
+            if cfg.onset_mix > 0:
+                seg = _onset_mix(seg, data, lens, normal_idx, cfg, gen)
             amp = torch.empty(idx.numel(), 1, device=dev).uniform_(0.7, 1.3, generator=gen)
             flip = torch.where(torch.rand(idx.numel(), 1, generator=gen, device=dev) < 0.1, -1.0, 1.0)
             sd = torch.rand(idx.numel(), 1, generator=gen, device=dev) * 0.1
@@ -536,6 +547,23 @@ def fit_cnn(signals: Sequence[np.ndarray], y: np.ndarray, *, fs: float = FS, con
     model = model.cpu().eval()
     model.meddx_config = cfg
     return model
+
+
+def _onset_mix(seg: Any, data: Any, lens: Any, normal_idx: Any, cfg: CNNConfig, gen: Any) -> Any:
+    """Replace the first part of a random ``cfg.onset_mix`` share of the crops by Normal rhythm."""
+    import torch
+
+    b, n = seg.shape
+    dev = seg.device
+    mix = torch.rand(b, generator=gen, device=dev) < cfg.onset_mix
+    k = torch.floor(torch.rand(b, generator=gen, device=dev) * cfg.onset_max_frac * n).long()
+    donor = normal_idx[torch.randint(normal_idx.numel(), (b,), generator=gen, device=dev)]
+    dspan = (lens[donor] - k).clamp(min=0)
+    dstart = torch.floor(torch.rand(b, generator=gen, device=dev) * (dspan + 1)).long()
+    dpos = dstart[:, None] + torch.arange(n, device=dev)[None, :]
+    dseg = data[donor[:, None], dpos.clamp(0, data.shape[1] - 1)] * (dpos < lens[donor][:, None])
+    head = mix[:, None] & (torch.arange(n, device=dev)[None, :] < k[:, None])
+    return torch.where(head, dseg, seg)
 
 
 def cnn_logits(model: Any, batch: np.ndarray, *, device: str | None = "cpu", chunk: int = 256) -> np.ndarray:

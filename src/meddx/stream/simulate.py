@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,12 +98,20 @@ class Device:
         return chunk
 
 
-def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: float = 30.0) -> list[Device]:
-    """``n`` devices replaying ``source`` (records assigned round-robin, each device its own order)."""
+def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: float = 30.0,
+                 exclude: Collection[str] = ()) -> list[Device]:
+    """``n`` devices replaying ``source`` (records assigned round-robin, each device its own order).
+
+    ``exclude``: record names never replayed, e.g. a model's training and validation records
+    (:func:`records_seen_by`), so that a benchmark scores the model on records it never saw.
+    """
     rng = np.random.default_rng(seed)
+    skip = set(exclude)
     if source == "af-onset":
-        normals = _cinc(labels=("N",))
-        afs = _cinc(labels=("A",))
+        normals = [r for r in _cinc(labels=("N",)) if r.name not in skip]
+        afs = [r for r in _cinc(labels=("A",)) if r.name not in skip]
+        if not normals or not afs:
+            raise ConfigError("no Normal or no AF record is left after the exclusions", field="exclude")
         devices = []
         for i in range(n):
             lead, total = [], 0.0
@@ -115,9 +123,10 @@ def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: floa
             stream = np.concatenate([*lead, af.samples, af.samples])
             devices.append(Device(f"sim-{i:04d}", 300.0, stream.astype(np.float32), onset_s=total))
         return devices
-    records = load_source(source)
+    records = [r for r in load_source(source) if r.name not in skip]
     if not records:
-        raise ConfigError(f"source {source!r} has no records", field="source")
+        raise ConfigError(f"source {source!r} has no records" + (" left after the exclusions" if skip else ""),
+                          field="source")
     devices = []
     for i in range(n):
         order = rng.permutation(len(records))[:8]
@@ -127,6 +136,18 @@ def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: floa
         devices.append(Device(f"sim-{i:04d}", fs, np.concatenate(parts).astype(np.float32),
                               units=records[order[0]].units, signal="ppg" if source == "ppg" else "ecg"))
     return devices
+
+
+def records_seen_by(model: str | Path) -> set[str]:
+    """Names of the records a signal model package was trained or validated on (its ``splits``)."""
+    from meddx.packaging.registry import read_package, resolve
+
+    folder = resolve(str(model))
+    splits = read_package(folder).get("splits") or {}
+    if not isinstance(splits, dict) or not splits.get("train"):
+        raise ConfigError(f"{folder} lists no training records", field="splits",
+                          hint="Only packages that record their splits can exclude what they saw")
+    return {str(r) for part in ("train", "val") for r in splits.get(part) or []}
 
 
 @dataclass
