@@ -45,6 +45,7 @@ def test_af_onset_devices_replay_only_unexcluded_records(fake_cinc: None, tmp_pa
     for d in devices:  # Normal lead-in first, then AF from the onset on
         onset = int(round(d.onset_s * d.fs))
         assert onset >= 30 * 300 and np.all(d.stream[onset:] >= 10) and np.all(d.stream[:onset] < 10)
+        assert set(d.records) == _records_in(d) and d.records[-1] == f"R{int(d.stream[-1]):02d}"
     everything = set().union(*(_records_in(d) for d in S.make_devices(12, "af-onset", seed=3)))
     assert everything & seen  # without the exclusion, seen records are replayed
 

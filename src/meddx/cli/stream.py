@@ -96,7 +96,7 @@ def simulate(
     result = sim.run(duration)
     if manifest is not None:
         write_manifest(result, manifest)
-    typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k != "onsets"}))
+    typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k not in ("onsets", "records")}))
 
 
 @app.command("status")

@@ -85,6 +85,8 @@ class Device:
     signal: str = "ecg"
     onset_s: float | None = None
     """For af-onset scenarios: signal time (s from the start) of the first AF sample."""
+    records: tuple[str, ...] = ()
+    """Names of the records the stream plays, in order (which record a missed alert came from)."""
     seq: int = 0
     pos: int = 0
 
@@ -117,11 +119,12 @@ def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: floa
             lead, total = [], 0.0
             while total < lead_in_s:
                 rec = normals[int(rng.integers(len(normals)))]
-                lead.append(rec.samples)
+                lead.append(rec)
                 total += rec.samples.size / rec.fs
             af = afs[int(rng.integers(len(afs)))]
-            stream = np.concatenate([*lead, af.samples, af.samples])
-            devices.append(Device(f"sim-{i:04d}", 300.0, stream.astype(np.float32), onset_s=total))
+            stream = np.concatenate([*(r.samples for r in lead), af.samples, af.samples])
+            devices.append(Device(f"sim-{i:04d}", 300.0, stream.astype(np.float32), onset_s=total,
+                                  records=(*(r.name for r in lead), af.name)))
         return devices
     records = [r for r in load_source(source) if r.name not in skip]
     if not records:
@@ -130,11 +133,11 @@ def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: floa
     devices = []
     for i in range(n):
         order = rng.permutation(len(records))[:8]
-        parts = [records[j].samples for j in order]
         fs = records[order[0]].fs
-        parts = [p for p, j in zip(parts, order, strict=True) if records[j].fs == fs]
-        devices.append(Device(f"sim-{i:04d}", fs, np.concatenate(parts).astype(np.float32),
-                              units=records[order[0]].units, signal="ppg" if source == "ppg" else "ecg"))
+        used = [records[j] for j in order if records[j].fs == fs]
+        devices.append(Device(f"sim-{i:04d}", fs, np.concatenate([r.samples for r in used]).astype(np.float32),
+                              units=records[order[0]].units, signal="ppg" if source == "ppg" else "ecg",
+                              records=tuple(r.name for r in used)))
     return devices
 
 
@@ -160,12 +163,14 @@ class SimulationResult:
     acked_seq: dict[str, list[int]] = field(default_factory=dict)
     onsets: dict[str, float] = field(default_factory=dict)
     """Device id -> UNIX time at which its first AF sample was (virtually) recorded."""
+    records: dict[str, list[str]] = field(default_factory=dict)
+    """Device id -> the records it replays, in order."""
 
     def to_json(self) -> dict[str, Any]:
         return {"devices": self.devices, "published": self.published, "acknowledged": self.acknowledged,
                 "samples": self.samples, "seconds": round(self.seconds, 3),
                 "messages_per_s": round(self.published / self.seconds, 2) if self.seconds else None,
-                "onsets": self.onsets}
+                "onsets": self.onsets, "records": self.records}
 
 
 class Simulator:
@@ -227,6 +232,7 @@ class Simulator:
         for d in self.devices:
             if d.onset_s is not None:
                 result.onsets[d.device_id] = t0 + d.onset_s
+            result.records[d.device_id] = list(d.records)
         period = self.chunk_s / self.speed
         start = time.monotonic()
         n_dev = len(self.devices)
