@@ -66,10 +66,11 @@ class RunnerProcess:
     """``meddx stream run`` against a broker, in its own process (as deployed)."""
 
     def __init__(self, model: str, broker: BrokerAddress, store: Path, *, window_s: float = 7.0,
-                 hop_s: float = 1.0, log: Path | None = None) -> None:
+                 hop_s: float = 1.0, log: Path | None = None, af_threshold: float = 0.5, af_windows: int = 2) -> None:
         self.store = store
         self.cmd = _meddx_cmd("stream", "run", "--model", model, "--broker", broker.url, "--store", str(store),
-                              "--window-s", str(window_s), "--hop-s", str(hop_s))
+                              "--window-s", str(window_s), "--hop-s", str(hop_s),
+                              "--af-threshold", str(af_threshold), "--af-windows", str(af_windows))
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 

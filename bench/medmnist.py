@@ -30,7 +30,8 @@ PUBLISHED = {
 
 
 AUGMENT = {"none": {"augment": False}, "flip": {"augment": True, "augment_geometry": False},
-           "full": {"augment": True, "augment_geometry": True}}
+           "full": {"augment": True, "augment_geometry": True},
+           "flip-shift3": {"augment": True, "augment_geometry": False, "shift_px": 3}}
 
 
 def run_one(dataset: str, model: str, seed: int, epochs: int, lr: float, batch_size: int, sampler: str,

@@ -42,6 +42,9 @@ RECIPES: dict[str, dict] = {
     "cosine30-b32": {"schedule": "cosine", "batch_size": 32, "epochs": {"breastmnist": 30, "pneumoniamnist": 8}},
     "onecycle30-b32-flip": {"schedule": "onecycle", "batch_size": 32, "augment": "flip",
                             "epochs": {"breastmnist": 30, "pneumoniamnist": 8}},
+    # whole-pixel shifts (no interpolation, so no blur) with flips: the CIFAR-style augmentation
+    "onecycle40-flip-shift3": {"schedule": "onecycle", "augment": "flip-shift3",
+                               "epochs": {"breastmnist": 40, "pneumoniamnist": 12}},
 }
 
 

@@ -27,7 +27,7 @@ from bench._stream import Mosquitto, RunnerProcess, Watcher, simulate
 
 
 def one_seed(model: str, devices: int, seed: int, after_onset: float, window_s: float, hop_s: float,
-             unseen: bool = True) -> dict[str, Any]:
+             unseen: bool = True, af_threshold: float = 0.5, af_windows: int = 2) -> dict[str, Any]:
     """Replay ``devices`` Normal -> AF devices (record draw ``seed``) in real time; measure each alert delay.
 
     ``unseen``: replay only records the model was neither trained nor validated on.
@@ -37,7 +37,7 @@ def one_seed(model: str, devices: int, seed: int, after_onset: float, window_s: 
     work = Path(tempfile.mkdtemp(prefix=f"meddx-alert-bench-{seed}-"))
     broker = Mosquitto(work / "broker").start()
     runner = RunnerProcess(model, broker.address, work / "stream.db", window_s=window_s, hop_s=hop_s,
-                           log=work / "runner.log").start()
+                           log=work / "runner.log", af_threshold=af_threshold, af_windows=af_windows).start()
     watcher = Watcher(broker.address, topics=("meddx/alerts/#",)).start()
     exclude = records_seen_by(model) if unseen else set()
     lead = max(d.onset_s for d in make_devices(devices, "af-onset", seed=seed, exclude=exclude))
@@ -92,19 +92,24 @@ def main() -> None:
     ap.add_argument("--window-s", type=float, default=7.0)
     ap.add_argument("--hop-s", type=float, default=1.0)
     ap.add_argument("--seeds", default="0,1,2", help="Record draws, one replay each (different AF records).")
+    ap.add_argument("--af-threshold", type=float, default=0.5, help="AF alert: probability at or above this ...")
+    ap.add_argument("--af-windows", type=int, default=2, help="... in this many consecutive windows.")
     ap.add_argument("--all-records", action="store_true",
                     help="Also replay records the model was trained or validated on (default: only unseen ones).")
     ap.add_argument("--tuning", type=Path, default=None,
                     help="JSON with earlier runs to report beside these (how the settings were chosen).")
+    ap.add_argument("--stem", default="stream_alerts", help="Results file name under bench/results/.")
     args = ap.parse_args()
     started = time.time()
     runs = [one_seed(args.model, args.devices, int(s), args.after_onset, args.window_s, args.hop_s,
-                     unseen=not args.all_records) for s in args.seeds.split(",")]
+                     unseen=not args.all_records, af_threshold=args.af_threshold, af_windows=args.af_windows)
+            for s in args.seeds.split(",")]
     delays = [r["delay_s"] for run in runs for r in run["rows"] if r["delay_s"] is not None]
     pooled = summarise(delays, sum(r["missed"] for r in runs), sum(r["false_alarms_before_onset"] for r in runs))
     tuning = json.loads(args.tuning.read_text()) if args.tuning else []
     payload = {"machine": machine(), "model": args.model, "window_s": args.window_s, "hop_s": args.hop_s,
-               "rule": "AF probability >= 0.5 in 2 consecutive windows", "runs": runs, "pooled": pooled,
+               "rule": f"AF probability >= {args.af_threshold:g} in {args.af_windows} consecutive window(s)",
+               "runs": runs, "pooled": pooled,
                "records": "all CinC records" if args.all_records else
                "only CinC records the model was neither trained nor validated on (its test split)",
                "tuning": tuning, "wall_s": round(time.time() - started, 1)}
@@ -132,7 +137,7 @@ def main() -> None:
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
                *[row(t["settings"], t, t["devices"]) for t in tuning]]
     md += ["", f"Total wall time {payload['wall_s']:.0f} s."]
-    write_results("stream_alerts", payload, "\n".join(md))
+    write_results(args.stem, payload, "\n".join(md))
     print("\n".join(md))
 
 

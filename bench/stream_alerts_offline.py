@@ -32,11 +32,11 @@ from bench._common import machine, write_results
 
 STAGGER_S = 0.5
 PROCESSING_S = 0.15
-RULES = {  # name -> AlertRule options; the first is the runner's default
-    "p>=0.5 x2": {"on": 0.5, "off": 0.35, "consecutive": 2},
-    "p>=0.5 x1": {"on": 0.5, "off": 0.35, "consecutive": 1},
-    "p>=0.4 x2": {"on": 0.4, "off": 0.3, "consecutive": 2},
-    "p>=0.5 x3": {"on": 0.5, "off": 0.35, "consecutive": 3},
+RULES = {  # name -> (AF threshold, consecutive windows) as `meddx stream run --af-threshold --af-windows`
+    "p>=0.5 x2": (0.5, 2),  # the runner's default
+    "p>=0.5 x1": (0.5, 1),
+    "p>=0.4 x2": (0.4, 2),
+    "p>=0.5 x3": (0.5, 3),
 }
 
 
@@ -65,16 +65,17 @@ def replay(model_path: str, seeds: list[int], devices: int, window_s: float, hop
             windows = np.stack([x[s:s + win] for s in starts])
             rows.append({"seed": seed, "device": d.device_id, "onset": float(d.onset_s), "record": d.records[-1],
                          "record_verdict": verdict[d.records[-1]], "ends": ((starts + win) / d.fs).tolist(),
-                         "p_af": model.predict_proba(windows, d.fs)[:, a], "quality": policy.check(windows, d.fs)})
+                         "p_af": model.predict_window_proba(windows, d.fs)[:, a],
+                         "quality": policy.check(windows, d.fs)})
     return rows
 
 
-def score(rows: list[dict[str, Any]], rule: dict[str, Any], after_onset: float) -> dict[str, Any]:
-    from meddx.stream.alerts import AlertRule, AlertTracker
+def score(rows: list[dict[str, Any]], rule: tuple[float, int], after_onset: float) -> dict[str, Any]:
+    from meddx.stream.alerts import AlertTracker, af_rules
 
     delays, missed, false_alarms, by_verdict = [], 0, 0, {"A": [0, 0], "other": [0, 0]}
     for r in rows:
-        tracker = AlertTracker((AlertRule(**rule),))
+        tracker = AlertTracker(af_rules(*rule)[:1])
         raised = [e + STAGGER_S + PROCESSING_S for e, p, q in zip(r["ends"], r["p_af"], r["quality"], strict=True)
                   for ev in tracker.update(r["device"], "ecg", e - 1, e, {"A": float(p)}, q) if ev.kind == "raised"]
         false_alarms += int(sum(t < r["onset"] for t in raised))
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--window-s", type=float, default=7.0)
     ap.add_argument("--hop-s", type=float, default=1.0)
     ap.add_argument("--after-onset", type=float, default=30.0)
+    ap.add_argument("--stem", default="stream_alerts_offline", help="Results file name under bench/results/.")
     args = ap.parse_args()
     started = time.time()
     seeds = _seeds(args.seeds)
@@ -136,7 +138,7 @@ def main() -> None:
                   f"{r['false_alarms_before_onset']} | {r['delay_median_s']} | {r['delay_p90_s']} | "
                   f"{r['delay_max_s']} | {r['within_10_s']}/{r['detected']} | {a[0]}/{a[1]} | {o[0]}/{o[1]} |")
     md += ["", f"Wall time {payload['wall_s']:.0f} s."]
-    write_results("stream_alerts_offline", payload, "\n".join(md))
+    write_results(args.stem, payload, "\n".join(md))
     print("\n".join(md))
 
 

@@ -32,6 +32,8 @@ def run(
     speed: float = typer.Option(1.0, help="Replay speed of the simulated devices (1 = real time)."),
     duration: float = typer.Option(0.0, help="Stop after this many seconds (0: run until Ctrl-C)."),
     durable: bool = typer.Option(False, help="fsync every commit (survives power loss, slower)."),
+    af_threshold: float = typer.Option(0.5, help="AF alert: AF probability at or above this ..."),
+    af_windows: int = typer.Option(2, help="... in this many consecutive windows."),
 ) -> None:
     """Subscribe to meddx/devices/+/+, store chunks, classify windows, publish predictions and alerts."""
     import logging
@@ -39,6 +41,7 @@ def run(
     import time
 
     from meddx.stream.broker import BrokerAddress, EmbeddedBroker, parse_broker
+    from meddx.stream.alerts import af_rules
     from meddx.stream.runner import RunnerConfig, StreamRunner, load_window_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -51,7 +54,8 @@ def run(
         address = parse_broker(broker)
     window_model = load_window_model(model)
     config = RunnerConfig(broker=address, store=_store_path(store), window_s=window_s, hop_s=hop_s,
-                          client_id=client_id, model_name=str(model), durable=durable)
+                          client_id=client_id, model_name=str(model), durable=durable,
+                          rules=af_rules(af_threshold, af_windows))
     runner = StreamRunner(config, window_model).start()
     typer.echo(f"runner: store {config.store}, windows {window_s:g} s every {hop_s:g} s", err=True)
     if simulate:
@@ -97,6 +101,19 @@ def simulate(
     if manifest is not None:
         write_manifest(result, manifest)
     typer.echo(json.dumps({k: v for k, v in result.to_json().items() if k not in ("onsets", "records")}))
+
+
+@app.command("fit-head")
+def fit_head(
+    model: str = typer.Argument(..., help="Signal model package (run folder or name[:version])."),
+    window_s: float = typer.Option(7.0, help="Window length the runner will use (s)."),
+    hop_s: float = typer.Option(2.0, help="Step between the validation windows the head learns from (s)."),
+    data: str = typer.Option(None, help="Where the package's records are (default: its training source)."),
+) -> None:
+    """Fit a live-window head (model probabilities + RR irregularity) on the package's validation records."""
+    from meddx.signals.window_head import fit_window_head
+
+    typer.echo(json.dumps(fit_window_head(model, window_s=window_s, hop_s=hop_s, data=data), indent=1))
 
 
 @app.command("status")

@@ -22,6 +22,7 @@ def train(
     augment: bool = typer.Option(True, help="Random flips and intensity jitter."),
     augment_geometry: bool = typer.Option(True, help="Also small rotations/shifts/zooms (they blur tiny images)."),
     hflip: float = typer.Option(0.5, help="Probability of a horizontal flip (0 for lateralised images)."),
+    shift_px: int = typer.Option(0, help="Also shift images by up to this many whole pixels (no blur; 2-4 at 28 px)."),
     size: int = typer.Option(None, help="Resize images to SIZE×SIZE."),
     label_fraction: float = typer.Option(1.0, help="Train on this share of the training labels."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -67,7 +68,7 @@ def train(
         config = TrainConfig(
             data=data, model=model or "cnn-small", epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, schedule=schedule, sampler=sampler, augment=augment,
-            augment_geometry=augment_geometry, hflip=hflip, size=size,
+            augment_geometry=augment_geometry, hflip=hflip, shift_px=shift_px, size=size,
             label_fraction=label_fraction, seed=seed, pretrained=pretrained, freeze=freeze,
             unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
             ema=ema, label_smoothing=label_smoothing, head=head, drop_rate=drop_rate, ensemble=ensemble,

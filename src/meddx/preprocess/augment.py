@@ -27,6 +27,8 @@ class BatchAugment:
         translate: maximum shift as a fraction of the side.
         scale: (min, max) zoom factor.
         brightness / contrast: maximum relative change (0 turns it off).
+        shift_px: maximum shift in whole pixels (edge-padded, then cropped back). Unlike
+            ``translate`` it does not interpolate, so it does not blur tiny images (28 px).
     """
 
     hflip: float = 0.5
@@ -35,6 +37,7 @@ class BatchAugment:
     scale: tuple[float, float] = (0.9, 1.1)
     brightness: float = 0.1
     contrast: float = 0.1
+    shift_px: int = 0
 
     def __call__(self, batch: Any, generator: Any | None = None) -> Any:
         """Augment ``batch`` ``(N, C, H, W)`` float in [0, 1]; returns a new tensor."""
@@ -62,4 +65,21 @@ class BatchAugment:
             c = uniform(1 - self.contrast, 1 + self.contrast).view(n, 1, 1, 1)
             b = uniform(-self.brightness, self.brightness).view(n, 1, 1, 1)
             out = ((out - mean) * c + mean + b).clamp(0, 1)
+        if self.shift_px > 0:
+            out = _shift_pixels(out, self.shift_px, generator)
         return out.contiguous()
+
+
+def _shift_pixels(batch: Any, k: int, generator: Any | None) -> Any:
+    """Shift each sample by its own whole-pixel offset in ``[-k, k]`` (edge padding)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = batch.shape
+    padded = F.pad(batch, (k, k, k, k), mode="replicate")
+    dy = torch.randint(0, 2 * k + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * k + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, batch.shape[1], h, w + 2 * k)
+    picked = torch.gather(padded, 2, rows)
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, batch.shape[1], h, w)
+    return torch.gather(picked, 3, cols)

@@ -206,6 +206,8 @@ class SignalModel:
         self.class_names = list(package["class_names"])
         self.features_model = features_model
         self.cnn = cnn
+        self.window_head: Any | None = None
+        """Optional head for live windows (:mod:`meddx.signals.window_head`)."""
         self._trust: Any | None = None
 
     # ------------------------------------------------------------------ loading
@@ -240,7 +242,12 @@ class SignalModel:
             cnn.meddx_config = cfg
         if kind not in MODELS:
             raise ModelError(f"unknown signal model {kind!r}", path=folder, field="model")
-        return cls(package, feats, cnn, folder)
+        model = cls(package, feats, cnn, folder)
+        if package.get("window_head"):
+            from meddx.signals.window_head import HEAD_FILE
+
+            model.window_head = load_joblib(folder, package, HEAD_FILE)
+        return model
 
     @property
     def trust(self) -> Any:
@@ -342,6 +349,16 @@ class SignalModel:
         if "calibration" not in (self.package.get("trust") or {}):  # a package without a trust layer
             return raw / raw.sum(axis=1, keepdims=True)
         return self.trust.calibrator.transform(self.logits_of(raw))
+
+    def predict_window_proba(self, windows: Any, fs: float) -> np.ndarray:
+        """Class probabilities for live windows: :meth:`predict_proba`, refined by the package's window
+        head when it has one (``meddx stream fit-head``). ``windows``: ``(n, samples)`` at ``fs`` Hz."""
+        proba = self.predict_proba(windows, fs)
+        if self.window_head is None or proba.shape[0] == 0:
+            return proba
+        from meddx.signals.window_head import head_proba
+
+        return head_proba(self.window_head, proba, np.asarray(windows, dtype=float), float(fs))
 
 
 # --------------------------------------------------------------------------- train

@@ -38,6 +38,21 @@ DEFAULT_RULES = (
 )
 
 
+def af_rules(on: float = 0.5, consecutive: int = 2) -> tuple[AlertRule, ...]:
+    """:data:`DEFAULT_RULES` with the AF rule raised at probability ``on`` for ``consecutive`` windows.
+
+    The clearing threshold stays 0.15 below ``on`` (at most 0.35) so the alert does not flap.
+    """
+    from meddx.exceptions import ConfigError
+
+    if not 0 < on < 1:
+        raise ConfigError(f"the AF threshold must lie in (0, 1), got {on}", field="af_threshold")
+    if consecutive < 1:
+        raise ConfigError(f"the AF rule needs at least one window, got {consecutive}", field="af_windows")
+    af = AlertRule(on=on, off=min(0.35, on - 0.15) if on > 0.2 else on / 2, consecutive=consecutive)
+    return (af, *DEFAULT_RULES[1:])
+
+
 @dataclass
 class _RuleState:
     run: int = 0

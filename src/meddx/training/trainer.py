@@ -69,6 +69,8 @@ class TrainConfig:
         augment / augment_geometry / hflip: batched random flips + intensity jitter, and
             (with ``augment_geometry``) small rotations, shifts and zooms, which
             resample, and so blur, very small images such as 28 px MedMNIST.
+        shift_px: with ``augment``, also shift each image by up to this many whole pixels
+            (edge-padded; no interpolation, so no blur).
         size: resize images to ``size``×``size`` (None keeps the data's size).
         label_fraction: train on this share of the training labels (stratified).
         val_fraction: for data without a validation split, the share of groups held out.
@@ -91,6 +93,7 @@ class TrainConfig:
     augment: bool = True
     augment_geometry: bool = True
     hflip: float = 0.5
+    shift_px: int = 0
     size: int | None = None
     label_fraction: float = 1.0
     val_fraction: float = 0.15
@@ -123,6 +126,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}", field=name)
         if not 0 < self.label_fraction <= 1:
             raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}", field="label_fraction")
+        if not 0 <= self.shift_px <= 16:
+            raise ConfigError(f"shift_px must be in [0, 16], got {self.shift_px}", field="shift_px",
+                              hint="2-4 pixels suit 28-px images")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}", field="ema",
                               hint="Typical decays are 0.99 to 0.999; 0 turns averaging off")
@@ -321,8 +327,8 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     augment = None
     if config.augment:
-        augment = BatchAugment(hflip=config.hflip) if config.augment_geometry else BatchAugment(
-            hflip=config.hflip, degrees=0.0, translate=0.0, scale=(1.0, 1.0))
+        augment = BatchAugment(hflip=config.hflip, shift_px=config.shift_px) if config.augment_geometry else \
+            BatchAugment(hflip=config.hflip, degrees=0.0, translate=0.0, scale=(1.0, 1.0), shift_px=config.shift_px)
     sample_weights = torch.tensor(inv[y_train], dtype=torch.float64)
 
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "stale": 0, "seen": 0, "seconds": 0.0}
