@@ -92,8 +92,8 @@ def test_runner_classifies_with_the_window_head_when_there_is_one() -> None:
             return np.tile([0.2, 0.8], (len(windows), 1))
 
     x = np.zeros((2, 700))
-    assert StreamRunner._classify(SimpleNamespace(model=Plain()), x, 100.0)[0, 1] == pytest.approx(0.1)
-    assert StreamRunner._classify(SimpleNamespace(model=WithHead()), x, 100.0)[0, 1] == pytest.approx(0.8)
+    assert StreamRunner._window_proba(SimpleNamespace(model=Plain()), x, 100.0)[0, 1] == pytest.approx(0.1)
+    assert StreamRunner._window_proba(SimpleNamespace(model=WithHead()), x, 100.0)[0, 1] == pytest.approx(0.8)
 
 
 def test_af_rules_set_threshold_and_windows() -> None:

@@ -202,7 +202,7 @@ class StreamRunner:
         rng = np.random.default_rng(0)
         n = round(self.config.window_s * fs)
         t = time.perf_counter()
-        self._classify(rng.standard_normal((2, n)).astype(np.float32), fs)
+        self._window_proba(rng.standard_normal((2, n)).astype(np.float32), fs)
         self.stats["warm_up_ms"] = round(1000 * (time.perf_counter() - t))
 
     def stop(self, drain_s: float = 2.0) -> None:
@@ -399,7 +399,7 @@ class StreamRunner:
             for j, v in enumerate(verdicts):
                 quality[idx[j]] = v
             if good:
-                p = np.asarray(self._classify(stack[good], fs))
+                p = np.asarray(self._window_proba(stack[good], fs))
                 for j, row in zip(good, p, strict=True):
                     probs[idx[j]] = {n: round(float(v), 5) for n, v in zip(names, row, strict=True)}
         rows, events = [], []
@@ -422,7 +422,7 @@ class StreamRunner:
         for event, alert_id in zip(events, alert_ids, strict=True):
             self._publish_alert(event, alert_id)
 
-    def _classify(self, windows: np.ndarray, fs: float) -> np.ndarray:
+    def _window_proba(self, windows: np.ndarray, fs: float) -> np.ndarray:
         """The model's window probabilities (its live-window head when it has one)."""
         predict = getattr(self.model, "predict_window_proba", None) or self.model.predict_proba
         return predict(windows, fs)
