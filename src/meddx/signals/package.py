@@ -43,7 +43,7 @@ from meddx.signals import rhythm as R
 
 DATASET = "ecg-cinc2017-af"
 MODELS = ("ensemble", "features", "cnn", "cnn-stream")
-"""``ensemble`` (features + ``cnn``), ``features``, ``cnn`` (reads records and windows of 9 s or more) and
+"""``ensemble`` (features + ``cnn``), ``features``, ``cnn`` (reads records and windows of 6 s or more) and
 ``cnn-stream`` (the same network for live 6-12-s windows, see :data:`CNN_PRESETS`)."""
 FEATURES_FILE = "features_model.joblib"
 WEIGHTS_FILE = "model.safetensors"
@@ -65,12 +65,12 @@ CNN_PRESETS: dict[str, R.CNNConfig] = {
     # after an arrhythmia starts; 30-s records are read as five 12-s crops
     "cnn-stream": dataclasses.replace(R.RESNET_SE, window_s=12.0, min_window_s=6.0, onset_mix=0.3),
 }
-"""The CNN of each model kind (``ensemble`` uses ``cnn``)."""
+"""The CNN of each model kind (``ensemble`` uses ``cnn``; ``features`` has none)."""
 
 
 def _cnn_config(epochs: int | None, kind: str = "cnn") -> R.CNNConfig:
     """The package's CNN settings for ``kind`` (:data:`CNN_PRESETS`), with ``epochs`` if given."""
-    cfg = CNN_PRESETS["cnn" if kind == "ensemble" else kind]
+    cfg = CNN_PRESETS.get(kind, CNN_PRESETS["cnn"])
     return dataclasses.replace(cfg, epochs=int(epochs)) if epochs else cfg
 
 
@@ -418,7 +418,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         say(f"features {feats.shape} in {time.perf_counter() - t0:.1f} s")
     clf, cnn, info = _fit_models(kind, [signals[i] for i in tr], y[tr], None if feats is None else feats[tr],
                                  seed=seed, epochs=epochs, progress=progress)
-    cfg = _cnn_config(epochs, kind if kind != "features" else "cnn")
+    cfg = _cnn_config(epochs, kind)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", meta["dataset"] or Path(data).name).strip("-") or "signals"
     run = Path(out) if out else home_dir() / "runs" / f"{stem}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     run.mkdir(parents=True, exist_ok=True)
