@@ -40,6 +40,23 @@ RULES = {  # name -> (AF threshold, consecutive windows) as `meddx stream run --
 }
 
 
+def _windows(x: np.ndarray, fs: float, window_s: float, hop_s: float) -> tuple[np.ndarray, list[float]]:
+    """The runner's windows of ``x`` (``window_s`` every ``hop_s``) and the signal time each one ends."""
+    win, hop = round(window_s * fs), round(hop_s * fs)
+    starts = np.arange(0, x.size - win + 1, hop)
+    windows = np.stack([x[s:s + win] for s in starts]) if starts.size else np.zeros((0, win), x.dtype)
+    return windows, ((starts + win) / fs).tolist()
+
+
+def _raised(r: dict[str, Any], rule: tuple[float, int]) -> list[float]:
+    """Signal times (window ends) at which ``rule`` raises an AF alert on replayed windows ``r``."""
+    from meddx.stream.alerts import AlertTracker, af_rules
+
+    tracker = AlertTracker(af_rules(*rule)[:1])
+    return [e for e, p, q in zip(r["ends"], r["p_af"], r["quality"], strict=True)
+            for ev in tracker.update(r["device"], "ecg", e - 1, e, {"A": float(p)}, q) if ev.kind == "raised"]
+
+
 def replay(model_path: str, seeds: list[int], devices: int, window_s: float, hop_s: float,
            after_onset: float) -> list[dict[str, Any]]:
     """Per device: onset, window ends, AF probability and quality of every window, and the AF record's verdict."""
@@ -59,12 +76,9 @@ def replay(model_path: str, seeds: list[int], devices: int, window_s: float, hop
         devs = make_devices(devices, "af-onset", seed=seed, exclude=exclude)
         duration = float(np.ceil(max(d.onset_s for d in devs) + after_onset))
         for d in devs:
-            x = d.stream[: int(duration * d.fs)]
-            win, hop = round(window_s * d.fs), round(hop_s * d.fs)
-            starts = np.arange(0, x.size - win + 1, hop)
-            windows = np.stack([x[s:s + win] for s in starts])
+            windows, ends = _windows(d.stream[: int(duration * d.fs)], d.fs, window_s, hop_s)
             rows.append({"seed": seed, "device": d.device_id, "onset": float(d.onset_s), "record": d.records[-1],
-                         "record_verdict": verdict[d.records[-1]], "ends": ((starts + win) / d.fs).tolist(),
+                         "record_verdict": verdict[d.records[-1]], "ends": ends,
                          "p_af": model.predict_window_proba(windows, d.fs)[:, a],
                          "quality": policy.check(windows, d.fs)})
     return rows
@@ -86,38 +100,25 @@ def other_rhythm_alarms(model_path: str, window_s: float, hop_s: float) -> dict[
     policy = QualityPolicy()
     rows = []
     for rec in (r for r in _cinc(labels=("O",)) if r.name not in exclude):
-        win, hop = round(window_s * rec.fs), round(hop_s * rec.fs)
-        starts = np.arange(0, rec.samples.size - win + 1, hop)
-        if starts.size == 0:
+        windows, ends = _windows(rec.samples, rec.fs, window_s, hop_s)
+        if not ends:
             continue
-        windows = np.stack([rec.samples[s:s + win] for s in starts])
         rows.append({"device": rec.name, "seconds": rec.samples.size / rec.fs,
                      "p_af": model.predict_window_proba(windows, rec.fs)[:, a],
-                     "quality": policy.check(windows, rec.fs), "ends": ((starts + win) / rec.fs).tolist()})
+                     "quality": policy.check(windows, rec.fs), "ends": ends})
     return {"rows": rows}
 
 
 def count_alarms(rows: list[dict[str, Any]], rule: tuple[float, int]) -> dict[str, Any]:
-    from meddx.stream.alerts import AlertTracker, af_rules
-
-    alarmed = 0
-    for r in rows:
-        tracker = AlertTracker(af_rules(*rule)[:1])
-        raised = [ev for e, p, q in zip(r["ends"], r["p_af"], r["quality"], strict=True)
-                  for ev in tracker.update(r["device"], "ecg", e - 1, e, {"A": float(p)}, q) if ev.kind == "raised"]
-        alarmed += int(bool(raised))
+    alarmed = sum(bool(_raised(r, rule)) for r in rows)
     hours = sum(r["seconds"] for r in rows) / 3600
     return {"records": len(rows), "records_with_af_alarm": alarmed, "hours": round(hours, 3)}
 
 
 def score(rows: list[dict[str, Any]], rule: tuple[float, int], after_onset: float) -> dict[str, Any]:
-    from meddx.stream.alerts import AlertTracker, af_rules
-
     delays, missed, false_alarms, by_verdict = [], 0, 0, {"A": [0, 0], "other": [0, 0]}
     for r in rows:
-        tracker = AlertTracker(af_rules(*rule)[:1])
-        raised = [e + STAGGER_S + PROCESSING_S for e, p, q in zip(r["ends"], r["p_af"], r["quality"], strict=True)
-                  for ev in tracker.update(r["device"], "ecg", e - 1, e, {"A": float(p)}, q) if ev.kind == "raised"]
+        raised = [e + STAGGER_S + PROCESSING_S for e in _raised(r, rule)]
         false_alarms += int(sum(t < r["onset"] for t in raised))
         after = [t - r["onset"] for t in raised if r["onset"] <= t <= r["onset"] + after_onset + 15]
         key = "A" if r["record_verdict"] == "A" else "other"
