@@ -37,8 +37,12 @@ AUGMENT = {"none": {"augment": False}, "flip": {"augment": True, "augment_geomet
 def run_one(dataset: str, model: str, seed: int, epochs: int, lr: float, batch_size: int, sampler: str,
             augment: str, threads: int | None = None, *, schedule: str = "onecycle", ema: float = 0.0,
             weight_decay: float = 1e-4, label_smoothing: float = 0.0, device: str = "auto",
-            tag: str = "") -> dict:
-    """Train one seed on the official train split, pick by validation AUC, score the test split once."""
+            tag: str = "", pretrained: str | None = None, backbone_lr_mult: float = 1.0) -> dict:
+    """Train one seed on the official train split, pick by validation AUC, score the test split once.
+
+    ``pretrained`` starts from a ``meddx pretrain`` package (or state-dict file), with the
+    backbone's learning rate scaled by ``backbone_lr_mult``.
+    """
     import json
 
     import numpy as np
@@ -52,7 +56,7 @@ def run_one(dataset: str, model: str, seed: int, epochs: int, lr: float, batch_s
     config = TrainConfig(data=dataset, model=model, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                          patience=epochs, sampler=sampler, threads=threads, out=str(out), schedule=schedule,
                          ema=ema, weight_decay=weight_decay, label_smoothing=label_smoothing, device=device,
-                         **AUGMENT[augment])
+                         pretrained=pretrained, backbone_lr_mult=backbone_lr_mult, **AUGMENT[augment])
     started = time.perf_counter()
     run = train(config, progress=False)
     wall = time.perf_counter() - started
@@ -67,7 +71,8 @@ def run_one(dataset: str, model: str, seed: int, epochs: int, lr: float, batch_s
             "test_auc": test["auc"], "val_acc": val.get("val_acc"), "val_auc": val.get("val_auc"),
             "best_epoch": best, "epochs_run": package["training"]["epochs_run"],
             "train_images_per_s": package["training"]["images_per_second"], "wall_s": wall,
-            "device": _device_name(device), "run": str(run)}
+            "device": _device_name(device), "run": str(run), "pretrained": pretrained,
+            "backbone_lr_mult": backbone_lr_mult}
 
 
 def _device_name(device: str) -> str:

@@ -2,6 +2,8 @@
 
     python -m bench.medmnist_sweep --jobs 12            # on a GPU machine: the whole grid in minutes
     python -m bench.medmnist_sweep --sets breastmnist --recipes step-long-ema99 --jobs 2
+    python -m bench.medmnist_sweep --sets breastmnist --recipes onecycle30-medpre --jobs 3   # pretrains first
+    python -m bench.medmnist_sweep --from-log RUNS.jsonl --recipes ... --seeds 3 4 5       # re-table, no training
 
 Every recipe is trained with the same seeds; the recipe with the highest mean
 *validation* AUC per set is the one selected (the test split is scored for every
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench._common import machine, mean_sd, write_results
+from bench._common import RUNS, machine, mean_sd, write_results
 from bench.medmnist import PUBLISHED, run_many
 
 # name -> training options; "epochs" is per set. lr 1e-3, batch 128, unweighted loss throughout
@@ -45,11 +47,49 @@ RECIPES: dict[str, dict] = {
     # whole-pixel shifts (no interpolation, so no blur) with flips: the CIFAR-style augmentation
     "onecycle40-flip-shift3": {"schedule": "onecycle", "augment": "flip-shift3",
                                "epochs": {"breastmnist": 40, "pneumoniamnist": 12}},
+    # transfer learning: start from meddx's medical backbone (`meddx pretrain`, 28 px, BreastMNIST and
+    # PneumoniaMNIST's val/test never seen), whole network at the recipe's lr or the trunk at a lower one
+    "onecycle30-medpre": {"schedule": "onecycle", "pretrained": "medical",
+                          "epochs": {"breastmnist": 30, "pneumoniamnist": 8}},
+    "onecycle30-medpre-blr03": {"schedule": "onecycle", "pretrained": "medical", "backbone_lr_mult": 0.3,
+                                "epochs": {"breastmnist": 30, "pneumoniamnist": 8}},
+    "onecycle30-medpre-flip": {"schedule": "onecycle", "pretrained": "medical", "augment": "flip",
+                               "epochs": {"breastmnist": 30, "pneumoniamnist": 8}},
+    "onecycle30-medpre-b32-flip": {"schedule": "onecycle", "pretrained": "medical", "augment": "flip",
+                                   "batch_size": 32, "epochs": {"breastmnist": 30, "pneumoniamnist": 8}},
+    # a backbone pretrained on three times as many images per task ("pretrain" overrides PRETRAIN)
+    "onecycle30-medpre3k": {"schedule": "onecycle", "pretrained": "medical", "pretrain": {"max_per_task": 3000},
+                            "epochs": {"breastmnist": 30, "pneumoniamnist": 8}},
 }
+
+# `meddx pretrain` settings for the medical backbone when --backbone is not given (about 10 CPU-minutes)
+PRETRAIN = {"size": 28, "epochs": 10, "max_per_task": 1000, "seed": 0}
+
+
+def medical_backbone(model: str, backbone: Path | None, overrides: dict | None = None) -> tuple[str, float | None]:
+    """The backbone package for ``pretrained: "medical"`` recipes: ``backbone``, or one pretrained now.
+
+    ``overrides`` (a recipe's ``pretrain``) change :data:`PRETRAIN` and always build (or reuse) their own
+    package. Returns its path and the seconds spent pretraining (None when it was given or cached).
+    """
+    import time
+
+    if backbone is not None and not overrides:
+        return str(backbone), None
+    settings = {**PRETRAIN, **(overrides or {})}
+    out = RUNS / f"pretrain-{model}-{settings['size']}px-e{settings['epochs']}-cap{settings['max_per_task']}"
+    if (out / "package.json").exists():
+        return str(out), None
+    from meddx.training.pretrain import PretrainConfig, pretrain
+
+    started = time.perf_counter()
+    pretrain(PretrainConfig(model=model, out=str(out), **settings), progress=False)
+    return str(out), time.perf_counter() - started
 
 
 def jobs_for(recipes: list[str], sets: list[str], seeds: list[int], model: str, device: str,
-             threads: int | None) -> list[dict]:
+             threads: int | None, backbones: dict[str, str] | None = None) -> list[dict]:
+    """One job per recipe, set and seed; ``backbones`` maps each ``*-medpre*`` recipe to its package."""
     jobs = []
     for name in recipes:
         recipe = dict(RECIPES[name])
@@ -60,7 +100,9 @@ def jobs_for(recipes: list[str], sets: list[str], seeds: list[int], model: str, 
                                  lr=recipe.get("lr", 1e-3), batch_size=recipe.get("batch_size", 128), sampler="none", augment=recipe.get("augment", "none"),
                                  threads=threads, schedule=recipe.get("schedule", "onecycle"),
                                  ema=recipe.get("ema", 0.0), weight_decay=recipe.get("weight_decay", 1e-4),
-                                 label_smoothing=recipe.get("label_smoothing", 0.0), device=device, tag=name))
+                                 label_smoothing=recipe.get("label_smoothing", 0.0), device=device, tag=name,
+                                 pretrained=(backbones or {}).get(name),
+                                 backbone_lr_mult=recipe.get("backbone_lr_mult", 1.0)))
     # longest first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["epochs"] * (10 if j["dataset"] == "pneumoniamnist" else 1))
 
@@ -91,6 +133,20 @@ def summarise(rows: list[dict], sets: list[str]) -> tuple[dict, str]:
     return summary, "\n".join(lines)
 
 
+def runs_from_log(log: Path, recipes: list[str], sets: list[str], seeds: list[int]) -> list[dict]:
+    """The rows of ``log`` (as ``--log`` writes them) for these recipes, sets and seeds; the last one of a repeat."""
+    import json
+
+    picked: dict[tuple, dict] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["tag"] in recipes and row["dataset"] in sets and row["seed"] in seeds:
+            picked[(row["tag"], row["dataset"], row["seed"])] = row
+    if not picked:
+        raise SystemExit(f"{log}: no runs of recipes {recipes} on {sets} with seeds {seeds}")
+    return list(picked.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["breastmnist", "pneumoniamnist"])
@@ -101,14 +157,41 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--log", type=Path, default=None, help="append each finished run here (JSON lines)")
+    parser.add_argument("--backbone", type=Path, default=None,
+                        help="`meddx pretrain` package for the *-medpre recipes (default: pretrain one now, cached)")
+    parser.add_argument("--from-log", type=Path, default=None,
+                        help="train nothing: summarise the runs of --recipes, --sets and --seeds found in this log")
     parser.add_argument("--stem", default="medmnist_28_sweep")
     args = parser.parse_args()
-    rows = run_many(jobs_for(args.recipes, args.sets, args.seeds, args.model, args.device, args.threads),
-                    args.jobs, args.log)
+    backbones: dict[str, str] = {}
+    pretrain_seconds: dict[str, float] = {}
+    if args.from_log is not None:
+        rows = runs_from_log(args.from_log, args.recipes, args.sets, args.seeds)
+        backbones = {r["tag"]: r["pretrained"] for r in rows if r.get("pretrained")}
+    else:
+        for name in args.recipes:
+            if RECIPES[name].get("pretrained") == "medical":
+                backbones[name], seconds = medical_backbone(args.model, args.backbone, RECIPES[name].get("pretrain"))
+                if seconds:
+                    pretrain_seconds[backbones[name]] = seconds
+        rows = run_many(jobs_for(args.recipes, args.sets, args.seeds, args.model, args.device, args.threads,
+                                 backbones), args.jobs, args.log)
     summary, markdown = summarise(rows, args.sets)
     markdown += (f"\n\nDevice: {rows[0]['device'] if rows else '-'}; {args.jobs} runs at a time "
                  f"(wall times are not CPU figures). torch {machine()['torch']}.\n")
-    paths = write_results(args.stem, {"args": {**vars(args), "log": str(args.log)}, "machine": machine(),
+    if args.from_log is not None:
+        markdown += f"\nSummarised from `{args.from_log.name}` (runs of earlier invocations, seeds {args.seeds}).\n"
+    for path in sorted(set(backbones.values())):
+        names = sorted(name for name, p in backbones.items() if p == path)
+        settings = {**PRETRAIN, **RECIPES[names[0]].get("pretrain", {})}
+        spent = pretrain_seconds.get(path)
+        markdown += (f"\nMedical backbone of {', '.join(f'`{n}`' for n in names)}: `{path}` (`meddx pretrain` "
+                     f"settings {settings}" + (f"; pretrained in this run in {spent / 60:.1f} min" if spent else "")
+                     + ").\n")
+    paths = write_results(args.stem, {"args": {**vars(args), "log": str(args.log), "from_log": str(args.from_log),
+                                               "backbone": str(args.backbone) if args.backbone else None},
+                                      "backbones": backbones, "pretrain_seconds": pretrain_seconds,
+                                      "machine": machine(),
                                       "recipes": RECIPES, "runs": rows, "summary": summary}, markdown)
     print(markdown)
     print("written:", *paths)
