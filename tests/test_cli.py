@@ -55,7 +55,7 @@ def test_help_does_not_import_heavy_libraries() -> None:
              ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"], ["pretrain", "--help"],
              ["report", "--help"], ["serve", "--help"], ["deidentify", "--help"], ["users", "--help"],
              ["users", "create", "--help"], ["audit", "--help"], ["audit", "verify", "--help"],
-             ["models", "--help"]],
+             ["models", "--help"], ["models", "export", "--help"]],
 )
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0

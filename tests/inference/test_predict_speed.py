@@ -26,15 +26,19 @@ from tests._factories import make_labelled_pngs, write_dicom
 BAR_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A tiny trained model, one PNG and the same pixels as a DICOM file."""
+@pytest.fixture(scope="module", params=["cnn-tiny", "resnet18-28"])
+def files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A trained model (meddx's own CNN, or a timm ResNet-18 at full size), one PNG and the same pixels as a DICOM.
+
+    The ResNet is the MedMNIST benchmark's model: 11 M parameters, the case where
+    importing torch and timm alone used to take longer than the bar.
+    """
     from meddx.training import TrainConfig, train
 
     base = tmp_path_factory.mktemp("speed")
     data = make_labelled_pngs(base / "data", n=16, size=16)
-    run = train(TrainConfig(data=str(data), model="cnn-tiny", epochs=2, out=str(base / "run"), threads=1),
-                progress=False)
+    run = train(TrainConfig(data=str(data), model=request.param, epochs=2 if request.param == "cnn-tiny" else 1,
+                            size=28, out=str(base / "run"), threads=1), progress=False)
     dcm = write_dicom(base / "1.dcm", np.asarray(Image.open(data / "img001.png")))
     return run, data / "img001.png", dcm
 

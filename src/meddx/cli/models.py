@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="The local model registry: list, show, register.", no_args_is_help=True)
+app = typer.Typer(help="The local model registry: list, show, register, export.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -58,3 +58,15 @@ def register(
     package = read_package(target)
     typer.echo(f"{package['name']}:{package['version']}")
     typer.echo(f"registered in {target}", err=True)
+
+
+@app.command("export")
+def export(
+    model: str = typer.Argument(..., help="A package folder, or a registered NAME[:VERSION]."),
+) -> None:
+    """Write a package's ONNX export (model.onnx, checked against the torch model), so that predictions
+    run on ONNX Runtime without importing torch. `meddx train` does this itself; use it for older packages."""
+    from meddx.inference.runtime import export_existing
+
+    for record in export_existing(model):
+        typer.echo(f"{record['folder']}/{record['file']}  max |Δlogit| vs torch {record['max_abs_logit_gap']:.2e}")

@@ -42,6 +42,7 @@ def train(
     target_risk: float = typer.Option(0.05, help="Error rate allowed on the cases the model keeps (abstention)."),
     amp: bool = typer.Option(None, help="Mixed precision (default: on with CUDA)."),
     resume: Path = typer.Option(None, help="Continue the run in this folder from its last.pt."),
+    export: str = typer.Option("onnx", help="onnx (also write model.onnx: predictions without torch) | none."),
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -73,7 +74,7 @@ def train(
             unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
             ema=ema, label_smoothing=label_smoothing, head=head, drop_rate=drop_rate, ensemble=ensemble,
             calibration=calibration, conformal_alpha=conformal_alpha, target_risk=target_risk,
-            out=str(out) if out else None,
+            export=export, out=str(out) if out else None,
         )
     run = run_training(config, progress=progress)
     typer.echo(str(run))

@@ -8,20 +8,22 @@ JSON-ready dict per file. Files the model cannot take (a volume where a 2-D
 image is expected, a signal, an unreadable file) raise a clear error instead of
 producing a guess.
 
-Start-up cost matters (``meddx predict`` must answer in under 3 s cold): torch
-is imported only when a model is built, and small inputs run on one thread,
-since waking a thread pool costs more than a tiny forward pass.
+Start-up cost matters (``meddx predict`` must answer in under 3 s cold): plain
+predictions run the package's ONNX export (:mod:`meddx.inference.runtime`), so
+torch is imported only when a torch model is built; there, small inputs run on
+one thread, since waking a thread pool costs more than a tiny forward pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from meddx.exceptions import InvalidValueError, ModelError
+from meddx.exceptions import ConfigError, InvalidValueError, ModelError
+from meddx.inference.runtime import ONNX_METHODS
 
 if TYPE_CHECKING:
     from meddx.inference.schema import Prediction
@@ -37,23 +39,38 @@ def _threads_for(pixels: int) -> Any:
     return one_thread_below(pixels, _ONE_THREAD_PIXELS)
 
 
-@dataclass
 class Pipeline:
-    """A loaded model package."""
+    """A loaded model package.
 
-    folder: Path
-    package: dict[str, Any]
-    model: Any
-    members: list[Any] | None = None
+    Plain predictions (``uncertainty`` ``none`` or ``ensemble``) run the package's
+    ONNX export with ONNX Runtime when it has a valid one (see
+    :mod:`meddx.inference.runtime`); the torch modules (:attr:`members`) are built
+    on first use, for Grad-CAM and the sampling uncertainty methods.
+    """
+
+    def __init__(self, folder: str | Path, package: dict[str, Any], members: list[Any] | None = None, *,
+                 networks: list[Any] | None = None) -> None:
+        self.folder = Path(folder)
+        self.package = package
+        self._members = list(members) if members is not None else None
+        self.networks = networks
+        self._trust = None
+        self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str | Path) -> Pipeline:
+    def load(cls, model: str | Path, *, runtime: str | None = None) -> Pipeline:
         """Load a package from a folder path or a registered ``name[:version]`` (latest when no version).
 
         A deep-ensemble package (``kind: ensemble``) loads every member listed in it.
+        ``runtime`` (default ``$MEDDX_RUNTIME`` or ``auto``): ``auto`` predicts with the
+        ONNX export when it is valid, ``onnx`` requires it, ``torch`` never uses it.
         """
+        from meddx.inference.runtime import RUNTIMES, default_runtime, load_networks
         from meddx.packaging.registry import read_package, resolve
 
+        runtime = runtime or default_runtime()
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}", field="runtime")
         folder = resolve(model)
         package = read_package(folder)
         modality = str(package.get("modality") or "image")
@@ -70,14 +87,37 @@ class Pipeline:
             if key not in package:
                 raise ModelError(f"package.json has no {key!r}", path=folder / "package.json", field=key,
                                  hint="Re-run `meddx train` to write a complete package")
-        member_folders = [folder / m for m in package.get("members", [])] or [folder]
-        members = [_build(package, f) for f in member_folders]
-        return cls(folder, package, members[0], members)
+        pipeline = cls(folder, package)
+        if runtime != "torch":
+            folders = pipeline.member_folders()
+            packages = [package] if folders == [folder] else [read_package(f) for f in folders]
+            pipeline.networks = load_networks(folders, packages, required=runtime == "onnx")
+        if pipeline.networks is None:
+            pipeline._members = [_build(package, f) for f in pipeline.member_folders()]
+        return pipeline
 
-    def __post_init__(self) -> None:
-        if self.members is None:
-            self.members = [self.model]
-        self._trust = None
+    def member_folders(self) -> list[Path]:
+        """The folders of the package's networks: its ensemble members, or the package itself."""
+        return [self.folder / m for m in self.package.get("members", [])] or [self.folder]
+
+    @property
+    def members(self) -> list[Any]:
+        """The torch modules, one per ensemble member, built on first use."""
+        if self._members is None:
+            with self._lock:
+                if self._members is None:
+                    self._members = [_build(self.package, f) for f in self.member_folders()]
+        return self._members
+
+    @property
+    def model(self) -> Any:
+        """The (first) torch module."""
+        return self.members[0]
+
+    @property
+    def runtime(self) -> str:
+        """``onnx`` when plain predictions run on ONNX Runtime, else ``torch``."""
+        return "onnx" if self.networks else "torch"
 
     @property
     def trust(self) -> Any:
@@ -104,12 +144,14 @@ class Pipeline:
     def run_uncertainty(self, images: np.ndarray, method: str = "none", samples: int = 20,
                         batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Primary logits ``(N, C)`` and sampled logits ``(S, N, C)`` for uint8/uint16 images ``(N, H, W[, C])``."""
+        pre = self.package["preprocess"]
+        x = self._inputs(images)
+        if self.networks and method in ONNX_METHODS:
+            return self._run_networks(x, method, batch_size)
         import torch
 
         from meddx.uncertainty import run_method
 
-        pre = self.package["preprocess"]
-        x = self._inputs(images)
         primary, draws = [], []
         with _threads_for(int(np.prod(x.shape[:1] + x.shape[2:])) * (samples if method == "tta" else 1)):
             for start in range(0, len(x), batch_size):
@@ -118,6 +160,18 @@ class Pipeline:
                 primary.append(out.primary.float().numpy())
                 draws.append(out.samples.float().numpy())
         return np.concatenate(primary).astype(np.float64), np.concatenate(draws, axis=1).astype(np.float64)
+
+    def _run_networks(self, x: np.ndarray, method: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        from meddx.inference.runtime import run_networks
+
+        pre = self.package["preprocess"]
+        primary, draws = [], []
+        for start in range(0, len(x), batch_size):
+            batch = (x[start:start + batch_size].astype(np.float32) - np.float32(pre["mean"])) / np.float32(pre["std"])
+            p, d = run_networks(self.networks, batch, method)
+            primary.append(p)
+            draws.append(d)
+        return np.concatenate(primary), np.concatenate(draws, axis=1)
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """The model's logits ``(N, C)`` (an ensemble: log of its members' mean probability)."""
@@ -181,10 +235,12 @@ class Pipeline:
 
     def default_uncertainty(self) -> str:
         """The package's natural method: its ensemble, its Bayesian layer, or none."""
+        if len(self.member_folders()) > 1:
+            return "ensemble"
+        if "head" in self.package:  # written by every trainer since heads exist: no need to build the model
+            return "bayes" if self.package["head"] == "bayes" else "none"
         from meddx.models.heads import classifier, is_bayes
 
-        if len(self.members) > 1:
-            return "ensemble"
         try:
             if is_bayes(classifier(self.model)):
                 return "bayes"

@@ -137,6 +137,13 @@ def render_card(package: dict[str, Any]) -> str:
     sha = (package.get("files") or {}).get("model.safetensors")
     if sha:
         lines.append(f"- Weights: `model.safetensors`, sha256 `{sha}`")
+    onnx = (package.get("runtime") or {}).get("onnx") or {}
+    if "file" in onnx:
+        lines.append(f"- Inference export: `{onnx['file']}` (ONNX opset {onnx.get('opset')}, sha256 "
+                     f"`{onnx.get('sha256')}`), max |Δlogit| against the torch model "
+                     f"{float(onnx.get('max_abs_logit_gap', float('nan'))):.1e} at export")
+    elif "error" in onnx:
+        lines.append(f"- Inference export: none (export failed: {onnx['error']}); predictions use torch")
     lines += ["", "## Intended use", ""]
     stated = str(package.get("intended_use") or "").strip()
     if stated and "primary diagnosis" in stated.lower():

@@ -110,7 +110,7 @@ def verify_files(folder: str | Path, package: dict[str, Any], names: list[str] |
     the sha256 recorded at registration; a run folder that was never registered lists none."""
     folder = Path(folder)
     recorded = package.get("files") or {}
-    for name in names if names is not None else list(recorded):
+    for name in names if names is not None else [n for n in recorded if n != "members"]:  # members: an id
         path = folder / name
         if not path.is_file():
             raise ModelError(f"{name} is missing from the package", path=path, field="files",
@@ -147,18 +147,24 @@ def register(
 
     run = Path(run_folder)
     package = read_package(run)
-    if not (run / WEIGHTS_FILE).is_file():
+    member_files = _member_files(run, package)  # a deep ensemble keeps its weights in its members' folders
+    if not member_files and not (run / WEIGHTS_FILE).is_file():
         raise ModelError("no model.safetensors in the package", path=run, hint="Re-run `meddx train`")
     for field in ("name", "version", "architecture", "class_names"):
         if not package.get(field):
             raise ModelError(f"package.json has no {field!r}", path=run / PACKAGE_FILE, field=field)
     name = _check_name(name or str(package["name"]), "name", run)
     version = _check_name(version or str(package["version"]), "version", run)
-    sha = _sha256(run / WEIGHTS_FILE)
+    if member_files:  # the ensemble's identity: the hash of its members' weight hashes, in order
+        weights_key = "members"
+        sha = hashlib.sha256("".join(_sha256(run / f) for f in member_files
+                                     if f.endswith(WEIGHTS_FILE)).encode()).hexdigest()
+    else:
+        weights_key, sha = WEIGHTS_FILE, _sha256(run / WEIGHTS_FILE)
     target = registry_dir() / name / version
     if target.exists():
         existing = read_package(target)
-        if existing.get("files", {}).get(WEIGHTS_FILE) == sha and not overwrite:
+        if existing.get("files", {}).get(weights_key) == sha and not overwrite:
             return target
         if not overwrite:
             raise ModelError(
@@ -171,7 +177,7 @@ def register(
         if Path(file).name != file or not (run / file).is_file():
             raise ModelError(f"extra file {file!r} listed in package.json is missing", path=run / PACKAGE_FILE,
                              field="extra_files", hint="List only file names inside the run folder")
-    package["files"] = {WEIGHTS_FILE: sha, **{f: _sha256(run / f) for f in extra}}
+    package["files"] = {weights_key: sha, **{f: _sha256(run / f) for f in extra}}
     package["registry"] = {"source": str(run.resolve()), "registered": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
@@ -179,6 +185,9 @@ def register(
         for file in (*COPIED_FILES[1:], *extra):
             if (run / file).is_file():
                 shutil.copy2(run / file, staging / file)
+        for member in member_files:
+            (staging / member).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run / member, staging / member)
         write_package(staging, package)
         write_card(staging, package)
         if target.exists():
@@ -188,6 +197,19 @@ def register(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _member_files(run: Path, package: dict[str, Any]) -> list[str]:
+    """The files of an ensemble's members (``members/m0/package.json``, weights, extras), relative to ``run``."""
+    files = []
+    for member in package.get("members") or []:
+        folder = (run / str(member)).resolve()
+        if not folder.is_relative_to(run.resolve()) or not (folder / WEIGHTS_FILE).is_file():
+            raise ModelError(f"ensemble member {member!r} is missing or outside the package", path=run / PACKAGE_FILE,
+                             field="members", hint="Register the run folder `meddx train --ensemble` wrote")
+        extra = [str(f) for f in read_package(folder).get("extra_files", [])]
+        files += [f"{member}/{f}" for f in (PACKAGE_FILE, WEIGHTS_FILE, *extra) if (folder / f).is_file()]
+    return files
 
 
 def _versions(name: str) -> list[str]:

@@ -37,6 +37,7 @@ log = logging.getLogger("meddx.training")
 SAMPLERS = ("weighted-loss", "balanced", "none")
 SCHEDULES = ("onecycle", "cosine", "step")
 FREEZE = ("none", "backbone")
+EXPORTS = ("onnx", "none")
 
 
 @dataclass
@@ -78,6 +79,8 @@ class TrainConfig:
         freeze / unfreeze_epoch / backbone_lr_mult: transfer-learning options.
         amp: mixed precision; None turns it on where it helps (CUDA).
         resume: a run folder whose ``last.pt`` to continue from.
+        export: ``onnx`` also writes ``model.onnx`` (checked against the torch model),
+            which predictions run on without importing torch; ``none`` skips it.
         out: the run folder (default ``$MEDDX_HOME/runs/<data>-<model>-<time>``).
     """
 
@@ -116,12 +119,13 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
     resume: str | None = None
+    export: str = "onnx"
     out: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         for name, value, allowed in (("sampler", self.sampler, SAMPLERS), ("schedule", self.schedule, SCHEDULES),
-                                     ("freeze", self.freeze, FREEZE)):
+                                     ("freeze", self.freeze, FREEZE), ("export", self.export, EXPORTS)):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}", field=name)
         if not 0 < self.label_fraction <= 1:
@@ -174,17 +178,25 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare_arrays(images: np.ndarray, size: int | None) -> np.ndarray:
-    """uint8/uint16 ``(N,H,W[,C])`` → float32 ``(N,C,H,W)`` in [0, 1], resized if asked."""
-    import torch
-    import torch.nn.functional as F
+    """uint8/uint16 ``(N,H,W[,C])`` → float32 ``(N,C,H,W)`` in [0, 1], resized if asked.
 
+    Resizing is Pillow's antialiased bilinear filter on float32 planes (the filter
+    ``torch.nn.functional.interpolate(..., antialias=True)`` reproduces, within
+    1e-5), shared by training and prediction and free of torch, so that a cold
+    prediction need not import it.
+    """
     x = np.asarray(images)
     x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)
     scale = 65535.0 if x.dtype == np.uint16 else 255.0 if x.dtype == np.uint8 else 1.0
-    t = torch.from_numpy(np.ascontiguousarray(x)).float() / scale
-    if size is not None and (t.shape[-1] != size or t.shape[-2] != size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t.numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32) / np.float32(scale)
+    if size is None or x.shape[-2:] == (size, size):
+        return x
+    from PIL import Image
+
+    out = np.empty((*x.shape[:2], size, size), dtype=np.float32)
+    for i, j in np.ndindex(*x.shape[:2]):
+        out[i, j] = np.asarray(Image.fromarray(x[i, j]).resize((size, size), Image.Resampling.BILINEAR))
+    return out
 
 
 def head_module(model: Any) -> Any:
@@ -531,6 +543,10 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         "trust": trust,
         "intended_use": "Research and clinical decision support by qualified staff; not for primary diagnosis.",
     }
+    if config.export == "onnx":
+        from meddx.inference.runtime import export_package
+
+        export_package(model, run, package)
     (run / "package.json").write_text(json.dumps(package, indent=2), encoding="utf-8")
     from meddx.packaging.card import write_card
 
@@ -575,6 +591,7 @@ def _train_ensemble(config: TrainConfig, *, progress: bool) -> Path:
         members.append(train(member, progress=progress))
     first = json.loads((members[0] / "package.json").read_text(encoding="utf-8"))
     (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    first = {k: v for k, v in first.items() if k not in ("runtime", "extra_files")}  # the members' own files
     package = {**first, "kind": "ensemble", "members": [str(m.relative_to(run)) for m in members],
                "name": re.sub(r"-m0$", "", first["name"]) + f"-ensemble{config.ensemble}",
                "version": time.strftime("%Y%m%d%H%M%S")}
