@@ -76,3 +76,10 @@ def test_read_command_on_missing_file(capsys: pytest.CaptureFixture[str], tmp_pa
     assert main(["data", "read", str(tmp_path / "missing.dcm")]) == 2
     err = capsys.readouterr().err
     assert "missing.dcm" in err and "no such file" in err
+
+
+@pytest.mark.parametrize("argv", [["predict"], ["train", "x", "--bogus"], ["models", "nope"]])
+def test_usage_errors_are_one_message_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Error:" in err and "Traceback" not in err

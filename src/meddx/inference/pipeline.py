@@ -148,6 +148,7 @@ class Pipeline:
         x = self._inputs(images)
         if self.networks and method in ONNX_METHODS:
             return self._run_networks(x, method, batch_size)
+        members = self.members  # first: a clear error where torch is not installed
         import torch
 
         from meddx.uncertainty import run_method
@@ -156,7 +157,7 @@ class Pipeline:
         with _threads_for(int(np.prod(x.shape[:1] + x.shape[2:])) * (samples if method == "tta" else 1)):
             for start in range(0, len(x), batch_size):
                 batch = (torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])) - pre["mean"]) / pre["std"]
-                out = run_method(method, self.members, batch, samples=samples)
+                out = run_method(method, members, batch, samples=samples)
                 primary.append(out.primary.float().numpy())
                 draws.append(out.samples.float().numpy())
         return np.concatenate(primary).astype(np.float64), np.concatenate(draws, axis=1).astype(np.float64)
@@ -302,6 +303,8 @@ class Pipeline:
         as a PNG overlay in ``explain_dir`` with its sanity and faithfulness checks.
         """
         images = [self.image_from_file(p, slice_index=slice_index) for p in paths]
+        if explain:
+            self.members  # noqa: B018 - saliency needs the torch model: build it now, or say what is missing
         results = []
         for path, image in zip(paths, images, strict=True):
             prediction = self.predict_detailed(image[None], [str(path)], uncertainty=uncertainty,
@@ -325,12 +328,17 @@ class Pipeline:
 
 def _build(package: dict[str, Any], folder: Path) -> Any:
     """One model of a package, with its weights, in eval mode."""
-    from meddx.models import create_model
-    from meddx.models.registry import load_pretrained
+    try:
+        from meddx.models import create_model
+        from meddx.models.registry import load_pretrained
 
-    model = create_model(package["architecture"], num_classes=package["num_classes"],
-                         in_chans=package["preprocess"]["in_chans"], head=package.get("head", "linear"),
-                         drop_rate=package.get("drop_rate"))
+        model = create_model(package["architecture"], num_classes=package["num_classes"],
+                             in_chans=package["preprocess"]["in_chans"], head=package.get("head", "linear"),
+                             drop_rate=package.get("drop_rate"))
+    except ImportError as exc:  # a predict-only install (meddx[runtime]) has no torch
+        raise ModelError(f"this needs the torch model, and {exc.name or exc} is not installed", path=folder,
+                         field="runtime", hint="pip install 'meddx[train]'; without it, plain predictions "
+                         "(--uncertainty none) run on the package's ONNX export") from exc
     report = load_pretrained(model, folder)
     if report["skipped"]:
         raise ModelError(f"weights do not fit the architecture: {report['skipped'][:3]}", path=folder)
