@@ -66,7 +66,8 @@ def export_onnx(model: Any, folder: str | Path, *, in_chans: int, size: int, see
     was_training = model.training
     model.eval()
     try:
-        example = torch.zeros(2, in_chans, size, size)
+        device = next(model.parameters()).device  # trained on a GPU: export from there
+        example = torch.zeros(2, in_chans, size, size, device=device)
         # torch.onnx prints its progress to stdout, which belongs to the CLI's JSON output
         with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             program = torch.onnx.export(model, (example,), dynamo=True, opset_version=EXPORT_OPSET,
@@ -76,7 +77,7 @@ def export_onnx(model: Any, folder: str | Path, *, in_chans: int, size: int, see
         generator = torch.Generator().manual_seed(seed)
         check = torch.randn(3, in_chans, size, size, generator=generator)
         with torch.inference_mode():
-            expected = model(check).float().numpy()
+            expected = model(check.to(device)).float().cpu().numpy()
         got = OnnxNetwork(tmp)(check.numpy())
         gap = float(np.max(np.abs(got - expected)))
         scale = max(1.0, float(np.max(np.abs(expected))))
