@@ -49,6 +49,7 @@ def test_onnx_and_torch_predictions_agree(run: Path, data: Path) -> None:
     assert torch_.runtime == "torch"
     images = _images(data)  # 20 px files, resized to the package's 24 px
     np.testing.assert_allclose(onnx.predict_logits(images), torch_.predict_logits(images), atol=1e-4)
+    assert onnx._members is None  # still not built
     a, b = onnx.predict(data / "img001.png")[0], torch_.predict(data / "img001.png")[0]
     assert a["prediction"] == b["prediction"]
     assert a["calibrated_probabilities"] == pytest.approx(b["calibrated_probabilities"], abs=1e-5)
@@ -143,6 +144,7 @@ def test_ensemble_members_carry_exports_and_register_whole(data: Path, tmp_path:
     images = _images(data)
     np.testing.assert_allclose(pipe.predict_logits(images), Pipeline.load(ens, runtime="torch").predict_logits(images),
                                atol=1e-4)
+    assert pipe._members is None and pipe.default_uncertainty() == "ensemble"
     registered = register(ens)
     for member in ("members/m0", "members/m1"):
         assert (registered / member / ONNX_FILE).is_file() and (registered / member / "model.safetensors").is_file()

@@ -176,7 +176,7 @@ class Pipeline:
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """The model's logits ``(N, C)`` (an ensemble: log of its members' mean probability)."""
-        method = "ensemble" if len(self.members) > 1 else "none"
+        method = "ensemble" if len(self.member_folders()) > 1 else "none"
         return self.run_uncertainty(images, method)[0]
 
     def predict_arrays(self, images: np.ndarray, *, calibrated: bool = True) -> np.ndarray:

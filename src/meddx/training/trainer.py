@@ -182,7 +182,7 @@ def prepare_arrays(images: np.ndarray, size: int | None) -> np.ndarray:
 
     Resizing is Pillow's antialiased bilinear filter on float32 planes (the filter
     ``torch.nn.functional.interpolate(..., antialias=True)`` reproduces, within
-    1e-5), shared by training and prediction and free of torch, so that a cold
+    2e-5), shared by training and prediction and free of torch, so that a cold
     prediction need not import it.
     """
     x = np.asarray(images)
