@@ -145,34 +145,24 @@ class Pipeline:
                         batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Primary logits ``(N, C)`` and sampled logits ``(S, N, C)`` for uint8/uint16 images ``(N, H, W[, C])``."""
         pre = self.package["preprocess"]
-        x = self._inputs(images)
+        x = (self._inputs(images) - np.float32(pre["mean"])) / np.float32(pre["std"])
+        batches = [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
         if self.networks and method in ONNX_METHODS:
-            return self._run_networks(x, method, batch_size)
-        members = self.members  # first: a clear error where torch is not installed
-        import torch
+            from meddx.inference.runtime import run_networks
 
-        from meddx.uncertainty import run_method
+            outputs = [run_networks(self.networks, batch, method) for batch in batches]
+        else:
+            members = self.members  # first: a clear error where torch is not installed
+            import torch
 
-        primary, draws = [], []
-        with _threads_for(int(np.prod(x.shape[:1] + x.shape[2:])) * (samples if method == "tta" else 1)):
-            for start in range(0, len(x), batch_size):
-                batch = (torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])) - pre["mean"]) / pre["std"]
-                out = run_method(method, members, batch, samples=samples)
-                primary.append(out.primary.float().numpy())
-                draws.append(out.samples.float().numpy())
-        return np.concatenate(primary).astype(np.float64), np.concatenate(draws, axis=1).astype(np.float64)
+            from meddx.uncertainty import run_method
 
-    def _run_networks(self, x: np.ndarray, method: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        from meddx.inference.runtime import run_networks
-
-        pre = self.package["preprocess"]
-        primary, draws = [], []
-        for start in range(0, len(x), batch_size):
-            batch = (x[start:start + batch_size].astype(np.float32) - np.float32(pre["mean"])) / np.float32(pre["std"])
-            p, d = run_networks(self.networks, batch, method)
-            primary.append(p)
-            draws.append(d)
-        return np.concatenate(primary), np.concatenate(draws, axis=1)
+            with _threads_for(int(np.prod(x.shape[:1] + x.shape[2:])) * (samples if method == "tta" else 1)):
+                outputs = [(out.primary.float().numpy(), out.samples.float().numpy())
+                           for out in (run_method(method, members, torch.from_numpy(np.ascontiguousarray(batch)),
+                                                  samples=samples) for batch in batches)]
+        return (np.concatenate([p for p, _ in outputs]).astype(np.float64),
+                np.concatenate([d for _, d in outputs], axis=1).astype(np.float64))
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """The model's logits ``(N, C)`` (an ensemble: log of its members' mean probability)."""
