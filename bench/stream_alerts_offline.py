@@ -84,8 +84,9 @@ def replay(model_path: str, seeds: list[int], devices: int, window_s: float, hop
     return rows
 
 
-def other_rhythm_alarms(model_path: str, window_s: float, hop_s: float) -> dict[str, Any]:
-    """AF probabilities of every window of each unseen "Other rhythm" (O) record, played whole.
+def other_rhythm_alarms(model_path: str, window_s: float, hop_s: float,
+                        labels: tuple[str, ...] = ("O",)) -> dict[str, Any]:
+    """AF probabilities of every window of each unseen record labelled ``labels`` (default "Other rhythm"), played whole.
 
     Nothing in these records is AF, so any AF alert on them is a false alarm; ectopic beats make RR
     intervals irregular, which is where an RR-based head could mistake them for AF.
@@ -99,7 +100,7 @@ def other_rhythm_alarms(model_path: str, window_s: float, hop_s: float) -> dict[
     exclude = records_seen_by(model_path)
     policy = QualityPolicy()
     rows = []
-    for rec in (r for r in _cinc(labels=("O",)) if r.name not in exclude):
+    for rec in (r for r in _cinc(labels=labels) if r.name not in exclude):
         windows, ends = _windows(rec.samples, rec.fs, window_s, hop_s)
         if not ends:
             continue

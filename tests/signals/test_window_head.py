@@ -13,7 +13,7 @@ from meddx.exceptions import ConfigError, InvalidValueError
 from meddx.signals import package as SP
 from meddx.signals.window_head import HEAD_FILE, RR_WINDOW_FEATURES, fit_window_head, rr_window_features
 from meddx.stream.alerts import af_rules
-from meddx.stream.runner import StreamRunner
+from meddx.stream.runner import DEFAULT_WINDOW_S, StreamRunner, live_window_s
 from tests.signals.test_package import _ecg, _run, features_run, folder  # noqa: F401 - fixtures
 
 FS = 300.0
@@ -47,7 +47,8 @@ def test_fit_head_adds_a_checked_file_and_live_probabilities(features_run: Path,
 
     run = tmp_path / "pkg"
     shutil.copytree(features_run, run)
-    out = _run(["stream", "fit-head", run, "--window-s", "7", "--hop-s", "3"])
+    assert SP.SignalModel.load(run).live_window_s is None  # no head yet: the runner's default applies
+    out = _run(["stream", "fit-head", run, "--window-s", "6", "--hop-s", "3"])
     entry = json.loads(out)
     package = json.loads((run / "package.json").read_text())
     assert package["window_head"] == entry and HEAD_FILE in package["extra_files"]
@@ -55,6 +56,7 @@ def test_fit_head_adds_a_checked_file_and_live_probabilities(features_run: Path,
     assert "validation split" in entry["fitted_on"]
     model = SP.SignalModel.load(run)
     assert model.window_head is not None
+    assert model.live_window_s == 6.0 and live_window_s(model) == 6.0  # the runner uses what the head was fitted on
     x = np.concatenate([_windows("regular", 3, 5), _windows("af", 3, 6)])
     p = model.predict_window_proba(x, FS)
     assert p.shape == (6, 4) and np.allclose(p.sum(axis=1), 1.0)
@@ -94,6 +96,17 @@ def test_runner_classifies_with_the_window_head_when_there_is_one() -> None:
     x = np.zeros((2, 700))
     assert StreamRunner._window_proba(SimpleNamespace(model=Plain()), x, 100.0)[0, 1] == pytest.approx(0.1)
     assert StreamRunner._window_proba(SimpleNamespace(model=WithHead()), x, 100.0)[0, 1] == pytest.approx(0.8)
+
+
+def test_live_window_length_follows_the_head_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
+    plain, fitted = SimpleNamespace(live_window_s=None), SimpleNamespace(live_window_s=5.0)
+    assert live_window_s(plain) == DEFAULT_WINDOW_S and live_window_s(plain, 9.0) == 9.0
+    assert live_window_s(fitted) == 5.0
+    with caplog.at_level("WARNING", logger="meddx.stream"):
+        assert live_window_s(fitted, 5.0) == 5.0
+        assert not caplog.records
+        assert live_window_s(fitted, 7.0) == 7.0  # the user's choice stands, with a warning naming the fix
+    assert "fitted on 5-s windows" in caplog.text and "--window-s 7" in caplog.text
 
 
 def test_af_rules_set_threshold_and_windows() -> None:

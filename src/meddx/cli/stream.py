@@ -24,7 +24,8 @@ def run(
                                "Default: start the embedded broker on --port."),
     port: int = typer.Option(1883, help="Port of the embedded broker (when --broker is not given)."),
     store: Path = typer.Option(None, help="SQLite store (default $MEDDX_HOME/stream/stream.db)."),
-    window_s: float = typer.Option(7.0, help="Window length in seconds."),
+    window_s: float = typer.Option(None, help="Window length in seconds (default: the length the package's "
+                                   "live-window head was fitted for, else 7)."),
     hop_s: float = typer.Option(1.0, help="A new window every HOP_S seconds (overlap = window - hop)."),
     client_id: str = typer.Option("meddx-runner", help="MQTT client id (the persistent session's name)."),
     simulate: int = typer.Option(0, help="Also replay this many virtual devices (one command runs everything)."),
@@ -42,7 +43,7 @@ def run(
 
     from meddx.stream.broker import BrokerAddress, EmbeddedBroker, parse_broker
     from meddx.stream.alerts import af_rules
-    from meddx.stream.runner import RunnerConfig, StreamRunner, load_window_model
+    from meddx.stream.runner import RunnerConfig, StreamRunner, live_window_s, load_window_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     embedded = None
@@ -53,6 +54,7 @@ def run(
     else:
         address = parse_broker(broker)
     window_model = load_window_model(model)
+    window_s = live_window_s(window_model, window_s)
     config = RunnerConfig(broker=address, store=_store_path(store), window_s=window_s, hop_s=hop_s,
                           client_id=client_id, model_name=str(model), durable=durable,
                           rules=af_rules(af_threshold, af_windows))

@@ -250,6 +250,12 @@ class SignalModel:
         return model
 
     @property
+    def live_window_s(self) -> float | None:
+        """Window length (s) the live-window head was fitted for; ``None`` without a head."""
+        entry = self.package.get("window_head") or {}
+        return float(entry["window_s"]) if self.window_head is not None and "window_s" in entry else None
+
+    @property
     def trust(self) -> Any:
         if self._trust is None:
             from meddx.inference.trust import TrustLayer

@@ -50,6 +50,9 @@ from meddx.stream.store import DeviceState, StreamStore, prediction_message
 
 log = logging.getLogger("meddx.stream")
 
+DEFAULT_WINDOW_S = 7.0
+"""Window length for a model without a live-window head (one that has one says its own)."""
+
 
 class WindowModel(Protocol):
     """What the runner needs from a model: class names and calibrated probabilities for a batch of windows."""
@@ -75,11 +78,26 @@ def load_window_model(ref: str | Path) -> WindowModel:
     return SignalModel.load(folder)
 
 
+def live_window_s(model: WindowModel, requested: float | None = None) -> float:
+    """The window length to run ``model`` with: ``requested``, else its live-window head's, else 7 s.
+
+    A head's probabilities are calibrated for the window length it was fitted on; running it on
+    other windows is allowed (the window is the user's choice) but logged as a warning.
+    """
+    fitted = getattr(model, "live_window_s", None)
+    if requested is None:
+        return float(fitted) if fitted else DEFAULT_WINDOW_S
+    if fitted and abs(float(requested) - float(fitted)) > 1e-9:
+        log.warning("the model's live-window head was fitted on %g-s windows; running %g-s windows "
+                    "(refit it with `meddx stream fit-head MODEL --window-s %g`)", fitted, requested, requested)
+    return float(requested)
+
+
 @dataclass
 class RunnerConfig:
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     store: Path = Path("stream.db")
-    window_s: float = 7.0
+    window_s: float = DEFAULT_WINDOW_S
     hop_s: float = 1.0
     rules: tuple[AlertRule, ...] = DEFAULT_RULES
     quality: QualityPolicy = field(default_factory=QualityPolicy)
