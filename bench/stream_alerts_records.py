@@ -97,7 +97,7 @@ def main() -> None:
 
     from meddx.signals.package import SignalModel
     from meddx.stream.quality import QualityPolicy
-    from meddx.stream.simulate import _cinc, records_seen_by
+    from meddx.stream.simulate import _cinc, lead_in, records_seen_by
 
     rule = parse_rule(args.rule)
     model = SignalModel.load(args.model)
@@ -124,12 +124,8 @@ def main() -> None:
     for rec, proba in zip(afs, verdict, strict=True):
         delays, false_alarms = [], 0
         for _ in range(args.lead_ins):
-            lead, total = [], 0.0
-            while total < 30.0:
-                n = normals[int(rng.integers(len(normals)))]
-                lead.append(n.samples)
-                total += n.samples.size / FS
-            x = np.concatenate([*lead, rec.samples, rec.samples])[: int((total + args.after_onset) * FS)]
+            lead, total = lead_in(normals, rng, 30.0)
+            x = np.concatenate([*(n.samples for n in lead), rec.samples, rec.samples])[: int((total + args.after_onset) * FS)]
             start = int(max(0.0, total - 20.0) * FS)  # 20 s of lead-in is enough to settle the rule
             windows, ends = _windows(x[start:], FS, args.window_s, args.hop_s)
             ends = [e + start / FS for e in ends]

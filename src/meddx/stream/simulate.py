@@ -100,6 +100,16 @@ class Device:
         return chunk
 
 
+def lead_in(records: list[Recording], rng: np.random.Generator, seconds: float) -> tuple[list[Recording], float]:
+    """Records drawn at random from ``records`` until they last at least ``seconds``; and how long they last."""
+    lead, total = [], 0.0
+    while total < seconds:
+        rec = records[int(rng.integers(len(records)))]
+        lead.append(rec)
+        total += rec.samples.size / rec.fs
+    return lead, total
+
+
 def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: float = 30.0,
                  exclude: Collection[str] = ()) -> list[Device]:
     """``n`` devices replaying ``source`` (records assigned round-robin, each device its own order).
@@ -116,11 +126,7 @@ def make_devices(n: int, source: str = "cinc", *, seed: int = 0, lead_in_s: floa
             raise ConfigError("no Normal or no AF record is left after the exclusions", field="exclude")
         devices = []
         for i in range(n):
-            lead, total = [], 0.0
-            while total < lead_in_s:
-                rec = normals[int(rng.integers(len(normals)))]
-                lead.append(rec)
-                total += rec.samples.size / rec.fs
+            lead, total = lead_in(normals, rng, lead_in_s)
             af = afs[int(rng.integers(len(afs)))]
             stream = np.concatenate([*(r.samples for r in lead), af.samples, af.samples])
             devices.append(Device(f"sim-{i:04d}", 300.0, stream.astype(np.float32), onset_s=total,
