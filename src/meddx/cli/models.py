@@ -70,3 +70,21 @@ def export(
 
     for record in export_existing(model):
         typer.echo(f"{record['folder']}/{record['file']}  max |Δlogit| vs torch {record['max_abs_logit_gap']:.2e}")
+
+
+@app.command("fit-ood")
+def fit_ood(
+    model: str = typer.Argument(..., help="An image package folder, or a registered NAME[:VERSION]."),
+    flag_rate: float = typer.Option(0.05, help="Share of in-distribution (validation) images to flag."),
+) -> None:
+    """Fit (or refit) a package's out-of-distribution gate on its own training and validation splits.
+
+    `meddx train` does this itself; use it for older packages or to change the flag rate."""
+    from meddx.training.trainer import refit_ood
+
+    block = refit_ood(model, flag_rate=flag_rate)
+    for name, info in block["methods"].items():
+        mark = "*" if name == block["method"] else " "
+        typer.echo(f"{mark} {name:12s} threshold {info['threshold']:.4g}  validation flag rate "
+                   f"{info['val_flag_rate']:.3f}")
+    typer.echo(f"fitted on {block['fitted_on']}; thresholds on {block['threshold_on']}", err=True)

@@ -49,6 +49,21 @@ def _count_medmnist(folder: Path) -> dict[str, int]:
     return counts
 
 
+CHEST_RADIOGRAPH = {"dicom_modalities": ["CR", "DX"], "body_parts": ["CHEST", "THORAX", "LUNG"],
+                    "photometric": ["MONOCHROME1", "MONOCHROME2"], "channels": 1}
+"""What a chest X-ray model reads (DICOM header fields; see meddx.trust.intended)."""
+_MEDMNIST_INTENDED = {
+    "pneumoniamnist": {
+        **CHEST_RADIOGRAPH, "description": "paediatric frontal chest radiographs", "views": ["PA", "AP"],
+        "population": {"age": "children aged 1-5 years", "sites": ["Guangzhou Women and Children's Medical Center"]},
+    },
+    "breastmnist": {
+        "description": "breast ultrasound images", "dicom_modalities": ["US"], "body_parts": ["BREAST"],
+        "channels": 1, "population": {"age": "women aged 25-75 years", "sites": ["Baheya Hospital, Cairo"]},
+    },
+}
+
+
 for _name, _title, _classes, _md5, _task in (
     (
         "breastmnist",
@@ -86,6 +101,7 @@ for _name, _title, _classes, _md5, _task in (
             notes="Mirror copies may be re-saved (labels (N,) instead of (N,1), reordered); "
             "split sizes and class counts equal the official file.",
             tags=("image", "medmnist", "2d"),
+            intended_input=_MEDMNIST_INTENDED[_name],
         )
     )
 
@@ -110,6 +126,8 @@ register_dataset(
         licence="unknown (Kaggle) / carrier repository Apache-2.0",
         citation="Chakrabarty N. Brain MRI Images for Brain Tumor Detection. Kaggle (2019).",
         homepage="https://www.kaggle.com/datasets/navoneel/brain-mri-images-for-brain-tumor-detection",
+        intended_input={"description": "axial brain MRI slices", "dicom_modalities": ["MR"],
+                        "body_parts": ["BRAIN", "HEAD"]},
         remotes=(
             Remote(
                 "https://github.com/MohamedAliHabib/Brain-Tumor-Detection/archive/"
@@ -152,6 +170,8 @@ register_dataset(
         title="COVID-19 chest X-ray collection (ieee8023) with lung bounding boxes",
         task="finding classification, lung box detection, image + clinical data fusion",
         modality="adult chest X-ray (greyscale JPEG, longest side ≤ 384) + clinical metadata",
+        intended_input={**CHEST_RADIOGRAPH, "description": "adult chest radiographs", "views": ["PA", "AP"],
+                        "population": {"age": "adults", "sites": ["published case reports, many hospitals"]}},
         classes={"COVID-19": "COVID-19 pneumonia", "other": "other findings (SARS, Pneumocystis, ...)"},
         splits="none official: split by patientid",
         group_by="patientid",

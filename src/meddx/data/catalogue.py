@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from meddx.data import fetch as _fetch
 from meddx.exceptions import DatasetNotFoundError, DownloadError
@@ -63,6 +64,8 @@ class DatasetSpec:
     counter: str = ""
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    intended_input: dict[str, Any] = field(default_factory=dict)
+    """What a model trained on this set is made to read (see :class:`meddx.trust.intended.IntendedInput`)."""
 
     @property
     def downloadable(self) -> bool:

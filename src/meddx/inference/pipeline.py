@@ -55,6 +55,7 @@ class Pipeline:
         self._members = list(members) if members is not None else None
         self.networks = networks
         self._trust = None
+        self._ood: Any = False  # False: not loaded yet; None: the package has no detector
         self._lock = threading.Lock()
 
     @classmethod
@@ -129,6 +130,51 @@ class Pipeline:
         return self._trust
 
     @property
+    def ood(self) -> Any:
+        """The package's out-of-distribution gate (:class:`meddx.trust.ood.OODGate`), or None."""
+        if self._ood is False:
+            from meddx.trust.ood import load_gate
+
+            self._ood = load_gate(self.folder, self.package)
+        return self._ood
+
+    @property
+    def intended_input(self) -> dict[str, Any] | None:
+        """What the model was made to read (``package.json["intended_input"]``), or None."""
+        return self.package.get("intended_input")
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """uint8/uint16 images ``(N, H, W[, C])`` → the network's float32 input ``(N, C, size, size)``."""
+        pre = self.package["preprocess"]
+        return (self._inputs(images) - np.float32(pre["mean"])) / np.float32(pre["std"])
+
+    def logits_and_features(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(N, C)`` and penultimate features ``(N, D)`` of the first network, for the OOD gate."""
+        x = self.normalise(images)
+        batches = [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
+        if self.networks and self.networks[0].has_features:
+            outputs = [self.networks[0].logits_and_features(batch) for batch in batches]
+        else:
+            model = self.members[0]
+            import torch
+
+            from meddx.models.heads import logits_and_features
+
+            with torch.inference_mode(), _threads_for(int(np.prod(x.shape))):
+                outputs = [tuple(t.float().numpy() for t in logits_and_features(model, torch.from_numpy(b)))
+                           for b in batches]
+        return (np.concatenate([z for z, _ in outputs]).astype(np.float64),
+                np.concatenate([f for _, f in outputs]).astype(np.float64))
+
+    def assess_ood(self, images: np.ndarray, method: str | None = None) -> list[dict[str, Any]] | None:
+        """One OOD verdict per image (``method``, ``score``, ``threshold``, ``flagged``), or None without a gate."""
+        gate = self.ood
+        if gate is None:
+            return None
+        logits, features = self.logits_and_features(images)
+        return [{**r.to_dict(), "flag_rate": gate.flag_rate} for r in gate.assess(features, logits, method)]
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.package["class_names"])
 
@@ -144,8 +190,7 @@ class Pipeline:
     def run_uncertainty(self, images: np.ndarray, method: str = "none", samples: int = 20,
                         batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Primary logits ``(N, C)`` and sampled logits ``(S, N, C)`` for uint8/uint16 images ``(N, H, W[, C])``."""
-        pre = self.package["preprocess"]
-        x = (self._inputs(images) - np.float32(pre["mean"])) / np.float32(pre["std"])
+        x = self.normalise(images)
         batches = [x[start:start + batch_size] for start in range(0, len(x), batch_size)]
         if self.networks and method in ONNX_METHODS:
             from meddx.inference.runtime import run_networks
@@ -184,8 +229,9 @@ class Pipeline:
 
     def predict_detailed(self, images: np.ndarray, inputs: list[str] | None = None, *, uncertainty: str = "auto",
                          samples: int = 20) -> list[Prediction]:
-        """The full prediction schema for each image: calibration, uncertainty, set, decision."""
-        from meddx.inference.schema import Decision, Prediction, Uncertainty
+        """The full prediction schema for each image: calibration, uncertainty, set, OOD verdict, decision."""
+        from meddx.inference.schema import OOD, Decision, InputCheck, Prediction, Uncertainty
+        from meddx.trust.decide import decide
         from meddx.uncertainty import decompose
 
         method = self.default_uncertainty() if uncertainty == "auto" else uncertainty
@@ -198,6 +244,7 @@ class Pipeline:
         names = self.class_names
         trusted = self.trust.apply(primary, names, self.package.get("positive_class"))
         calibration = (self.package.get("trust") or {}).get("calibration", {}).get("name", "identity")
+        ood = self.assess_ood(images)
         results = []
         for i, t in enumerate(trusted):
             sd = sample_probs[:, i].std(axis=0) if sample_probs.shape[0] > 1 else None
@@ -219,7 +266,9 @@ class Pipeline:
                     if sd is not None else None),
                 prediction_set=t["set"],
                 coverage=1 - self.trust.alpha if self.trust.alpha is not None else None,
-                decision=Decision(**t["decision"]),
+                decision=Decision(**decide(t["decision"], ood=ood[i] if ood else None)),
+                ood=OOD(**ood[i]) if ood else None,
+                input_check=InputCheck(passed=True) if self.intended_input else None,
                 intended_use=self.package.get("intended_use"),
             ))
         return results
@@ -242,9 +291,19 @@ class Pipeline:
     def image_from_file(self, path: str | Path, *, slice_index: int | None = None) -> np.ndarray:
         """Read ``path`` and turn it into one uint8 2-D image the model can take."""
         from meddx.data.readers import read
+
+        return self.image_from_sample(read(path), path, slice_index=slice_index)
+
+    def check_input(self, sample: Any) -> list[str]:
+        """Why ``sample`` contradicts the package's intended input (empty: no contradiction found)."""
+        from meddx.trust.intended import check_sample
+
+        return check_sample(sample, self.intended_input)
+
+    def image_from_sample(self, sample: Any, path: str | Path, *, slice_index: int | None = None) -> np.ndarray:
+        """Turn a read sample into one uint8 2-D image the model can take."""
         from meddx.data.sample import ImageSample
 
-        sample = read(path)
         if not isinstance(sample, ImageSample):
             raise InvalidValueError(
                 f"this model takes images, the file holds a {sample.kind}", path=path, field="modality",
@@ -292,11 +351,14 @@ class Pipeline:
         ``explain`` (``gradcam``, ``gradcam++``, ``scorecam``) adds a saliency map saved
         as a PNG overlay in ``explain_dir`` with its sanity and faithfulness checks.
         """
-        images = [self.image_from_file(p, slice_index=slice_index) for p in paths]
         if explain:
             self.members  # noqa: B018 - saliency needs the torch model: build it now, or say what is missing
         results = []
-        for path, image in zip(paths, images, strict=True):
+        for path in paths:
+            image, reasons = self.screen_file(path, slice_index=slice_index)
+            if image is None:
+                results.append({"file": str(path), **self.rejection(str(path), reasons).to_json_dict()})
+                continue
             prediction = self.predict_detailed(image[None], [str(path)], uncertainty=uncertainty,
                                                samples=samples)[0]
             if explain:
@@ -306,6 +368,33 @@ class Pipeline:
                                                        out_dir=Path(explain_dir or "."), stem=Path(path).stem)
             results.append({"file": str(path), **prediction.to_json_dict()})
         return results
+
+    def screen_file(self, path: str | Path, *, slice_index: int | None = None) -> tuple[np.ndarray | None, list[str]]:
+        """Read ``path`` and check it against the intended input: ``(image, [])`` or ``(None, reasons)``.
+
+        An unreadable file or one the model cannot take is a rejection with the
+        reader's message, so one bad file never aborts a batch.
+        """
+        from meddx.data.readers import read
+        from meddx.exceptions import MeddxError
+
+        try:
+            sample = read(path)
+            reasons = self.check_input(sample)
+            if reasons:
+                return None, reasons
+            return self.image_from_sample(sample, path, slice_index=slice_index), []
+        except MeddxError as exc:
+            return None, [str(exc)]
+
+    def rejection(self, input: str, reasons: list[str]) -> Prediction:
+        """The schema's ``rejected`` prediction for an input the model was not made for."""
+        from meddx.inference.schema import Prediction
+
+        return Prediction.rejected(input=input, modality=self.package.get("modality", "image"),
+                                   model=self.package["name"], model_version=str(self.package["version"]),
+                                   class_names=self.class_names, reasons=reasons,
+                                   intended_use=self.package.get("intended_use"))
 
     def predict(self, files: str | Path | list[str | Path], *, slice_index: int | None = None,
                 uncertainty: str = "auto", samples: int = 20, explain: str | None = None,

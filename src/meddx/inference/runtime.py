@@ -56,10 +56,14 @@ def default_runtime() -> str:
 def export_onnx(model: Any, folder: str | Path, *, in_chans: int, size: int, seed: int = 0) -> dict[str, Any]:
     """Export ``model`` (eval mode) to ``folder/model.onnx``; return what ``package.json`` records of it.
 
-    The export is checked on a random batch of 3 against the torch model and
-    kept only when the logits agree (see :data:`EXPORT_TOLERANCE`).
+    The export has two outputs, the logits and the penultimate features (for the
+    out-of-distribution gate, :mod:`meddx.trust.ood`); a network that cannot be split
+    that way is exported with logits alone. The export is checked on a random batch of
+    3 against the torch model and kept only when the outputs agree (see :data:`EXPORT_TOLERANCE`).
     """
     import torch
+
+    from meddx.models.heads import WithFeatures
 
     folder = Path(folder)
     target, tmp = folder / ONNX_FILE, folder / f".{ONNX_FILE}.{os.getpid()}.tmp"
@@ -67,32 +71,49 @@ def export_onnx(model: Any, folder: str | Path, *, in_chans: int, size: int, see
     model.eval()
     try:
         device = next(model.parameters()).device  # trained on a GPU: export from there
-        example = torch.zeros(2, in_chans, size, size, device=device)
-        # torch.onnx prints its progress to stdout, which belongs to the CLI's JSON output
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=EXPORT_OPSET,
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
-                                        verbose=False)
-            program.save(str(tmp))
         generator = torch.Generator().manual_seed(seed)
         check = torch.randn(3, in_chans, size, size, generator=generator)
         with torch.inference_mode():
             expected = model(check.to(device)).float().cpu().numpy()
-        got = OnnxNetwork(tmp)(check.numpy())
-        gap = float(np.max(np.abs(got - expected)))
-        scale = max(1.0, float(np.max(np.abs(expected))))
-        if not np.all(np.isfinite(got)) or gap > EXPORT_TOLERANCE * scale:
-            raise ModelError(f"the ONNX export disagrees with the torch model (max |Δlogit| {gap:.3g})",
-                             path=target, hint="Predict with the torch model (MEDDX_RUNTIME=torch)")
+        gap, outputs = None, ["logits"]
+        for wrapped, names in ((WithFeatures(model), ["logits", "features"]), (model, ["logits"])):
+            try:
+                _export(wrapped, tmp, in_chans, size, device, names)
+            except Exception:  # noqa: BLE001 - fall back to the logits-only export
+                if len(names) == 1:
+                    raise
+                log.info("exporting %s without its features output", folder, exc_info=True)
+                continue
+            got = OnnxNetwork(tmp)(check.numpy())
+            gap = float(np.max(np.abs(got - expected)))
+            scale = max(1.0, float(np.max(np.abs(expected))))
+            if np.all(np.isfinite(got)) and gap <= EXPORT_TOLERANCE * scale:
+                outputs = names
+                break
+            if len(names) == 1:
+                raise ModelError(f"the ONNX export disagrees with the torch model (max |Δlogit| {gap:.3g})",
+                                 path=target, hint="Predict with the torch model (MEDDX_RUNTIME=torch)")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)
     import onnxruntime
 
-    return {"file": ONNX_FILE, "opset": EXPORT_OPSET, "sha256": sha256(target),
+    return {"file": ONNX_FILE, "opset": EXPORT_OPSET, "sha256": sha256(target), "outputs": outputs,
             "weights_sha256": sha256(folder / WEIGHTS_FILE) if (folder / WEIGHTS_FILE).is_file() else None,
             "max_abs_logit_gap": gap, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _export(module: Any, path: Path, in_chans: int, size: int, device: Any, output_names: list[str]) -> None:
+    import torch
+
+    example = torch.zeros(2, in_chans, size, size, device=device)
+    # torch.onnx prints its progress to stdout, which belongs to the CLI's JSON output
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=EXPORT_OPSET,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
+                                    verbose=False, output_names=output_names)
+        program.save(str(path))
 
 
 def export_package(model: Any, folder: str | Path, package: dict[str, Any], *, strict: bool = False) -> dict[str, Any]:
@@ -146,7 +167,11 @@ def export_existing(model: str | Path) -> list[dict[str, Any]]:
 
 
 class OnnxNetwork:
-    """One exported network: ``network(x)`` maps float32 ``(N, C, H, W)`` to logits ``(N, K)``."""
+    """One exported network: ``network(x)`` maps float32 ``(N, C, H, W)`` to logits ``(N, K)``.
+
+    Exports written since OOD detection existed also output the penultimate features
+    (:meth:`logits_and_features`).
+    """
 
     def __init__(self, path: str | Path) -> None:
         import onnxruntime
@@ -160,9 +185,18 @@ class OnnxNetwork:
             raise ModelError(f"cannot load the ONNX export: {exc}", path=path,
                              hint="Re-export it with `meddx models export MODEL`") from exc
         self.input_name = self.session.get_inputs()[0].name
+        self.has_features = len(self.session.get_outputs()) > 1
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def logits_and_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(N, K)`` and penultimate features ``(N, D)`` (exports with a features output only)."""
+        if not self.has_features:
+            raise ModelError("this ONNX export has no features output", path=self.path,
+                             hint="Re-export it with `meddx models export MODEL`")
+        logits, features = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[:2]
+        return logits, features
 
 
 def onnx_status(folder: Path, package: dict[str, Any]) -> str | None:

@@ -31,8 +31,27 @@ class Uncertainty(BaseModel):
 
 
 class Decision(BaseModel):
-    decision: str = Field(description="positive | negative | refer (binary), or a class name | refer")
+    decision: str = Field(
+        description="positive | negative | refer (binary), or a class name | refer; rejected when the input "
+        "is not what the model was made for")
     reason: str
+
+
+class OOD(BaseModel):
+    """Out-of-distribution verdict: is this input like the model's training data?"""
+
+    method: str = Field(description="mahalanobis | knn | energy | msp (see meddx.trust.ood)")
+    score: float = Field(description="higher = farther from the training data")
+    threshold: float = Field(description="scores above it are flagged (chosen on validation data)")
+    flagged: bool
+    flag_rate: float | None = Field(None, description="share of in-distribution validation cases flagged")
+
+
+class InputCheck(BaseModel):
+    """The intended-input check run before the model (see meddx.trust.intended)."""
+
+    passed: bool
+    reasons: list[str] = Field(default_factory=list, description="why the input was rejected")
 
 
 class Explanation(BaseModel):
@@ -58,14 +77,16 @@ class Prediction(BaseModel):
     model: str
     model_version: str
     class_names: list[str]
-    probabilities: dict[str, float] = Field(description="the model's softmax output")
+    probabilities: dict[str, float] = Field(description="the model's softmax output (empty when rejected)")
     calibrated_probabilities: dict[str, float]
     calibration: str = Field(description="calibrator applied (identity when none)")
-    prediction: str = Field(description="most probable class after calibration")
-    uncertainty: Uncertainty
+    prediction: str | None = Field(description="most probable class after calibration (None when rejected)")
+    uncertainty: Uncertainty | None = Field(description="None when the input was rejected")
     prediction_set: list[str] | None = Field(None, description="conformal set; None when not fitted")
     coverage: float | None = Field(None, description="target coverage of the prediction set")
     decision: Decision
+    ood: OOD | None = Field(None, description="out-of-distribution verdict; None when the package has no detector")
+    input_check: InputCheck | None = None
     explanation: Explanation | None = None
     intended_use: str | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -82,3 +103,14 @@ class Prediction(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @classmethod
+    def rejected(cls, *, input: str, modality: str, model: str, model_version: str, class_names: list[str],
+                 reasons: list[str], intended_use: str | None = None) -> Prediction:
+        """The prediction for an input the model was not made for: no probabilities, decision ``rejected``."""
+        from meddx.trust.decide import decide
+
+        return cls(input=input, modality=modality, model=model, model_version=model_version,
+                   class_names=class_names, probabilities={}, calibrated_probabilities={}, calibration="none",
+                   prediction=None, uncertainty=None, decision=Decision(**decide(None, rejections=reasons)),
+                   input_check=InputCheck(passed=False, reasons=reasons), intended_use=intended_use)

@@ -165,6 +165,29 @@ def embed(model: Any, x: Any) -> Any:
     raise ModelError(f"{type(model).__name__} cannot be split into features and classifier", field="model")
 
 
+def logits_and_features(model: Any, x: Any) -> tuple[Any, Any]:
+    """``(logits, penultimate features)`` for ``x`` in one pass (eval-mode semantics)."""
+    features = embed(model, x)
+    return classifier(model)(features), features
+
+
+class WithFeatures:
+    """A module factory: wraps ``model`` so ``forward`` returns ``(logits, features)`` (for the ONNX export)."""
+
+    def __new__(cls, model: Any) -> Any:
+        from torch import nn
+
+        class _WithFeatures(nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: Any) -> Any:
+                return logits_and_features(self.inner, x)
+
+        return _WithFeatures(model)
+
+
 def kl_divergence(model: Any) -> Any:
     """Sum of the KL terms of every Bayesian layer in ``model`` (0 when there is none)."""
     return sum((m.kl() for m in model.modules() if is_bayes(m)), 0.0)

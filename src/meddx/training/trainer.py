@@ -59,6 +59,8 @@ class TrainConfig:
             scarce data) and the dropout in front of it (MC-dropout needs it > 0).
         calibration / conformal_alpha / target_risk: the trust layer fitted on the
             validation split after training (see :mod:`meddx.inference.trust`).
+        ood_flag_rate: share of in-distribution (validation) inputs the out-of-distribution
+            detector may flag; its threshold is chosen for this rate (see :mod:`meddx.trust.ood`).
         holdout_fraction: carve this share of the training split out as a hold-out test
             set, disjoint by patient (by near-duplicate image group when the data have
             no patient ids), never used for fitting or calibration; its indices into the
@@ -112,6 +114,7 @@ class TrainConfig:
     calibration: str = "auto"
     conformal_alpha: float = 0.1
     target_risk: float = 0.05
+    ood_flag_rate: float = 0.05
     ensemble: int = 1
     split_seed: int | None = None
     holdout_fraction: float = 0.0
@@ -142,6 +145,9 @@ class TrainConfig:
         if not 0 <= self.holdout_fraction < 0.5:
             raise ConfigError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}",
                               field="holdout_fraction")
+        if not 0 < self.ood_flag_rate < 0.5:
+            raise ConfigError(f"ood_flag_rate must be in (0, 0.5), got {self.ood_flag_rate}", field="ood_flag_rate",
+                              hint="0.05 flags about 5% of in-distribution inputs")
         if self.ensemble < 1:
             raise ConfigError(f"ensemble must be ≥ 1, got {self.ensemble}", field="ensemble")
         if not 0 < self.conformal_alpha < 1:
@@ -246,6 +252,54 @@ def predict_logits(model: Any, x: np.ndarray, mean: float, std: float, batch_siz
             batch = ((torch.from_numpy(x[start:start + batch_size]) - mean) / std).to(device)
             out.append(model(batch).float().cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+
+def predict_embeddings(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
+                       device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, classes)`` and penultimate features ``(N, D)`` for preprocessed ``x`` (eval mode)."""
+    import torch
+
+    from meddx.models.heads import logits_and_features
+
+    model.eval()
+    if device is None:
+        device = next(model.parameters()).device
+    logits, features = [], []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = ((torch.from_numpy(x[start:start + batch_size]) - mean) / std).to(device)
+            z, f = logits_and_features(model, batch)
+            logits.append(z.float().cpu().numpy())
+            features.append(f.float().cpu().numpy())
+    return np.concatenate(logits).astype(np.float64), np.concatenate(features).astype(np.float64)
+
+
+def fit_ood_gate(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, mean: float, std: float,
+                 *, flag_rate: float = 0.05) -> Any:
+    """The package's OOD gate: detectors fitted on training features, thresholds on validation features."""
+    from meddx.trust.ood import fit_ood
+
+    train_logits, train_features = predict_embeddings(model, x_train, mean, std)
+    val_logits, val_features = predict_embeddings(model, x_val, mean, std)
+    return fit_ood(train_features, train_logits, y_train, val_features, val_logits, flag_rate=flag_rate,
+                   features="penultimate layer of the network")
+
+
+def intended_input_for(sample: Any, x_train: np.ndarray, dataset: str | None) -> dict[str, Any]:
+    """What the package accepts: the catalogue's declaration plus channels and sizes seen in training."""
+    from meddx.trust.intended import IntendedInput
+
+    declared: dict[str, Any] = {}
+    if dataset:
+        from meddx.data.catalogue import get_dataset
+
+        try:
+            declared = dict(get_dataset(dataset).intended_input)
+        except Exception:  # noqa: BLE001 - a folder named like no catalogue set declares nothing
+            declared = {}
+    declared.setdefault("description", f"images like those of {dataset}" if dataset else "images like its training set")
+    declared.setdefault("channels", int(x_train.shape[1]))
+    return IntendedInput.from_dict({"kind": "image", **declared}).to_dict()
 
 
 def predict_proba(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
@@ -508,6 +562,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         trust = fit_trust(predict_logits(model, x_val, mean, std), y_val, calibration=config.calibration,
                           alpha=config.conformal_alpha, target_risk=config.target_risk,
                           fitted_on=f"validation split (n={len(y_val)})")
+        gate = fit_ood_gate(model, x_train, y_train, x_val, mean, std, flag_rate=config.ood_flag_rate)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -541,7 +596,10 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
                      "images_per_second": result.images_per_second, "seed": config.seed,
                      "pretrained": config.pretrained, "freeze": config.freeze},
         "trust": trust,
+        "ood": gate.to_package(run),
+        "intended_input": intended_input_for(sample, x_train, dataset),
         "intended_use": "Research and clinical decision support by qualified staff; not for primary diagnosis.",
+        "extra_files": ["ood.npz"],
     }
     if config.export == "onnx":
         from meddx.inference.runtime import export_package
@@ -592,6 +650,9 @@ def _train_ensemble(config: TrainConfig, *, progress: bool) -> Path:
     first = json.loads((members[0] / "package.json").read_text(encoding="utf-8"))
     (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
     first = {k: v for k, v in first.items() if k not in ("runtime", "extra_files")}  # the members' own files
+    if "ood" in first:  # the gate reads the first member's features
+        first["ood"] = {**first["ood"], "file": f"{members[0].relative_to(run)}/{first['ood']['file']}",
+                        "member": str(members[0].relative_to(run))}
     package = {**first, "kind": "ensemble", "members": [str(m.relative_to(run)) for m in members],
                "name": re.sub(r"-m0$", "", first["name"]) + f"-ensemble{config.ensemble}",
                "version": time.strftime("%Y%m%d%H%M%S")}
@@ -664,3 +725,57 @@ def _validation_arrays(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     splits, _ = resolve_splits(load_images(config.data, size=config.size), config, split_seed)
     images, labels = splits["val"]
     return images, np.asarray(labels).reshape(len(images), -1)[:, 0].astype(np.int64)
+
+
+def refit_ood(model: str | Path, *, flag_rate: float = 0.05) -> dict[str, Any]:
+    """(Re)fit a trained image package's OOD gate on its own training and validation splits; save it.
+
+    For packages trained before OOD detection existed, or to change the flag rate.
+    The splits are rebuilt from the run's ``config.json`` exactly as :func:`train` made
+    them (hold-out images excluded). Returns the new ``package.json["ood"]`` block.
+    """
+    from dataclasses import fields
+
+    from meddx.data.datasets import load_images
+    from meddx.inference import Pipeline
+    from meddx.packaging.card import write_card
+    from meddx.packaging.registry import read_package, write_package
+
+    pipeline = Pipeline.load(model, runtime="torch")
+    folder = pipeline.folder
+    config_path = folder / "config.json"
+    if pipeline.package.get("members"):
+        config_path = folder / pipeline.package["members"][0] / "config.json"
+    if not config_path.is_file():
+        raise ConfigError("the package has no config.json to rebuild its training split from", path=config_path,
+                          field="config.json", hint="Retrain it with `meddx train` (which fits the OOD gate)")
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    sample = load_images(config.data, size=config.size)
+    splits, _ = resolve_splits(sample, config, split_seed)
+    images, labels = splits["train"]
+    holdout_file = config_path.parent / "holdout.json"
+    if holdout_file.is_file():
+        held = json.loads(holdout_file.read_text(encoding="utf-8"))["indices"]
+        keep = np.setdiff1d(np.arange(len(labels)), held)
+        images, labels = images[keep], np.asarray(labels)[keep]
+    pre = pipeline.package["preprocess"]
+    x_train, x_val = prepare_arrays(images, pre["size"]), prepare_arrays(splits["val"][0], pre["size"])
+    y_train = np.asarray(labels).reshape(len(x_train), -1)[:, 0].astype(np.int64)
+    gate = fit_ood_gate(pipeline.members[0], x_train, y_train, x_val, pre["mean"], pre["std"], flag_rate=flag_rate)
+    member = folder / pipeline.package["members"][0] if pipeline.package.get("members") else folder
+    block = gate.to_package(member)
+    if member != folder:
+        block = {**block, "file": f"{pipeline.package['members'][0]}/{block['file']}",
+                 "member": pipeline.package["members"][0]}
+    package = read_package(folder)
+    package["ood"] = block
+    package.setdefault("intended_input", intended_input_for(sample, x_train, sample.meta.get("dataset")))
+    if member == folder:
+        package["extra_files"] = sorted({*package.get("extra_files", []), block["file"]})
+    if "files" in package:  # a registered package lists every file's sha256
+        package["files"] = {**package["files"], block["file"]: block["sha256"]}
+    write_package(folder, package)
+    write_card(folder, package)
+    return block
