@@ -101,16 +101,21 @@ def test_files_the_model_cannot_take_get_clear_errors(files: tuple[Path, Path, P
     pipe = Pipeline.load(run)
     volume = tmp_path / "volume.nii"
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 5)).astype(np.float32), np.eye(4)), volume)
-    with pytest.raises(InvalidValueError, match="--slice"):
-        pipe.predict(volume)
-    with pytest.raises(InvalidValueError, match="outside the volume's 5 slices") as err:
-        pipe.predict(volume, slice_index=5)
-    assert err.value.field == "slice"
+    # a file the model cannot take is a rejected prediction with the reader's reason, never an aborted batch
+    rejected = pipe.predict(volume)[0]
+    assert rejected["decision"]["decision"] == "rejected" and "--slice" in rejected["decision"]["reason"]
+    assert rejected["probabilities"] == {} and rejected["prediction"] is None
+    out_of_range = pipe.predict(volume, slice_index=5)[0]
+    assert "outside the volume's 5 slices" in out_of_range["decision"]["reason"]
+    assert "[slice]" in out_of_range["input_check"]["reasons"][0]
     assert len(pipe.predict(volume, slice_index=-1)) == 1
     flat = tmp_path / "flat.nii"
     nib.save(nib.Nifti1Image(np.ones((16, 16, 1), np.float32), np.eye(4)), flat)
     assert pipe.predict(flat)[0]["prediction"] in {"lesion", "normal"}
     broken = tmp_path / "broken.png"
     broken.write_bytes(png.read_bytes()[:40])
+    batch = pipe.predict([png, broken, png])
+    assert [r["decision"]["decision"] == "rejected" for r in batch] == [False, True, False]
+    assert str(broken) in batch[1]["decision"]["reason"]
     with pytest.raises(CorruptFileError):
-        pipe.predict(broken)
+        pipe.image_from_file(broken)

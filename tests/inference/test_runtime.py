@@ -38,7 +38,8 @@ def _images(data: Path) -> np.ndarray:
 def test_training_writes_a_checked_export(run: Path) -> None:
     package = json.loads((run / "package.json").read_text())
     info = package["runtime"]["onnx"]
-    assert (run / ONNX_FILE).is_file() and package["extra_files"] == [ONNX_FILE]
+    assert (run / ONNX_FILE).is_file() and package["extra_files"] == ["ood.npz", ONNX_FILE]
+    assert package["runtime"]["onnx"]["outputs"] == ["logits", "features"]  # features feed the OOD gate
     assert info["max_abs_logit_gap"] < 1e-4 and len(info["sha256"]) == 64 and info["weights_sha256"]
     assert onnx_status(run, package) is None
 

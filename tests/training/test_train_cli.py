@@ -63,17 +63,20 @@ def test_predict_png_and_dicom(trained: tuple[Path, Path], tmp_path: Path, capsy
 def test_predict_rejects_a_signal(trained: tuple[Path, Path], format_samples: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = trained
-    assert main(["predict", str(run), str(format_samples / "wfdb" / "a103l.hea")]) == 2
-    assert "takes images" in capsys.readouterr().err
+    assert main(["predict", str(run), str(format_samples / "wfdb" / "a103l.hea")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["decision"]["decision"] == "rejected" and "reads images" in result["decision"]["reason"]
 
 
 def test_predict_volume_needs_a_slice(trained: tuple[Path, Path], format_samples: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = trained
     volume = format_samples / "nifti" / "anatomical.nii"
-    assert main(["predict", str(run), str(volume)]) == 2
-    assert "--slice" in capsys.readouterr().err
+    assert main(["predict", str(run), str(volume)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["decision"]["decision"] == "rejected" and "--slice" in result["decision"]["reason"]
     assert main(["predict", str(run), str(volume), "--slice", "12"]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"]["decision"] != "rejected"
 
 
 def test_unknown_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -185,7 +185,7 @@ class WithFeatures:
             def forward(self, x: Any) -> Any:
                 return logits_and_features(self.inner, x)
 
-        return _WithFeatures(model)
+        return _WithFeatures(model).train(model.training)
 
 
 def kl_divergence(model: Any) -> Any:
