@@ -1,4 +1,5 @@
-"""Storage layer of the clinician service: database, encryption at rest, blobs, audit log, accounts.
+"""Storage layer of the clinician service: database, encryption at rest, blobs, audit log, accounts,
+drift monitors.
 
 Needs the ``serve`` extra (SQLAlchemy, Alembic, psycopg, cryptography, argon2-cffi).
 
@@ -13,7 +14,7 @@ Typical start-up::
 
 from __future__ import annotations
 
-from meddx.storage import audit, users
+from meddx.storage import audit, drift, users
 from meddx.storage.audit import VerifyResult
 from meddx.storage.blobs import BlobNotFoundError, BlobStore
 from meddx.storage.crypto import DecryptionError, Encryptor, rotate_key_file
@@ -29,6 +30,9 @@ from meddx.storage.models import (
     ROLES,
     AuditEntry,
     Base,
+    DriftAlarm,
+    DriftMonitorRecord,
+    DriftPoint,
     Job,
     Patient,
     Result,
@@ -48,6 +52,9 @@ __all__ = [
     "BlobNotFoundError",
     "BlobStore",
     "DecryptionError",
+    "DriftAlarm",
+    "DriftMonitorRecord",
+    "DriftPoint",
     "Encryptor",
     "Job",
     "Patient",
@@ -60,6 +67,7 @@ __all__ = [
     "begin_write",
     "create_user",
     "database_url",
+    "drift",
     "make_engine",
     "new_pseudonym",
     "open_database",

@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
     event,
 )
@@ -264,6 +265,70 @@ class AuditEntry(Base):
 
     def __repr__(self) -> str:
         return f"AuditEntry(id={self.id!r}, user={self.user!r}, action={self.action!r}, hash={self.hash[:12]!r})"
+
+
+class DriftMonitorRecord(Base):
+    """A served model's drift monitor (:class:`meddx.trust.drift.DriftMonitor`), kept across restarts.
+
+    ``state`` is the monitor's ``to_dict()`` as JSON (thresholds, CUSUM, recent window);
+    ``studies`` and ``rejected`` count every study since the monitor was made, rejected
+    inputs included, and are never reset (the monitor's own ``n`` restarts on a reset).
+    No patient data: flags and scores only.
+    """
+
+    __tablename__ = "drift_monitors"
+    __table_args__ = (UniqueConstraint("model_name", "model_version", name="uq_drift_monitors_model"),
+                      CheckConstraint("studies >= 0 AND rejected >= 0", name="counts"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    state: Mapped[str] = mapped_column(Text)  # DriftMonitor.to_dict() as JSON
+    studies: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    alarm: Mapped[bool] = mapped_column(Boolean, default=False)  # an unacknowledged alarm is open
+
+    points: Mapped[list[DriftPoint]] = relationship(back_populates="monitor", passive_deletes=True)
+    alarms: Mapped[list[DriftAlarm]] = relationship(back_populates="monitor", passive_deletes=True)
+
+
+class DriftPoint(Base):
+    """One study as the drift monitor saw it: the history the admin page draws."""
+
+    __tablename__ = "drift_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("drift_monitors.id", ondelete="CASCADE"), index=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    study: Mapped[int] = mapped_column(Integer)  # the monitor's ``studies`` count after this one
+    rejected: Mapped[bool] = mapped_column(Boolean, default=False)  # the input check refused it: no test fed
+    flagged: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # the OOD gate's verdict
+    ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)  # the model score the KS test reads
+    cusum: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ks: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recent_flag_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    alarm: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    monitor: Mapped[DriftMonitorRecord] = relationship(back_populates="points")
+
+
+class DriftAlarm(Base):
+    """A drift alarm: when it fired, why, and who acknowledged it (which resets the monitor)."""
+
+    __tablename__ = "drift_alarms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("drift_monitors.id", ondelete="CASCADE"), index=True)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    at_study: Mapped[int] = mapped_column(Integer)  # the monitor's ``studies`` count when it fired
+    reason: Mapped[str] = mapped_column(Text)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    monitor: Mapped[DriftMonitorRecord] = relationship(back_populates="alarms")
 
 
 def _dump_json(value: Any) -> bytes:
