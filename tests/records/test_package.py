@@ -36,7 +36,10 @@ def _predict(capsys, model, *files):
 def test_package_contents(heart_run):
     package = json.loads((heart_run / "package.json").read_text())
     assert package["modality"] == "tabular"
-    assert package["extra_files"] == ["records.joblib"]
+    assert package["extra_files"] == ["records.joblib", "ood.npz"]
+    assert package["intended_input"]["kind"] == "record"
+    assert package["ood"]["method"] == "mahalanobis" and package["ood"]["n_threshold"] == package["data"]["n_train"] == 477
+    assert package["ood"]["range_check"]["ranges"]["age"] == [28.0, 77.0]
     assert (heart_run / "model.safetensors").is_file()
     assert [f["name"] for f in package["feature_schema"]["features"]][:3] == ["age", "sex", "cp"]
     assert len(package["data"]["split"]["test_rows"]) == package["data"]["n_test"] == 120
@@ -83,29 +86,38 @@ def test_fhir_bundle_and_hl7_message_predict_with_missing_flagged(heart_run, cap
     assert "sex" in hl7["missing_features"] and "age" not in hl7["missing_features"]
 
 
-def test_wrong_column_type_is_a_clear_error(heart_run, tmp_path, capsys, mirror):
+def test_a_bad_cell_rejects_its_row_not_the_file(heart_run, tmp_path, capsys, mirror):
     rows = pd.read_csv(mirror / "heart-disease-uci" / "heart_disease_uci_cleveland_hungary.csv").iloc[:3]
     rows["chol"] = rows["chol"].astype(object)
     rows.loc[1, "chol"] = "high"
     bad = tmp_path / "bad.csv"
     rows.to_csv(bad, index=False)
-    capsys.readouterr()
-    assert main(["predict", str(heart_run), str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert "[chol]" in err and "'high'" in err
+    a, b, c = _predict(capsys, heart_run, bad)
+    assert b["decision"]["decision"] == "rejected" and b["prediction"] is None and b["probabilities"] == {}
+    assert "chol='high' is not a number" in b["decision"]["reason"] and b["input_check"]["passed"] is False
+    assert a["decision"]["decision"] in ("positive", "negative", "refer") and a["input_check"]["passed"] is True
+    assert a["ood"]["method"] == "mahalanobis" and c["ood"] is not None
 
 
-def test_risk_assessment_is_valid_fhir(heart_run, capsys, format_samples):
+def test_risk_assessment_is_valid_fhir(heart_run, tmp_path, capsys, format_samples, mirror):
     from meddx.records.fhir import risk_assessment
 
-    p = _predict(capsys, heart_run, format_samples / FHIR)[0]
+    rows = pd.read_csv(mirror / "heart-disease-uci" / "heart_disease_uci_cleveland_hungary.csv").iloc[:1]
+    rows.to_csv(tmp_path / "one.csv", index=False)
+    p = _predict(capsys, heart_run, tmp_path / "one.csv")[0]
+    assert p["ood"]["flagged"] is False
     resource = risk_assessment(p, subject="example")
-    assert resource["resourceType"] == "RiskAssessment"
+    assert resource["resourceType"] == "RiskAssessment" and resource["status"] == "final"
     assert resource["prediction"][0]["probabilityDecimal"] == pytest.approx(
         p["calibrated_probabilities"]["disease"], abs=1e-6)
-    assert any("missing features" in n["text"] for n in resource["note"])
     with pytest.raises(InvalidValueError, match="not valid FHIR"):
         risk_assessment(p, subject="example", when="yesterday-ish")  # not a FHIR dateTime
+    newborn = _predict(capsys, heart_run, format_samples / FHIR)[0]  # flagged: age far below the training range
+    resource = risk_assessment(newborn, subject="example")
+    assert resource["status"] == "preliminary" and "probabilityDecimal" not in resource["prediction"][0]
+    assert resource["prediction"][0]["qualitativeRisk"]["text"].startswith("not assessed")
+    assert resource["note"][0]["text"].startswith("not a risk estimate: outside the model's training data")
+    assert any("missing features" in n["text"] for n in resource["note"])
 
 
 def test_predict_fhir_flag_prints_risk_assessments(heart_run, capsys, format_samples):

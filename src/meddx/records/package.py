@@ -77,7 +77,9 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
 
     from meddx.evaluation.metrics import bootstrap_metrics
     from meddx.records.explain import attributions, global_importance, method_of
+    from meddx.records.intended import intended_input
     from meddx.records.models import ARCHITECTURES, MODELS, make_pipeline, select_model
+    from meddx.records.ood import RANGE_MARGIN, fit_gate, log_probs, model_inputs, training_ranges
     from meddx.records.schema import load_table
     from meddx.records.stats import ece
     from meddx.records.transform import feature_groups
@@ -113,10 +115,15 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     run = _run_folder(out, name)
     pre = pipe.named_steps["pre"].named_steps
     clean_tr = pre["codes"].transform(pre["units"].transform(frame.iloc[tr]))
-    ranges = {f.name: [float(clean_tr[f.name].min()), float(clean_tr[f.name].max())]
-              for f in task.features if f.kind == "numeric" and clean_tr[f.name].notna().any()}
+    ranges = training_ranges(clean_tr, task)
+    Z_ood = model_inputs(pipe, frame.iloc[tr])
+    gate, reference = fit_gate(Z_ood, log_probs(est, Z_ood), y[tr], seed=seed)
+    ood = {**gate.to_package(run), "range_check": {
+        "margin": RANGE_MARGIN, "ranges": ranges,
+        "rule": f"a value more than {RANGE_MARGIN:.0%} of the training range beyond it flags the record"}}
     joblib.dump({"pipeline": pipe, "background": background, "groups": groups, "task": task.to_dict(),
-                 "ranges": ranges}, run / JOBLIB)
+                 "ranges": ranges, "ood_reference": reference,
+                 "train_hashes": sorted(row_hashes(task, frame.iloc[tr]))}, run / JOBLIB)
     _save_weights(run, est)
     calibration = ("logistic loss (no separate calibrator)" if kind == "logreg" else
                    "mean of the members' Platt scaling" if kind == "hybrid" else
@@ -133,6 +140,8 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         "feature_schema": task.to_dict(),
         "data": {"dataset": task.name if data == task.name else None, "source": str(path), "n": int(len(y)),
                  "n_train": int(len(tr)), "n_test": int(len(te)), "positives": int(y.sum()),
+                 "train_prevalence": float(y[tr].mean()),
+                 **({"sites": sorted(set(frame[task.site].astype(str)))} if task.site in frame else {}),
                  "split": {"method": "stratified 80/20", "seed": seed, "test_rows": te.tolist()}},
         "seed": seed,
         "model_selection": selection,
@@ -143,7 +152,10 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         "global_importance": global_importance(phi, task.names),
         "intended_use": f"research: risk of {task.class_names[1]} from routine clinical records "
                         f"({task.name}); not for clinical decisions",
-        "extra_files": [JOBLIB],
+        "intended_input": intended_input(task, sites=sorted(set(frame.iloc[tr][task.site].astype(str)))
+                                         if task.site in frame else None, n=int(len(tr))),
+        "ood": ood,
+        "extra_files": [JOBLIB, ood["file"]],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     from meddx.packaging.registry import write_package
@@ -159,23 +171,57 @@ def load(folder: Path, package: dict[str, Any]) -> dict[str, Any]:
     return load_joblib(folder, package, JOBLIB)
 
 
-def _rows(package: dict[str, Any], task: Any, frame: Any, data: str, split: str | None) -> tuple[Any, str]:
-    """The rows to evaluate and the split's name."""
+def row_hashes(task: Any, frame: Any) -> list[str]:
+    """A short hash of each row's feature values (numbers to 6 significant digits): finds rows a model saw."""
+    import hashlib
+    import math
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.6g}"
+        return str(v)
+
+    typed = task.frame(frame)
+    return [hashlib.sha1("|".join(cell(v) for v in row).encode()).hexdigest()[:16]
+            for row in typed.itertuples(index=False)]
+
+
+def _rows(package: dict[str, Any], bundle: dict[str, Any], task: Any, frame: Any, data: str,
+          split: str | None) -> tuple[Any, str, int]:
+    """The rows to evaluate, the split's name and how many of them the model trained on.
+
+    The default is always data the model never saw: the package's own test rows, or, for
+    other data, every row that is not identical to a training row. An explicit split that
+    includes training rows is evaluated as asked and counted (``evaluate`` then says so).
+    """
     same = data == (package.get("data") or {}).get("dataset") or str(Path(data).resolve()) == str(
         Path((package.get("data") or {}).get("source", "")).resolve())
     test_rows = np.asarray(package["data"]["split"]["test_rows"], dtype=int)
+    trained = set(bundle.get("train_hashes") or ())
+
+    def seen_in(rows: Any) -> np.ndarray:
+        if same:
+            return ~rows.index.isin(frame.index[test_rows])
+        return np.isin(row_hashes(task, rows), list(trained)) if trained and len(rows) else np.zeros(len(rows), bool)
+
     if split in (None, "test") and same:
-        return frame.iloc[test_rows], "test"
+        return frame.iloc[test_rows], "test", 0
     if split == "train" and same:
-        return frame.drop(index=frame.index[test_rows]), "train"
-    if split in (None, "all"):
-        return frame, "all"
+        rows = frame.drop(index=frame.index[test_rows])
+        return rows, "train", len(rows)
+    if split is None:
+        seen = seen_in(frame)
+        if seen.any():
+            return frame[~seen], f"all rows not used in training ({int(seen.sum())} training rows left out)", 0
+        return frame, "all", 0
+    if split == "all":
+        return frame, "all", int(seen_in(frame).sum())
     if task.site and split in set(frame[task.site].astype(str)):
         rows = frame[frame[task.site].astype(str) == split]
         if same:  # only the held-out rows of that site: the others trained the model
             rows = rows[rows.index.isin(frame.index[test_rows])]
-            return rows, f"test:{split}"
-        return rows, split
+            return rows, f"test:{split}", 0
+        return rows, split, int(seen_in(rows).sum())
     choices = ["test", "train", "all"] + (sorted(set(frame[task.site].astype(str))) if task.site else [])
     raise ConfigError(f"no split {split!r} for {data}", field="split", hint=f"Choose one of {choices}")
 
@@ -189,15 +235,57 @@ def _score(package: dict[str, Any], bundle: dict[str, Any], data: str, split: st
     _, frame, _ = load_table(data)
     if task.target not in frame.columns:
         raise ConfigError(f"{data} has no label column {task.target!r}", field=task.target)
-    rows, chosen = _rows(package, task, frame, data, split)
-    y = task.label(rows[task.target])
-    p = bundle["pipeline"].predict_proba(rows)[:, 1]
-    return {"task": task, "rows": rows, "y": y, "p": p, "split": chosen, "data": data}
+    rows, chosen, seen = _rows(package, bundle, task, frame, data, split)
+    rejected = _screen_rows(package, task, rows)
+    kept = rows[[not r for r in rejected]] if any(rejected) else rows
+    y = task.label(kept[task.target])
+    p = bundle["pipeline"].predict_proba(kept)[:, 1] if len(kept) else np.zeros(0)
+    return {"task": task, "rows": kept, "y": y, "p": p, "split": chosen, "data": data, "seen": seen,
+            "rejected": [r for r in rejected if r], "n_asked": int(len(rows))}
+
+
+def _screen_rows(package: dict[str, Any], task: Any, rows: Any) -> list[list[str]]:
+    """The intended-input reasons of each labelled row (empty lists: accepted)."""
+    from meddx.records.intended import RecordRow
+    from meddx.trust.intended import check_sample
+
+    intended = package.get("intended_input")
+    if not intended:
+        return [[] for _ in range(len(rows))]
+    units = dict(rows.attrs.get("units") or {})
+    return [check_sample(RecordRow(str(i), {f: rec.get(f) for f in task.names if f in rec}, units), intended)
+            for i, rec in zip(rows.index, rows.to_dict("records"), strict=True)]
+
+
+def _shift(folder: Path, package: dict[str, Any], bundle: dict[str, Any], s: dict[str, Any], ece_value: float,
+           n_boot: int, seed: int) -> dict[str, Any]:
+    """Is this batch like the training data, and is the model calibrated here (see :mod:`meddx.records.ood`)."""
+    from meddx.records.ood import log_probs, model_inputs, shift_summary, verdicts
+    from meddx.trust.ood import DEFAULT_FLAG_RATE, load_gate
+
+    pipe = bundle["pipeline"]
+    pre = pipe.named_steps["pre"].named_steps
+    gate = load_gate(folder, package)
+    Z = model_inputs(pipe, s["rows"])
+    clean = pre["codes"].transform(pre["units"].transform(s["rows"]))
+    rows = verdicts(gate, Z, log_probs(pipe.named_steps["model"], Z), clean, bundle.get("ranges") or {},
+                    units={f.name: f.unit for f in s["task"].features})
+    data = package.get("data") or {}
+    prevalence = data.get("train_prevalence", data.get("positives", 0) / max(data.get("n", 1), 1))
+    return shift_summary(s["y"], s["p"], rows, reference=bundle.get("ood_reference"), train_prevalence=prevalence,
+                         flag_rate=gate.flag_rate if gate is not None else DEFAULT_FLAG_RATE, ece_value=ece_value,
+                         n_boot=n_boot, seed=seed)
 
 
 def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | None = None, n_boot: int = 1000,
              out: Path | None = None, seed: int = 0, positive: str | None = None) -> dict[str, Any]:
-    """Metrics with bootstrap 95% CIs (plus PR-AUC, Brier and ECE) on a split or a site."""
+    """Metrics with bootstrap 95% CIs (plus PR-AUC, Brier and ECE) on a split or a site, and the shift block.
+
+    By default only data the model never saw is evaluated; an explicit ``split`` that holds
+    training rows is evaluated as asked, named so in ``split`` (hence the CLI's title) and
+    marked ``"validation": false``. Rows the intended-input check rejects (implausible
+    values) are left out of the metrics and counted, as ``predict`` would reject them.
+    """
     from sklearn.metrics import average_precision_score, brier_score_loss
 
     from meddx.evaluation.metrics import bootstrap_metrics
@@ -226,12 +314,25 @@ def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | N
                    for b in range(10) if (bins == b).any()]
     task = s["task"]
     missing = {f: float(s["rows"][f].isna().mean()) if f in s["rows"] else 1.0 for f in task.names}
-    result = {"model": package.get("name"), "version": package.get("version"), "data": s["data"],
-              "split": s["split"], "n": int(len(y)), "n_groups": 0, "class_names": names, "positive": names[pos],
+    seen = int(s["seen"])
+    chosen = s["split"]
+    if seen:
+        chosen = (f"{chosen}: {seen} of {s['n_asked']} rows were used to train the model, so this is not a "
+                  "validation" if seen < s["n_asked"] else f"{chosen}: the model's own training rows, not a validation")
+    result = {"model": package.get("name"), "version": package.get("version"),
+              "data": s["data"], "split": chosen, "validation": not seen,
+              "seen_in_training": {"rows": seen, "of": s["n_asked"]},
+              "n": int(len(y)), "n_groups": 0, "class_names": names, "positive": names[pos],
               "prevalence": float(y.mean()), "metrics": metrics,
               "calibration": {"method": package.get("trust", {}).get("calibration"), "ece_bins": 10,
                               "reliability": reliability},
-              "missing_share": {k: v for k, v in missing.items() if v > 0}}
+              "missing_share": {k: v for k, v in missing.items() if v > 0},
+              "input_check": {"rejected": len(s["rejected"]), "of": s["n_asked"],
+                              "examples": [r[0] for r in s["rejected"][:5]]}}
+    result["shift"] = _shift(folder, package, bundle, s, metrics["ece"]["value"], n_boot, seed)
+    if seen:
+        result["shift"]["warning"] = ("rows the model trained on look familiar by construction: the flag share and "
+                                      "calibration here overstate how well the model fits new data")
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -239,82 +340,140 @@ def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | N
 
 
 # --------------------------------------------------------------------------------------- predict
-def _read_csv(path: Path, task: Any) -> Any:
-    """The rows of a CSV typed against the task's schema; a bad cell raises naming its column."""
-    import dataclasses
+def _read_csv(path: Path, task: Any) -> list[tuple[str, Any]]:
+    """One :class:`~meddx.records.intended.RecordRow` per CSV row, cells kept as text.
+
+    Cells are typed and checked row by row (:mod:`meddx.records.intended`), so one bad cell
+    rejects its row, not the file. A column ``<feature>_unit`` gives that feature's unit.
+    """
+    import csv
 
     import pandas as pd
 
-    from meddx.data.readers import read
-    from meddx.data.readers.table import BUILTIN_SCHEMAS, TableSchema
+    from meddx.exceptions import CorruptFileError, EmptyDataError
+    from meddx.records.intended import UNIT_SUFFIX, RecordRow
 
-    if task.table_schema in BUILTIN_SCHEMAS:
-        base = BUILTIN_SCHEMAS[task.table_schema]
-        relaxed = TableSchema(columns={k: dataclasses.replace(v, required=False) for k, v in base.columns.items()},
-                              target=base.target, na_values=base.na_values, extra_columns="keep", name=base.name)
-        frame = read(path, schema=relaxed).frame
-    else:
-        frame = pd.read_csv(path)
-    return task.frame(frame, path=path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None if path.suffix.lower() != ".tsv"
+                            else "\t", engine="python", encoding="utf-8-sig")
+    except pd.errors.EmptyDataError as exc:
+        raise EmptyDataError("the file is empty", path=path, hint="Expected a header line and data rows") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+        raise CorruptFileError(f"not a readable CSV: {exc}", path=path,
+                               hint="A row has more fields than the header, or a quote is not closed") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    present = [f for f in task.names if f in frame.columns]
+    unit_cols = {f: f"{f}{UNIT_SUFFIX}" for f in task.names if f"{f}{UNIT_SUFFIX}" in frame.columns}
+    rows = []
+    for i, rec in enumerate(frame.to_dict("records")):
+        label = f"{path}#row{i + 1}"
+        units = {f: str(rec[c]).strip() for f, c in unit_cols.items() if str(rec[c]).strip()}
+        rows.append((label, RecordRow(label, {f: rec[f] for f in present}, units), {}))
+    return rows
 
 
 def _cases(path: Path, task: Any) -> list[tuple[str, Any, dict[str, str]]]:
+    """``(input label, RecordRow, feature -> source)`` per CSV row or per patient of a FHIR/HL7 file."""
     from meddx.records.fhir import record_frame
+    from meddx.records.intended import RecordRow
 
     if not path.is_file():
-        raise InvalidValueError("input not found", path=path)
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        frame = _read_csv(path, task)
-        units = {}
-        return [(f"{path}#row{i + 1}", frame.iloc[[i]], units) for i in range(len(frame))]
-    frame, sources = record_frame(path, task)
-    return [(f"{path}#patient={idx}" if len(frame) > 1 else str(path), frame.iloc[[i]].copy(), sources)
-            for i, idx in enumerate(frame.index)] if len(frame) else []
+        raise InvalidValueError("input not found", path=path, hint="Give a CSV, a FHIR R4 JSON or an HL7 v2 file")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return _read_csv(path, task)
+    frame, _ = record_frame(path, task)
+    row_units = frame.attrs.get("row_units") or {}
+    row_sources = frame.attrs.get("row_sources") or {}
+    out = []
+    for idx, rec in zip(frame.index, frame.to_dict("records"), strict=True):
+        label = f"{path}#patient={idx}" if len(frame) > 1 else str(path)
+        out.append((label, RecordRow(label, rec, dict(row_units.get(idx) or {})), dict(row_sources.get(idx) or {})))
+    return out
+
+
+def _rejected(package: dict[str, Any], label: str, reasons: list[str]) -> dict[str, Any]:
+    from meddx.inference.schema import Prediction
+
+    return Prediction.rejected(input=label, modality="tabular", model=str(package.get("name")),
+                               model_version=str(package.get("version")), class_names=list(package["class_names"]),
+                               reasons=reasons, intended_use=package.get("intended_use")).to_json_dict()
 
 
 def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options: Any) -> list[dict[str, Any]]:
-    """One Prediction dict per CSV row, FHIR bundle or HL7 v2 message (per patient)."""
-    from meddx.inference.schema import Decision, Prediction, Uncertainty
+    """One Prediction dict per CSV row, FHIR bundle or HL7 v2 message (per patient).
+
+    Each record is first checked against the package's intended input (units, plausible
+    ranges, categories): a record that fails is ``rejected`` with reasons naming the
+    feature and the fix, and an unreadable file is one rejected prediction; neither stops
+    the batch. Accepted records carry the OOD verdict (``ood``: feature-space distance, or
+    a value far outside the training range) and a decision made by
+    :func:`meddx.trust.decide.decide` (``refer`` when flagged).
+    """
+    from meddx.exceptions import MeddxError
+    from meddx.inference.schema import OOD, Decision, InputCheck, Prediction, Uncertainty
     from meddx.records.explain import attributions, method_of
+    from meddx.records.intended import intended_input, typed_row
+    from meddx.records.ood import decision as ood_decision
+    from meddx.records.ood import verdicts
     from meddx.records.schema import TaskSchema
+    from meddx.trust.intended import check_sample
+    from meddx.trust.ood import load_gate
 
     _threads()
     bundle = load(folder, package)
     task = TaskSchema.from_dict(bundle["task"])
+    intended = package.get("intended_input") or intended_input(task)  # packages from before the check existed
+    gate = load_gate(folder, package)
     pipe = bundle["pipeline"]
     est = pipe.named_steps["model"]
     pre = pipe.named_steps["pre"]
     names = list(package["class_names"])
+    model_units = {f.name: f.unit for f in task.features}
     results = []
     for item in inputs:
         path = Path(item)
-        cases = _cases(path, task)
+        try:
+            cases = _cases(path, task)
+        except MeddxError as exc:
+            results.append(_rejected(package, str(path), [str(exc)]))
+            continue
         if not cases:
-            raise InvalidValueError("no record found in the input", path=path)
-        for label, row, sources in cases:
+            results.append(_rejected(package, str(path), [f"no record of a patient found in {path}"]))
+            continue
+        for label, record, sources in cases:
+            reasons = check_sample(record, intended)
+            if reasons:
+                results.append(_rejected(package, label, reasons))
+                continue
+            row = typed_row(record, task)
             units = dict(row.attrs.get("units") or {})
             harmonised = pre.named_steps["units"].transform(row)
             clean = pre.named_steps["codes"].transform(harmonised)
             absent = [f for f in task.names if row[f].isna().iloc[0]]
-            implausible = [f for f in task.names if f not in absent and clean[f].isna().iloc[0]]
-            missing = absent + implausible
+            coded = [f for f in task.names if f not in absent and clean[f].isna().iloc[0]]
+            missing = absent + coded
             Z = np.asarray(pre.named_steps["encode"].transform(clean), dtype=np.float32)
             p1 = float(est.predict_proba(Z)[0, 1])
             raw = float(est.raw_proba(Z)[0]) if hasattr(est, "raw_proba") else p1
+            q1 = min(max(p1, 1e-12), 1 - 1e-12)
+            verdict = verdicts(gate, Z.astype(np.float64), np.array([[np.log1p(-q1), np.log(q1)]]), clean,
+                               bundle.get("ranges") or {}, units=model_units)[0]
             phi, base = attributions(est, Z, bundle["groups"], len(task.names), bundle["background"],
                                      permutations=8, seed=0)
             warnings: list[str] = []
             if missing:
                 warnings.append(f"missing features (imputed, flagged): {', '.join(missing)}")
-            if implausible:
-                warnings.append("implausible or missing-code values treated as missing: " + ", ".join(
-                    f"{f}={harmonised[f].iloc[0]!r}" for f in implausible))
+            if coded:
+                warnings.append("missing-value codes treated as missing: " + ", ".join(
+                    f"{f}={harmonised[f].iloc[0]!r}" for f in coded))
             outside = [f"{f}={clean[f].iloc[0]:.4g} (training {lo:.4g}-{hi:.4g})"
                        for f, (lo, hi) in (bundle.get("ranges") or {}).items()
                        if clean[f].notna().iloc[0] and not lo <= clean[f].iloc[0] <= hi]
             if outside:
                 warnings.append("outside the range seen in training (extrapolation): " + ", ".join(outside))
+            if verdict["flagged"]:
+                what = "; ".join(verdict["range"]) if verdict["range"] else "far from every training record"
+                warnings.append(f"outside the model's training data: {what}")
             converted = [f"{f} from {u}" for f, u in units.items() if f in task.names and u != task.feature(f).unit]
             if converted:
                 warnings.append("units converted: " + ", ".join(converted))
@@ -324,13 +483,16 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
             q = np.clip(np.array([1 - p1, p1]), 1e-12, 1)
             entropy = float(-(q * np.log(q)).sum())
             if share > REFER_MISSING_SHARE:
-                decision = Decision(decision="refer", reason=f"{len(missing)} of {len(task.names)} features are "
-                                    f"missing (more than {REFER_MISSING_SHARE:.0%}); P({names[1]}) = {p1:.2f} rests "
-                                    "mostly on imputed values")
+                trust = {"decision": "refer", "reason": f"{len(missing)} of {len(task.names)} features are "
+                         f"missing (more than {REFER_MISSING_SHARE:.0%}); P({names[1]}) = {p1:.2f} rests "
+                         "mostly on imputed values"}
             else:
-                decision = Decision(decision="positive" if p1 >= 0.5 else "negative",
-                                    reason=f"P({names[1]}) = {p1:.2f} (threshold 0.5)"
-                                    + (f"; {len(missing)} feature(s) imputed" if missing else ""))
+                trust = {"decision": "positive" if p1 >= 0.5 else "negative",
+                         "reason": f"P({names[1]}) = {p1:.2f} (threshold 0.5)"
+                         + (f"; {len(missing)} feature(s) imputed" if missing else "")}
+            made = ood_decision(trust, verdict)
+            if verdict["flagged"] and trust["decision"] == "refer":
+                made["reason"] += f"; also {trust['reason']}"
             features = {}
             for f in task.names:
                 v = clean[f].iloc[0]
@@ -345,7 +507,10 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
                 uncertainty=Uncertainty(method="none", samples=1, predictive_entropy=entropy,
                                         expected_entropy=entropy, mutual_information=0.0,
                                         max_probability=float(q.max())),
-                decision=decision, intended_use=package.get("intended_use"), warnings=warnings,
+                decision=Decision(**made),
+                ood=OOD(**{k: verdict[k] for k in ("method", "score", "threshold", "flagged", "flag_rate")})
+                if "method" in verdict else None,
+                input_check=InputCheck(passed=True), intended_use=package.get("intended_use"), warnings=warnings,
                 attributions={f: float(v) for f, v in zip(task.names, phi[0])},
                 attribution_method=method_of(est), attribution_base=float(base[0]),
                 missing_features=missing, features=features)

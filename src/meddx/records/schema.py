@@ -35,7 +35,9 @@ class Feature:
         name: column name.
         kind: ``numeric``, ``binary`` (0/1, bool) or ``categorical``.
         unit: the unit the model expects (values in other units are converted).
-        min, max: plausible range; values outside are treated as missing and flagged.
+        min, max: plausible range in ``unit``. At prediction a value outside it is not imputed:
+            the record is rejected with a reason naming the feature (a wrong unit or a typo
+            would otherwise become a confident risk). Training tables never hold such values.
         missing_codes: values meaning "not measured" (turned into NaN before imputation).
         categories: allowed values of a categorical feature.
         loinc: LOINC codes whose Observation value fills this feature.
@@ -219,11 +221,16 @@ def _parse_rule(rule: str) -> tuple[str, float]:
 
 # ---------------------------------------------------------------------------- registry
 def _from_table_schema(name: str, *, target: str, drop: Mapping[str, str], loinc: Mapping[str, tuple[str, ...]],
-                       conversions: Mapping[str, Mapping[str, float]] | None = None, **kw: Any) -> TaskSchema:
+                       conversions: Mapping[str, Mapping[str, float]] | None = None,
+                       plausible: Mapping[str, tuple[float | None, float | None]] | None = None,
+                       **kw: Any) -> TaskSchema:
+    """A task from a built-in table schema; ``plausible`` narrows a column's (min, max) where the reader's
+    range is only a sanity bound (``trestbps >= 0``) and a value inside it can still not be a patient's."""
     from meddx.data.readers.table import BUILTIN_SCHEMA_FILES, BUILTIN_SCHEMAS
 
     table = BUILTIN_SCHEMAS[name]
     conversions = conversions or {}
+    plausible = plausible or {}
     features = []
     for col, spec in table.columns.items():
         if col == target or col in drop or not spec.required:
@@ -234,8 +241,9 @@ def _from_table_schema(name: str, *, target: str, drop: Mapping[str, str], loinc
             kind = "categorical"
         else:
             kind = "numeric"
+        low, high = plausible.get(col, (spec.min, spec.max))
         features.append(Feature(
-            name=col, kind=kind, unit=spec.unit, min=spec.min, max=spec.max,
+            name=col, kind=kind, unit=spec.unit, min=low, max=high,
             missing_codes=tuple(c for c in spec.missing if not isinstance(c, str)),
             categories=spec.categories if kind == "categorical" else None, loinc=loinc.get(col, ()),
             conversions=conversions.get(col, {}), description=spec.description))
@@ -249,6 +257,15 @@ def _from_table_schema(name: str, *, target: str, drop: Mapping[str, str], loinc
 # 10230-1 LV ejection fraction.
 _CHOL = {"mmol/L": 38.67, "mg/dl": 1.0}
 _GLUCOSE = {"mmol/L": 18.016, "mg/dl": 1.0}
+# Plausible ranges (in the task's units) where the reader's bound is only ">= 0": wide physiological
+# limits that hold every row of the mirror's tables (checked by tests/records/test_intended.py) and
+# catch a value in the wrong unit (cholesterol 5.2 given without "mmol/L" is below 50 mg/dL).
+_HEART_PLAUSIBLE = {"trestbps": (40.0, 300.0), "chol": (50.0, 1000.0), "thalch": (30.0, 250.0)}
+_FAILURE_PLAUSIBLE = {"creatinine_phosphokinase": (0.0, 100000.0), "platelets": (1000.0, 2000000.0),
+                      "serum_creatinine": (0.1, 30.0), "serum_sodium": (90.0, 200.0)}
+_PIMA_PLAUSIBLE = {"Glucose": (20.0, 400.0), "BloodPressure": (20.0, 250.0), "BMI": (10.0, 100.0),
+                   "DiabetesPedigreeFunction": (0.0, 10.0)}
+_STROKE_PLAUSIBLE = {"avg_glucose_level": (20.0, 500.0)}
 
 TASKS: dict[str, TaskSchema] = {}
 
@@ -262,7 +279,7 @@ register_task(_from_table_schema(
     "heart-disease-uci", target="num", positive_rule="> 0", class_names=("no disease", "disease"), site="dataset",
     drop={"id": "row identifier", "dataset": "hospital (site), kept for site-shift experiments"},
     loinc={"age": ("30525-0",), "trestbps": ("8480-6",), "chol": ("2093-3", "14647-2"), "thalch": ("8867-4",)},
-    conversions={"chol": _CHOL, "trestbps": {"kPa": 7.50062}}))
+    conversions={"chol": _CHOL, "trestbps": {"kPa": 7.50062}}, plausible=_HEART_PLAUSIBLE))
 register_task(_from_table_schema(
     "breast-cancer-wisconsin-diagnostic", target="target", positive_rule="== 0", class_names=("benign", "malignant"),
     drop={}, loinc={}))
@@ -270,17 +287,18 @@ register_task(_from_table_schema(
     "pima-indians-diabetes", target="Outcome", class_names=("no diabetes", "diabetes"), drop={},
     loinc={"Glucose": ("2345-7", "1558-6", "15074-8"), "BloodPressure": ("8462-4",), "Insulin": ("20448-7",),
            "BMI": ("39156-5",), "Age": ("30525-0",)},
-    conversions={"Glucose": _GLUCOSE, "Insulin": {"pmol/L": 1 / 6.0}}))
+    conversions={"Glucose": _GLUCOSE, "Insulin": {"pmol/L": 1 / 6.0}}, plausible=_PIMA_PLAUSIBLE))
 register_task(_from_table_schema(
     "heart-failure-clinical-records", target="DEATH_EVENT", class_names=("survived", "died"),
     drop={"time": "follow-up time: short follow-up is caused by death, so it leaks the outcome"},
     loinc={"age": ("30525-0",), "creatinine_phosphokinase": ("2157-6",), "ejection_fraction": ("10230-1",),
            "platelets": ("777-3",), "serum_creatinine": ("2160-0",), "serum_sodium": ("2951-2",)},
-    conversions={"serum_creatinine": {"umol/L": 1 / 88.42, "µmol/L": 1 / 88.42}, "serum_sodium": {"mmol/L": 1.0}}))
+    conversions={"serum_creatinine": {"umol/L": 1 / 88.42, "µmol/L": 1 / 88.42}, "serum_sodium": {"mmol/L": 1.0}},
+    plausible=_FAILURE_PLAUSIBLE))
 register_task(_from_table_schema(
     "stroke-kaggle", target="stroke", class_names=("no stroke", "stroke"), drop={"id": "row identifier"},
     loinc={"age": ("30525-0",), "avg_glucose_level": ("2345-7", "15074-8"), "bmi": ("39156-5",)},
-    conversions={"avg_glucose_level": _GLUCOSE}))
+    conversions={"avg_glucose_level": _GLUCOSE}, plausible=_STROKE_PLAUSIBLE))
 
 SEX_VALUES: dict[str, dict[str, Any]] = {
     "heart-disease-uci": {"feature": "sex", "male": "Male", "female": "Female"},
