@@ -42,8 +42,25 @@ def meddx_home(home: Path) -> Iterator[None]:
             os.environ["MEDDX_HOME"] = old
 
 
+CHEST_XRAY = {"description": "paediatric frontal chest radiographs", "kind": "image", "dicom_modalities": ["CR", "DX"],
+              "body_parts": ["CHEST", "THORAX", "LUNG"], "photometric": ["MONOCHROME1", "MONOCHROME2"],
+              "channels": 1}
+"""The intended input the test models declare: a chest X-ray model's (as the PneumoniaMNIST package does)."""
+
+
+def declare_intended_input(run: Path, intended: dict[str, Any] | None = None) -> Path:
+    """Make ``run``'s package declare ``intended`` (default :data:`CHEST_XRAY`), so the input check runs for real."""
+    from meddx.packaging.registry import read_package, write_package
+
+    package = read_package(run)
+    package["intended_input"] = dict(intended or CHEST_XRAY)
+    write_package(run, package)
+    return run
+
+
 def train_tiny_model(work: Path, *, size: int = 16, epochs: int = 2) -> Path:
-    """A cnn-tiny package trained in seconds on generated PNGs (with dropout, so MC-dropout works)."""
+    """A cnn-tiny package trained in seconds on generated PNGs (with dropout, so MC-dropout works), declared a
+    chest X-ray model (CR/DX) so a CT slice is rejected; training fits its OOD gate."""
     from meddx.training import TrainConfig, train
 
     repo = str(Path(__file__).resolve().parents[2])
@@ -56,7 +73,7 @@ def train_tiny_model(work: Path, *, size: int = 16, epochs: int = 2) -> Path:
     # split of 4 images scores every candidate inf, and the registry refuses a package.json holding inf
     config = TrainConfig(data=str(data), model="cnn-tiny", epochs=epochs, threads=1, drop_rate=0.2,
                          calibration="temperature", out=str(work / "run"))
-    return train(config, progress=False)
+    return declare_intended_input(train(config, progress=False))
 
 
 @dataclass(frozen=True)

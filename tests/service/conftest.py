@@ -1,7 +1,8 @@
 """Fixtures for the clinician service tests: apps on SQLite and PostgreSQL, a tiny registered model, users.
 
 A tiny ``cnn-tiny`` model is trained once per test session (2 epochs on 32
-generated 16 px PNGs) and registered into the home of every app built here, so
+generated 16 px PNGs; training fits its OOD gate), declared a chest X-ray model
+(DICOM CR/DX of the chest, so a CT slice is rejected) and registered into the home of every app built here, so
 each app is independent: its own ``MEDDX_HOME`` (database file, encrypted
 blobs, key files, upload folder) and, on PostgreSQL, its own database made with
 ``CREATE DATABASE`` on the throwaway server of ``tests/storage/conftest.py``
@@ -31,6 +32,7 @@ from sqlalchemy.engine import make_url
 
 from meddx.storage import users as users_module
 from tests._factories import make_labelled_pngs
+from tests.service._server import declare_intended_input
 from tests.storage.conftest import _create_database, _drop_database, _pg_admin, postgres_url  # noqa: F401
 
 ROLES = ("admin", "clinician", "engineer")
@@ -58,8 +60,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("MEDDX_CACHE_DIR", str(base / "cache"))
         data = make_labelled_pngs(base / "scans", n=32, size=16)
         # calibration pinned: the tests check the calibrated output of a known calibrator
-        return train(TrainConfig(data=str(data), model="cnn-tiny", epochs=2, out=str(base / "run"), drop_rate=0.2,
-                                 threads=1, calibration="temperature"), progress=False)
+        run = train(TrainConfig(data=str(data), model="cnn-tiny", epochs=2, out=str(base / "run"), drop_rate=0.2,
+                                threads=1, calibration="temperature"), progress=False)
+        return declare_intended_input(run)
 
 
 @dataclass
@@ -236,17 +239,20 @@ def png_bytes(size: int = 16, seed: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-def dicom_bytes(tmp: Path, patient_name: str, patient_id: str, size: int = 16) -> bytes:
-    """A DICOM made by the factory, with PatientName and PatientID set."""
+def dicom_bytes(tmp: Path, patient_name: str, patient_id: str, size: int = 16, modality: str = "CR",
+                body_part: str | None = "CHEST") -> bytes:
+    """A DICOM made by the factory, with PatientName and PatientID set; a chest radiograph (CR) unless told."""
     import numpy as np
     import pydicom
 
     from tests._factories import write_dicom
 
     path = write_dicom(tmp / f"study-{secrets.token_hex(3)}.dcm", (np.arange(size * size) % 251).astype(np.uint8)
-                       .reshape(size, size))
+                       .reshape(size, size), modality=modality)
     ds = pydicom.dcmread(path)
     ds.PatientName, ds.PatientID = patient_name, patient_id
+    if body_part:
+        ds.BodyPartExamined = body_part
     ds.save_as(path, enforce_file_format=True)
     return path.read_bytes()
 

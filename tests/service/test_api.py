@@ -23,7 +23,7 @@ DICOM_PATIENT_ID = "MRN-DCM-777001"
 DICOM_PATIENT_NAME = "Secretperson^Janeth^Q"
 # What must never be stored anywhere in the home or the database, in any form we can think of.
 SECRETS = [PNG_PATIENT, DICOM_PATIENT_ID, DICOM_PATIENT_NAME, "Secretperson", "Janeth", "Jane Secret-Doe"]
-DECISIONS = {"positive", "negative", "refer"}
+DECISIONS = {"positive", "negative", "refer"}  # what an accepted input gets (never "rejected")
 
 
 def _secret_variants() -> list[bytes]:
@@ -299,8 +299,13 @@ def test_fhir_bundle(service: Service, uploads: dict[str, dict[str, Any]]) -> No
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
     resources = [e["resource"] for e in bundle["entry"]]
     (report,) = [r for r in resources if r["resourceType"] == "DiagnosticReport"]
-    observations = [r for r in resources if r["resourceType"] == "Observation"]
-    assert len(observations) == 2 and len(report["result"]) == 2
+    observations = [r for r in resources if r["resourceType"] == "Observation"
+                    and r["code"]["coding"][0]["code"] != "ood-score"]
+    (ood,) = [r for r in resources if r["resourceType"] == "Observation" and r not in observations]
+    assert len(observations) == 2 and len(report["result"]) == 3
+    flagged = study["prediction"]["ood"]["flagged"]
+    assert ood["interpretation"][0]["coding"][0]["code"] == ("H" if flagged else "N")
+    assert ood["referenceRange"][0]["high"]["value"] == pytest.approx(study["prediction"]["ood"]["threshold"])
     assert report["subject"]["reference"] == f"Patient/{study['patient']}"
     assert report["conclusionCode"][0]["coding"][0]["code"] == study["prediction"]["decision"]["decision"]
     values = sorted(o["valueQuantity"]["value"] for o in observations)

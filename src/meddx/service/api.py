@@ -236,9 +236,14 @@ UNCERTAINTY = ("auto", "none", "mc-dropout", "bayes", "tta", "ensemble")
 
 async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, patient_id: str | None,
                     uncertainty: str, explain: bool, slice_index: int | None) -> StudyOut:
-    """Check, de-identify, store, predict, explain, audit (see :mod:`meddx.service.workflow`)."""
+    """Check, de-identify, store, screen, predict, explain, audit (see :mod:`meddx.service.workflow`).
+
+    An upload the service will not keep (too large, not an image, not de-identifiable)
+    is refused with an HTTP error; a kept file the model was not made for gets a
+    stored ``rejected`` result with the reasons, and the model never runs on it.
+    """
     from meddx.exceptions import MeddxError
-    from meddx.service import workflow
+    from meddx.service import drift, workflow
     from meddx.service.uploads import UploadRejected, receive
     from meddx.storage.db import begin_write
     from meddx.storage.models import Patient, Result, Study
@@ -255,23 +260,29 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
     try:
         data, patient, suffix = await asyncio.to_thread(workflow.deidentify_upload, upload, ctx.pseudonym_key,
                                                         patient_id)
-        image = await asyncio.to_thread(workflow.read_image, pipeline, data, suffix, slice_index)
+        screened = await asyncio.to_thread(workflow.screen_upload, pipeline, data, suffix, slice_index)
     except UploadRejected as exc:
         raise HTTPException(exc.status, exc.reason) from exc
     finally:
         upload.discard()  # the original bytes (with identifiers) are never kept
-    ref = f"{pipeline.package['name']}:{pipeline.package['version']}:{uncertainty}"
-    batcher = ctx.batcher(ref, workflow.predict_batch(pipeline, uncertainty))
-    try:
-        prediction = await batcher.submit(workflow.model_input(pipeline, image))
-    except MeddxError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    overlay = original = None
-    if explain and pipeline.package.get("modality", "image") == "image":
-        record, overlay_png = await asyncio.to_thread(workflow.explanation, pipeline, image, prediction["prediction"])
+    if screened.image is None:
+        prediction = pipeline.rejection("upload", screened.reasons).to_json_dict()
+    else:
+        ref = f"{pipeline.package['name']}:{pipeline.package['version']}:{uncertainty}"
+        batcher = ctx.batcher(ref, workflow.predict_batch(pipeline, uncertainty))
+        try:
+            prediction = await batcher.submit(workflow.model_input(pipeline, screened.image))
+        except MeddxError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        prediction["input"] = "upload"
+    overlay = None
+    if explain and screened.image is not None and pipeline.package.get("modality", "image") == "image":
+        record, overlay_png = await asyncio.to_thread(workflow.explanation, pipeline, screened.image,
+                                                      prediction["prediction"])
         prediction["explanation"] = record
         overlay = ctx.blobs.put(overlay_png, kind="overlay")
-    original = ctx.blobs.put(workflow.png_bytes(image), kind="preview")
+    preview = ctx.blobs.put(workflow.png_bytes(screened.preview), kind="preview") \
+        if screened.preview is not None else None
     input_blob = ctx.blobs.put(data, kind="study")
     sha = workflow.digest(data)
     with ctx.sessions() as session:
@@ -291,15 +302,17 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
                         decision=prediction["decision"]["decision"], overlay_blob_id=overlay)
         session.add(result)
         session.flush()
-        stored = {"prediction": prediction, "preview_blob_id": original}
+        stored = {"prediction": prediction, "preview_blob_id": preview}
         result.prediction = ctx.blobs.encryptor.encrypt(json.dumps(stored).encode(), _aad(result.id))
         session.commit()
         study_id, result_id, created = str(study.id), str(result.id), study.created_at.isoformat()
     audit(ctx, user, "study.upload", patient_pseudonym=patient,
           model_version=f"{pipeline.package['name']}:{pipeline.package['version']}", input_sha256=sha,
-          output=workflow.output_summary(prediction))
+          output=workflow.output_summary(prediction),
+          summary=f"decision={prediction['decision']['decision']}")
+    await asyncio.to_thread(drift.observe, ctx, pipeline, prediction, user)
     return StudyOut(study_id=study_id, result_id=result_id, patient=patient, created_at=created,
-                    prediction=prediction, links=_links(result_id, overlay is not None))
+                    prediction=prediction, links=_links(result_id, overlay is not None, preview is not None))
 
 
 _CONTENT = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg", "nifti": "application/x-nifti"}
@@ -309,9 +322,10 @@ def _aad(result_id: Any) -> bytes:
     return f"result:{result_id}".encode()
 
 
-def _links(result_id: str, overlay: bool) -> dict[str, str]:
-    links = {"self": f"/api/results/{result_id}", "fhir": f"/api/results/{result_id}/fhir",
-             "preview": f"/api/results/{result_id}/image.png"}
+def _links(result_id: str, overlay: bool, preview: bool = True) -> dict[str, str]:
+    links = {"self": f"/api/results/{result_id}", "fhir": f"/api/results/{result_id}/fhir"}
+    if preview:
+        links["preview"] = f"/api/results/{result_id}/image.png"
     if overlay:
         links["overlay"] = f"/api/results/{result_id}/overlay.png"
     return links
@@ -330,6 +344,77 @@ async def upload_study(
 ) -> StudyOut:
     """Upload a study and get the full prediction (calibrated, uncertain, explained, decided)."""
     return await run_study(ctx_of(request), user.username, file, model, patient_id, uncertainty, explain, slice_index)
+
+
+MAX_BATCH_FILES = 32
+
+
+class BatchItem(BaseModel):
+    index: int = Field(description="the file's position in the request (0-based); file names are never echoed")
+    status: int = Field(description="201 when a result was stored (rejected inputs included), else the HTTP "
+                                    "status the file alone would have got")
+    study: StudyOut | None = None
+    error: str | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchItem]
+    stored: int = Field(description="files with a stored result")
+    rejected: int = Field(description="stored results the model refused to read (decision rejected)")
+    refused: int = Field(description="files refused before anything was stored")
+
+
+async def run_batch(ctx: Any, user: str, files: list[UploadFile], model: str | None, uncertainty: str,
+                    explain: bool, patient_id: str | None = None) -> BatchOut:
+    """One :func:`run_study` per file, in order; a bad file gets its own error and never stops the others."""
+    import logging
+
+    from meddx.exceptions import MeddxError
+
+    if not files:
+        raise HTTPException(422, "send at least one file (form field 'files')")
+    if len(files) > MAX_BATCH_FILES:
+        raise HTTPException(413, f"{len(files)} files in one batch; send at most {MAX_BATCH_FILES}")
+    _pipeline_or_404(ctx, model)  # an unknown model fails the request, not each file
+    items = []
+    for index, file in enumerate(files):
+        try:
+            study = await run_study(ctx, user, file, model, patient_id, uncertainty, explain, None)
+            items.append(BatchItem(index=index, status=201, study=study))
+        except HTTPException as exc:
+            items.append(BatchItem(index=index, status=exc.status_code, error=str(exc.detail)))
+        except MeddxError as exc:
+            items.append(BatchItem(index=index, status=422, error=str(exc)))
+        except Exception:  # noqa: BLE001 - one file's failure must not cost the others their results
+            logging.getLogger(__name__).exception("batch file %d failed", index)
+            items.append(BatchItem(index=index, status=500, error="internal error while analysing this file"))
+    stored = [i for i in items if i.study is not None]
+    return BatchOut(results=items, stored=len(stored),
+                    rejected=sum(i.study.prediction["decision"]["decision"] == "rejected" for i in stored
+                                 if i.study is not None),
+                    refused=len(items) - len(stored))
+
+
+@router.post("/studies/batch", response_model=BatchOut, tags=["studies"])
+async def upload_batch(
+    request: Request,
+    user: Clinical,
+    files: Annotated[list[UploadFile], File(description="DICOM, PNG, JPEG or NIfTI files, one study each")],
+    model: Annotated[str | None, Form(max_length=128)] = None,
+    patient_id: Annotated[str | None, Form(max_length=128, description="one patient for every file without an "
+                                                                        "identifier of its own (PNG/JPEG)")] = None,
+    uncertainty: Annotated[str, Form(max_length=16)] = "auto",
+    explain: Annotated[bool, Form()] = False,
+) -> BatchOut:
+    """Upload several studies at once: one result (or one error) per file, in order.
+
+    A file the model was not made for gets a stored ``rejected`` result; a file the
+    service will not keep (not an image, too large) gets its error; the others are
+    analysed as if sent alone.
+    """
+    if uncertainty not in UNCERTAINTY:
+        raise HTTPException(422, f"uncertainty must be one of {', '.join(UNCERTAINTY)}")
+    return await run_batch(ctx_of(request), user.username, files, model, uncertainty, explain, patient_id)
 
 
 def get_row_or_404(session: Any, model: Any, row_id: str, what: str) -> Any:
@@ -371,7 +456,8 @@ def get_result(request: Request, result_id: str, user: Clinical) -> ResultOut:
     result, payload, patient = load_result(ctx_of(request), result_id, user.username, "result.view")
     return ResultOut(result_id=str(result.id), study_id=str(result.study_id), patient=patient,
                      created_at=result.created_at.isoformat(), prediction=payload["prediction"],
-                     links=_links(str(result.id), result.overlay_blob_id is not None))
+                     links=_links(str(result.id), result.overlay_blob_id is not None,
+                                  payload.get("preview_blob_id") is not None))
 
 
 @router.get("/results/{result_id}/overlay.png", response_class=Response, tags=["studies"],
@@ -392,6 +478,8 @@ def get_preview(request: Request, result_id: str, user: Clinical) -> Response:
     """The (de-identified, windowed) input image the model saw (PNG)."""
     ctx = ctx_of(request)
     _, payload, _ = load_result(ctx, result_id, user.username, "result.image")
+    if not payload.get("preview_blob_id"):
+        raise HTTPException(404, "this result has no image: the file could not be drawn")
     return Response(ctx.blobs.get(payload["preview_blob_id"]), media_type="image/png",
                     headers={"Cache-Control": "no-store"})
 

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: from the environment)."""
     from meddx import __version__
     from meddx.exceptions import MeddxError
-    from meddx.service import api, monitor, web
+    from meddx.service import api, drift, monitor, web
 
     settings = settings or Settings.from_env()
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(web.router)
     app.include_router(monitor.router)
+    app.include_router(drift.router)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Any:

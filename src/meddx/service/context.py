@@ -65,6 +65,7 @@ class ServiceContext:
     login_limiter: Any
     pipelines: dict[str, Any] = field(default_factory=dict)
     batchers: dict[str, Any] = field(default_factory=dict)
+    drift_ids: dict[str, int] = field(default_factory=dict)  # "name:version" -> drift monitor row id
     upload_dir: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

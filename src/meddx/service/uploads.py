@@ -108,6 +108,7 @@ def receive(stream: BinaryIO, folder: Path, *, max_bytes: int = MAX_BYTES, max_p
         if size == 0:
             raise UploadRejected(400, "the file is empty")
         kind = _kind(path)
+        path = _named(path, kind)
         _check_content(path, kind, max_pixels)
         return Upload(path, kind, size, digest.hexdigest())
     except UploadRejected:
@@ -129,6 +130,17 @@ def _kind(path: Path) -> str:
     if kind is None:
         raise UploadRejected(415, "unsupported content: send DICOM (with the DICM preamble), PNG, JPEG or NIfTI")
     return kind
+
+
+def _named(path: Path, kind: str) -> Path:
+    """Give the private file the suffix its readers go by (nibabel picks its format from ``.nii``/``.nii.gz``)."""
+    if kind != "nifti":
+        return path
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    target = path.with_name(path.stem + (".nii.gz" if gzipped else ".nii"))
+    path.rename(target)
+    return target
 
 
 def _bounded_gunzip_head(path: Path) -> bytes:

@@ -2,6 +2,10 @@
 
 Server-rendered HTML (Jinja2, autoescaped), one stylesheet and one small script
 (the overlay opacity slider) served by the app itself: nothing from a CDN. The
+result card leads with the decision in plain words (:func:`headline`): a file the
+model was not made for says "Not analysed" and why, an image outside the training
+data says it was referred for that reason. The admin page shows each model's
+drift monitor, with a banner while an alarm is open. The
 session is the API's token in an HttpOnly, SameSite=Strict cookie; every form
 carries a double-submit CSRF token.
 """
@@ -188,20 +192,48 @@ def home(request: Request) -> Response:
 
 
 @router.post("/upload")
-async def upload(request: Request, file: Annotated[UploadFile, File()], csrf: Csrf = None,
+async def upload(request: Request, file: Annotated[list[UploadFile], File()], csrf: Csrf = None,
                  model: Annotated[str | None, Form(max_length=128)] = None,
                  patient_id: Annotated[str | None, Form(max_length=128)] = None) -> Response:
+    """One file: on to its result card. Several: a summary with one line per file (a bad file never
+    stops the others; each gets its result or the reason it was refused)."""
     user = _clinical(request)
     if user is None:
         return _login_redirect()
     _check_csrf(request, csrf)
+    ctx = api.ctx_of(request)
+    if len(file) > 1:
+        try:
+            batch = await api.run_batch(ctx, user.username, file, model or None, "auto", True, patient_id or None)
+        except HTTPException as exc:
+            return render(request, "upload.html", status_code=exc.status_code, user=user,
+                          models=api.models(request, user), error=f"The files were not accepted: {exc.detail}")
+        return render(request, "batch.html", user=user, batch=batch,
+                      lines=[_batch_line(item) for item in batch.results])
     try:
-        study = await api.run_study(api.ctx_of(request), user.username, file, model or None, patient_id or None,
+        study = await api.run_study(ctx, user.username, file[0], model or None, patient_id or None,
                                     "auto", True, None)
     except HTTPException as exc:
         return render(request, "upload.html", status_code=exc.status_code, user=user,
                       models=api.models(request, user), error=f"The file was not accepted: {exc.detail}")
     return RedirectResponse(f"/results/{study.result_id}", status_code=303)
+
+
+def headline(prediction: dict[str, Any]) -> str:
+    """The decision in words a clinician reads in a second (:func:`meddx.trust.decide.plain_words`)."""
+    from meddx.trust.decide import plain_words
+
+    decision = prediction["decision"]
+    return plain_words(decision["decision"], decision["reason"], prediction.get("prediction"))
+
+
+def _batch_line(item: Any) -> dict[str, Any]:
+    """One row of the batch summary: the file's number, its plain-words outcome and its card's link."""
+    if item.study is None:
+        return {"index": item.index + 1, "decision": "refused", "text": f"Not accepted: {item.error}", "link": None}
+    prediction = item.study.prediction
+    return {"index": item.index + 1, "decision": prediction["decision"]["decision"], "text": headline(prediction),
+            "link": f"/results/{item.study.result_id}"}
 
 
 @router.get("/results/{result_id}", response_class=HTMLResponse)
@@ -210,9 +242,11 @@ def result_page(request: Request, result_id: str) -> Response:
     if user is None:
         return _login_redirect()
     result, payload, patient = api.load_result(api.ctx_of(request), result_id, user.username, "result.view")
-    return render(request, "result.html", user=user, prediction=payload["prediction"], patient=patient,
+    prediction = payload["prediction"]
+    return render(request, "result.html", user=user, prediction=prediction, patient=patient,
                   result_id=str(result.id), study_id=str(result.study_id), created_at=result.created_at.isoformat(),
-                  has_overlay=result.overlay_blob_id is not None)
+                  has_overlay=result.overlay_blob_id is not None, has_image=bool(payload.get("preview_blob_id")),
+                  headline=headline(prediction))
 
 
 @router.get("/results/{result_id}/overlay.png")
@@ -257,8 +291,28 @@ def card_page(request: Request, name: str) -> Response:
 
 
 def _admin_page(request: Request, user: Any, created: dict[str, str] | None = None) -> HTMLResponse:
+    from meddx.service.drift import HISTORY, overview
+
+    monitors = overview(api.ctx_of(request), history=HISTORY)
     return render(request, "admin.html", user=user, users=api.list_users(request, user),
-                  audit=api.audit_log(request, user, 200), verify=api.audit_verify(request, user), created=created)
+                  audit=api.audit_log(request, user, 200), verify=api.audit_verify(request, user), created=created,
+                  monitors=monitors, charts={m.id: cusum_chart(m) for m in monitors if m.monitored})
+
+
+def cusum_chart(monitor: Any, width: int = 480, height: int = 90) -> dict[str, Any]:
+    """SVG points for the monitor's CUSUM history against its alarm threshold (drawn inline, no script)."""
+    points = [p for p in (monitor.history or []) if p["cusum"] is not None]
+    limit = float((monitor.state or {}).get("cusum_threshold") or 1.0)
+    top = max([limit * 1.2] + [float(p["cusum"]) for p in points])
+    step = width / max(len(points) - 1, 1)
+
+    def y(value: float) -> float:
+        return round(height - value / top * height, 1)
+
+    line = " ".join(f"{round(i * step, 1)},{y(float(p['cusum']))}" for i, p in enumerate(points))
+    flags = [round(i * step, 1) for i, p in enumerate(points) if p["flagged"]]
+    return {"width": width, "height": height, "line": line, "threshold_y": y(limit), "flags": flags,
+            "n": len(points)}
 
 
 @router.get("/admin", response_class=HTMLResponse)

@@ -9,10 +9,16 @@ run exactly the same steps:
    metadata, NIfTI with its free-text header fields cleared; the patient is known
    from here on by a keyed pseudonym only;
 3. the de-identified input is stored encrypted (AES-GCM) and its SHA-256 kept;
-4. the model predicts through the micro-batcher, with calibrated probabilities,
-   uncertainty, conformal set and decision, and (optionally) a Grad-CAM overlay
-   with its sanity and faithfulness checks;
-5. the result is stored encrypted and the access is written to the audit log.
+4. the input is screened against the model's declared intended input
+   (:func:`screen_upload`): a file the model was not made for (a CT slice given
+   to a chest X-ray model, a volume without a slice, a file the reader cannot
+   take) gets a ``rejected`` prediction with the reasons, stored like any other
+   result, and the model never runs on it;
+5. otherwise the model predicts through the micro-batcher, with calibrated
+   probabilities, uncertainty, conformal set, OOD verdict and decision, and
+   (optionally) a Grad-CAM overlay with its sanity and faithfulness checks;
+6. the result is stored encrypted, the model's drift monitor sees the study
+   (:mod:`meddx.service.drift`) and the access is written to the audit log.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import io
 import json
 import secrets
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +93,46 @@ def read_image(pipeline: Any, data: bytes, suffix: str, slice_index: int | None)
             raise UploadRejected(422, str(exc).replace(str(path), "the upload")) from exc
 
 
+@dataclass
+class Screened:
+    """An upload screened against the model: the image it takes, or the reasons it was rejected.
+
+    ``preview`` is the windowed image for the result card (also for a rejected file
+    when it can be drawn, so the clinician sees what was sent); ``image`` is None
+    exactly when ``reasons`` says why the model will not read it.
+    """
+
+    image: np.ndarray | None
+    preview: np.ndarray | None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> bool:
+        return self.image is None
+
+
+def screen_upload(pipeline: Any, data: bytes, suffix: str, slice_index: int | None) -> Screened:
+    """Screen de-identified bytes with :meth:`Pipeline.screen_file` (intended input, readability, slice).
+
+    Reasons name "the upload", never the server's temporary path.
+    """
+    from meddx.exceptions import MeddxError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"input{suffix}"
+        path.write_bytes(data)
+        image, reasons = pipeline.screen_file(path, slice_index=slice_index)
+        if image is not None:
+            return Screened(image, image)
+        try:  # the picture of what was refused, where there is one to draw
+            preview = pipeline.image_from_file(path, slice_index=slice_index)
+        except MeddxError:
+            preview = None
+        for folder in (str(path), tmp):
+            reasons = [r.replace(folder, "the upload") for r in reasons]
+        return Screened(None, preview, reasons or ["the model cannot read this file"])
+
+
 def model_input(pipeline: Any, image: np.ndarray) -> np.ndarray:
     """Resize to the model's input size (so requests batch together)."""
     from PIL import Image
@@ -130,5 +177,8 @@ def digest(data: bytes) -> str:
 
 
 def output_summary(prediction: dict[str, Any]) -> str:
+    """What the audit log hashes of a result: decision, prediction, calibrated probabilities, OOD flag."""
+    ood = prediction.get("ood") or {}
     return json.dumps({"decision": prediction["decision"]["decision"], "prediction": prediction["prediction"],
-                       "calibrated": prediction["calibrated_probabilities"]}, sort_keys=True)
+                       "calibrated": prediction["calibrated_probabilities"], "ood_flagged": ood.get("flagged")},
+                      sort_keys=True)
