@@ -103,3 +103,12 @@ def test_heart_failure_sodium_in_the_wrong_scale_is_rejected():
     task = get_task("heart-failure-clinical-records")
     assert _reasons({"serum_sodium": 1370}, task=task)[0].startswith("serum_sodium=1370 mEq/L is outside")
     assert _reasons({"serum_creatinine": 97}, {"serum_creatinine": "umol/L"}, task=task) == []
+
+
+@pytest.mark.parametrize("feature, unit", [("trestbps", "mm[Hg]"), ("thalch", "/min"), ("age", "a"),
+                                           ("chol", "MMOL/L"), ("thalch", "{beats}/min")])
+def test_ucum_codes_of_fhir_observations_are_the_schema_units(feature, unit):
+    from meddx.records.schema import unit_factor
+
+    assert _reasons({feature: 60 if feature != "chol" else 5.0}, {feature: unit}) == []
+    assert unit_factor(HEART.feature(feature), unit) in (1.0, pytest.approx(38.67))

@@ -167,3 +167,98 @@ def test_csv_subsample_round_trip_with_an_mlp(tmp_path, capsys, mirror):
     html = main(["report", str(run), str(csv), "--out", str(tmp_path / "rep"), "--n-boot", "50"])
     assert html == 0 and "Global feature importance" in (tmp_path / "rep" / "report.html").read_text()
     assert np.isfinite(json.loads((tmp_path / "rep" / "report.json").read_text())["metrics"]["ece"]["value"])
+
+
+def _bundle(path, patients):
+    """A FHIR R4 bundle: ``patients`` = [(id, gender, birthDate, [(loinc, value, unit)])]."""
+    entries = []
+    for pid, gender, born, observations in patients:
+        entries.append({"fullUrl": f"urn:uuid:{pid}",
+                        "resource": {"resourceType": "Patient", "id": pid, "gender": gender, "birthDate": born}})
+        for k, (code, value, unit) in enumerate(observations):
+            obs = {"resourceType": "Observation", "id": f"{pid}-{k}", "status": "final",
+                   "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2024-05-01",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": code}]}}
+            obs.update({"valueString": value} if isinstance(value, str) else
+                       {"valueQuantity": {"value": value, **({"unit": unit} if unit else {})}})
+            entries.append({"fullUrl": f"urn:uuid:{pid}-{k}", "resource": obs})
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    return path
+
+
+def test_a_bundle_rejects_only_the_patient_with_an_unknown_unit_or_a_text_value(heart_run, tmp_path, capsys):
+    bundle = _bundle(tmp_path / "b.json", [
+        ("good", "male", "1964-03-01", [("2093-3", 5.8, "mmol/L"), ("8480-6", 130, "mm[Hg]"), ("8867-4", 150, "/min")]),
+        ("unit", "female", "1960-01-01", [("2093-3", 5.8, "mmol/mol")]),
+        ("text", "female", "1960-01-01", [("2093-3", "borderline high", None)]),
+    ])
+    good, unit, text = _predict(capsys, heart_run, bundle)
+    assert good["input"].endswith("#patient=good") and good["input_check"]["passed"]
+    assert good["features"]["chol"] == pytest.approx(5.8 * 38.67)  # this patient's own unit, converted
+    assert unit["decision"]["decision"] == "rejected"
+    assert unit["decision"]["reason"].startswith("chol is given in 'mmol/mol'") and "mmol/L" in unit["decision"]["reason"]
+    assert text["decision"]["decision"] == "rejected" and "chol='borderline high' is not a number" in \
+        text["decision"]["reason"]
+
+
+def test_risk_assessment_of_a_rejected_record_states_no_risk(heart_run, tmp_path, capsys):
+    from meddx.records.fhir import risk_assessment
+
+    bundle = _bundle(tmp_path / "b.json", [("p1", "male", "1964-03-01", [("2093-3", 5.8, "mmol/mol")])])
+    p = _predict(capsys, heart_run, bundle)[0]
+    resource = risk_assessment(p, subject="p1")
+    assert resource["status"] == "cancelled" and "prediction" not in resource
+    assert resource["note"][0]["text"].startswith("not assessed: this record is not an input the model was made for")
+    assert "mmol/mol" in resource["note"][0]["text"]
+
+
+def test_an_unreadable_file_is_one_rejection_and_the_batch_goes_on(heart_run, tmp_path, capsys, mirror):
+    rows = pd.read_csv(mirror / "heart-disease-uci" / "heart_disease_uci_cleveland_hungary.csv").iloc[:1]
+    rows.to_csv(tmp_path / "one.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    missing, empty, one = _predict(capsys, heart_run, tmp_path / "nope.csv", tmp_path / "empty.csv",
+                                   tmp_path / "one.csv")
+    assert missing["decision"]["decision"] == empty["decision"]["decision"] == "rejected"
+    assert "input not found" in missing["decision"]["reason"] and "empty" in empty["decision"]["reason"]
+    assert one["decision"]["decision"] in ("positive", "negative")
+
+
+def test_a_record_far_outside_the_training_data_is_referred(heart_run, tmp_path, capsys, mirror):
+    rows = pd.read_csv(mirror / "heart-disease-uci" / "heart_disease_uci_cleveland_hungary.csv").iloc[:1]
+    rows.assign(age=99, chol=950, oldpeak=9.5).to_csv(tmp_path / "far.csv", index=False)
+    p = _predict(capsys, heart_run, tmp_path / "far.csv")[0]
+    assert p["ood"]["flagged"] and p["ood"]["score"] > p["ood"]["threshold"]
+    assert p["decision"]["decision"] == "refer"
+    assert p["decision"]["reason"].startswith("outside the model's training data")
+    assert "age=99 years is far outside the training range 28-77 years" in p["decision"]["reason"]
+    assert p["calibrated_probabilities"]  # the number stays in the JSON; the decision says not to use it
+
+
+def test_evaluate_reports_shift_and_never_calls_training_rows_a_validation(heart_run, tmp_path, capsys, mirror):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(heart_run), "heart-disease-uci", "--n-boot", "50", "--out", str(out)]) == 0
+    test = json.loads(out.read_text())
+    assert test["validation"] is True and test["seen_in_training"]["rows"] == 0
+    shift = test["shift"]
+    assert shift["flagged"]["share"]["low"] <= shift["flagged"]["share"]["value"] <= shift["flagged"]["share"]["high"]
+    assert shift["ks_ood_scores"]["n_reference"] == 477 and 0 <= shift["ks_ood_scores"]["p_value"] <= 1
+    assert 0 < shift["prevalence"]["estimated_unlabelled"] < 1
+    assert shift["ece"]["noise_floor"]["p95"] > shift["ece"]["noise_floor"]["mean"] > 0
+    assert shift["recommendation"]["action"] in ("use as is", "recalibrate on local labelled cases")
+    capsys.readouterr()
+    assert main(["evaluate", str(heart_run), "heart-disease-uci", "--split", "train", "--n-boot", "20",
+                 "--out", str(out)]) == 0
+    assert "[train: the model's own training rows, not a validation]" in capsys.readouterr().out
+    train = json.loads(out.read_text())
+    assert train["validation"] is False and train["seen_in_training"] == {"rows": 477, "of": 477}
+    assert "overstate" in train["shift"]["warning"]
+    # another file holding training rows: by default only the rows the model never saw are evaluated
+    copy = tmp_path / "copy.csv"
+    pd.read_csv(mirror / "heart-disease-uci" / "heart_disease_uci_cleveland_hungary.csv").to_csv(copy, index=False)
+    assert main(["evaluate", str(heart_run), str(copy), "--n-boot", "20", "--out", str(out)]) == 0
+    unseen = json.loads(out.read_text())
+    assert unseen["validation"] is True and unseen["split"].startswith("all rows not used in training")
+    assert unseen["n"] == 119  # the 120 test rows, less one whose values duplicate a training row
+    assert main(["evaluate", str(heart_run), str(copy), "--split", "all", "--n-boot", "20", "--out", str(out)]) == 0
+    everything = json.loads(out.read_text())
+    assert everything["validation"] is False and "not a validation" in everything["split"]

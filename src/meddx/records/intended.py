@@ -95,14 +95,10 @@ def _is_missing(raw: Any) -> bool:
 
 def _factor(spec: dict[str, Any], unit: str | None) -> float | None:
     """Multiplier from ``unit`` to the feature's unit (1 when no unit is given), or None when unknown."""
-    if not unit or not str(unit).strip():
-        return 1.0
-    unit = str(unit).strip()
-    own = spec.get("unit")
-    if own and unit.lower() == str(own).lower():
-        return 1.0
-    conversions = {str(k).lower(): float(v) for k, v in (spec.get("conversions") or {}).items()}
-    return conversions.get(unit.lower())
+    from meddx.records.schema import Feature, unit_factor
+
+    feature = Feature(name="x", unit=spec.get("unit"), conversions=spec.get("conversions") or {})
+    return unit_factor(feature, unit)
 
 
 def _units_hint(name: str, spec: dict[str, Any]) -> str:

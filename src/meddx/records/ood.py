@@ -37,6 +37,9 @@ from meddx.trust.ood import DEFAULT_FLAG_RATE, OODGate, fit_ood, threshold_for
 RANGE_MARGIN = 0.1
 """A value beyond the training range by more than this share of the range flags the record."""
 FOLDS = 5
+METHOD = "mahalanobis"
+"""The records' distance: on one block of standardised inputs the layer-wise variant flags the same rows
+(a monotone rescaling), and a squared Mahalanobis distance reads directly (about D for a typical row)."""
 FEATURES = "standardised model inputs (imputed, missingness indicators, one-hot, scaled)"
 
 
@@ -63,7 +66,8 @@ def fit_gate(Z: np.ndarray, logp: np.ndarray, y: np.ndarray, *, seed: int = 0, f
         fold = fit_ood(Z[fit_idx], logp[fit_idx], y[fit_idx], Z[held], logp[held], flag_rate=flag_rate)
         for m in fold.detectors:
             oof.setdefault(m, np.empty(len(Z)))[held] = fold.scores(Z[held], logp[held], m)
-    gate = fit_ood(Z, logp, y, Z, logp, flag_rate=flag_rate, features=FEATURES, fitted_on="training rows")
+    gate = fit_ood(Z, logp, y, Z, logp, flag_rate=flag_rate, method=METHOD, features=FEATURES,
+                   fitted_on="training rows")
     gate.thresholds = {m: threshold_for(oof[m], flag_rate) for m in gate.detectors}
     gate.info.pop("warning", None)
     gate.info["threshold_on"] = f"out-of-fold scores of the training rows ({folds}-fold cross-fitting, n={len(Z)})"
@@ -222,5 +226,5 @@ def shift_summary(y: np.ndarray, p: np.ndarray, verdict_rows: list[dict[str, Any
     }
 
 
-__all__ = ["FOLDS", "RANGE_MARGIN", "calibration_in_the_large", "decision", "ece_noise_floor", "fit_gate",
+__all__ = ["FOLDS", "METHOD", "RANGE_MARGIN", "calibration_in_the_large", "decision", "ece_noise_floor", "fit_gate",
            "log_probs", "model_inputs", "range_flags", "shift_summary", "training_ranges", "verdicts", "wilson"]

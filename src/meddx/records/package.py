@@ -415,7 +415,7 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     from meddx.records.intended import intended_input, typed_row
     from meddx.records.ood import decision as ood_decision
     from meddx.records.ood import verdicts
-    from meddx.records.schema import TaskSchema
+    from meddx.records.schema import TaskSchema, unit_factor
     from meddx.trust.intended import check_sample
     from meddx.trust.ood import load_gate
 
@@ -474,7 +474,8 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
             if verdict["flagged"]:
                 what = "; ".join(verdict["range"]) if verdict["range"] else "far from every training record"
                 warnings.append(f"outside the model's training data: {what}")
-            converted = [f"{f} from {u}" for f, u in units.items() if f in task.names and u != task.feature(f).unit]
+            converted = [f"{f} from {u}" for f, u in units.items()
+                         if f in task.names and unit_factor(task.feature(f), u) not in (None, 1.0)]
             if converted:
                 warnings.append("units converted: " + ", ".join(converted))
             if sources:

@@ -267,6 +267,32 @@ _PIMA_PLAUSIBLE = {"Glucose": (20.0, 400.0), "BloodPressure": (20.0, 250.0), "BM
                    "DiabetesPedigreeFunction": (0.0, 10.0)}
 _STROKE_PLAUSIBLE = {"avg_glucose_level": (20.0, 500.0)}
 
+UNIT_ALIASES = {
+    "mm[hg]": "mmhg", "mm hg": "mmhg", "/min": "bpm", "1/min": "bpm", "{beats}/min": "bpm", "beats/min": "bpm",
+    "{beat}/min": "bpm", "a": "years", "yr": "years", "year": "years", "kg/m^2": "kg/m2", "kg/(m2)": "kg/m2",
+    "m[iu]/l": "uu/ml", "mu/l": "uu/ml", "u[iu]/ml": "uu/ml", "uiu/ml": "uu/ml", "µu/ml": "uu/ml", "µiu/ml": "uu/ml",
+    "µmol/l": "umol/l", "meq/l": "meq/l",
+}
+"""UCUM codes (what FHIR Observations carry: ``mm[Hg]``, ``/min``, ``a``) and common spellings, to the
+units the schemas declare, compared case-insensitively."""
+
+
+def canonical_unit(unit: str | None) -> str:
+    """A unit for comparison: lower case, UCUM code or common spelling mapped to the schemas' own."""
+    text = " ".join(str(unit or "").split()).lower()
+    return UNIT_ALIASES.get(text, text)
+
+
+def unit_factor(feature: Feature, unit: str | None) -> float | None:
+    """Multiplier from ``unit`` to ``feature.unit`` (1 when no unit is given or it is the same), None if unknown."""
+    if not unit or not str(unit).strip():
+        return 1.0
+    given = canonical_unit(unit)
+    if feature.unit and given == canonical_unit(feature.unit):
+        return 1.0
+    return {canonical_unit(k): float(v) for k, v in feature.conversions.items()}.get(given)
+
+
 TASKS: dict[str, TaskSchema] = {}
 
 
@@ -385,5 +411,5 @@ def load_table(data: str) -> tuple[TaskSchema, Any, Path]:
     return task, frame, path
 
 
-__all__ = ["AGE_FEATURE", "Feature", "SEX_VALUES", "TASKS", "TaskSchema", "get_task", "infer_task", "load_table",
-           "register_task"]
+__all__ = ["AGE_FEATURE", "Feature", "SEX_VALUES", "TASKS", "TaskSchema", "UNIT_ALIASES", "canonical_unit",
+           "get_task", "infer_task", "load_table", "register_task", "unit_factor"]

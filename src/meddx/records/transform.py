@@ -40,6 +40,7 @@ class UnitHarmoniser(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> Any:
         from meddx.exceptions import InvalidValueError
+        from meddx.records.schema import unit_factor
 
         task = _task(self.task)
         units = dict(getattr(X, "attrs", {}).get("units") or {})
@@ -50,11 +51,7 @@ class UnitHarmoniser(TransformerMixin, BaseEstimator):
             unit = units.get(f.name)
             if not unit or f.kind == "categorical" or unit == f.unit:
                 continue
-            factor = f.conversions.get(unit)
-            if factor is None:
-                factor = {k.lower(): v for k, v in f.conversions.items()}.get(unit.lower())
-            if factor is None and f.unit and unit.lower() == f.unit.lower():
-                factor = 1.0
+            factor = unit_factor(f, unit)
             if factor is None:
                 raise InvalidValueError(
                     f"column {f.name!r} is in {unit!r}, which meddx cannot convert to {f.unit!r}", field=f.name,
