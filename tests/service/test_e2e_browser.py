@@ -1,9 +1,13 @@
-"""End to end in a real browser: log in, upload a DICOM, read the result card, log out.
+"""End to end in a real browser: log in, upload a chest radiograph, read the result card, upload a CT slice
+and read its rejection, log out.
 
 The real service runs in a subprocess (uvicorn, see ``_server.py``) with a
-freshly trained tiny model and a clinician account; Selenium drives headless
-Chromium through chromedriver. The result card's screenshot is kept as a test
-artefact in ``$MEDDX_TEST_ARTIFACTS`` (default ``build/test-artifacts/``).
+freshly trained tiny model declared a chest X-ray model (DICOM CR/DX of the
+chest) and a clinician account; Selenium drives headless Chromium through
+chromedriver. The accepted upload is a chest radiograph DICOM made here; the
+rejected one is the mirror's real CT slice (``format-samples/dicom/CT_small.dcm``).
+The result cards' screenshots are kept as test artefacts in
+``$MEDDX_TEST_ARTIFACTS`` (default ``build/test-artifacts/``).
 
 Without Chromium or chromedriver the test skips locally and FAILS under CI
 (``CI`` set), saying how to install them.
@@ -26,8 +30,8 @@ pytestmark = pytest.mark.mirror
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "Install them with `apt-get install chromium chromium-driver` (Debian/Ubuntu)."
-#: 2-D DICOMs from the mirror the tiny model can take, in order of preference.
-DICOMS = ("CT_small.dcm", "MR_small.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm")
+CT_SLICE = Path("format-samples") / "dicom" / "CT_small.dcm"
+REJECTION = "Not analysed: this input is not what the model was made for"
 
 
 def _under_ci() -> bool:
@@ -107,30 +111,40 @@ def _image_loaded(driver: Any, element_id: str) -> bool:
         element_id))
 
 
-def _upload(driver: Any, base: str, home: Home, dicom_dir: Path) -> tuple[str, str]:
-    """Upload the first DICOM the model takes; (result URL, file name)."""
+def _upload(driver: Any, base: str, home: Home, path: Path) -> str:
+    """Upload ``path`` with the form; the result card's URL (the test fails on an error instead)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    refused = []
-    for name in DICOMS:
-        path = dicom_dir / name
-        if not path.is_file():
-            continue
-        driver.get(base + "/")
-        driver.find_element(By.ID, "file").send_keys(str(path))
-        Select(driver.find_element(By.ID, "model")).select_by_value(home.model)
-        driver.find_element(By.ID, "upload-button").click()
-        _wait(driver, lambda d: "/results/" in d.current_url or d.find_elements(By.CSS_SELECTOR, "p.error"),
-              60, "no result page and no error after the upload")
-        if "/results/" in driver.current_url:
-            return driver.current_url, name
-        refused.append(f"{name}: {driver.find_element(By.CSS_SELECTOR, 'p.error').text}")
-    pytest.fail("no DICOM from the mirror was accepted:\n" + "\n".join(refused))
+    driver.get(base + "/")
+    driver.find_element(By.ID, "file").send_keys(str(path))
+    Select(driver.find_element(By.ID, "model")).select_by_value(home.model)
+    driver.find_element(By.ID, "upload-button").click()
+    _wait(driver, lambda d: "/results/" in d.current_url or d.find_elements(By.CSS_SELECTOR, "p.error"),
+          60, "no result page and no error after the upload")
+    if "/results/" not in driver.current_url:
+        pytest.fail(f"{path.name} was refused: {driver.find_element(By.CSS_SELECTOR, 'p.error').text}")
+    return str(driver.current_url)
+
+
+def chest_radiograph(folder: Path) -> Path:
+    """A small chest radiograph DICOM (Modality CR, BodyPartExamined CHEST): what the model was made for."""
+    import numpy as np
+    import pydicom
+
+    from tests._factories import write_dicom
+
+    pixels = np.random.default_rng(0).integers(0, 80, (32, 32)).astype(np.uint8)
+    pixels[8:24, 8:24] += 150
+    path = write_dicom(folder / "chest.dcm", pixels, modality="CR")
+    ds = pydicom.dcmread(path)
+    ds.BodyPartExamined = "CHEST"
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def test_clinician_uploads_a_dicom_and_reads_the_result_card(service: tuple[Home, ServerProcess], browser: Any,
-                                                            mirror: Path) -> None:
+                                                            mirror: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     home, server = service
@@ -155,8 +169,9 @@ def test_clinician_uploads_a_dicom_and_reads_the_result_card(service: tuple[Home
     _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="the new password did not open the upload page")
     assert driver.find_element(By.ID, "upload-button").is_displayed()
 
-    # upload a real DICOM and wait for the result card
-    result_url, uploaded = _upload(driver, base, home, mirror / "format-samples" / "dicom")
+    # upload a chest radiograph DICOM and wait for the result card
+    uploaded = chest_radiograph(tmp_path)
+    result_url = _upload(driver, base, home, uploaded)
     _wait(driver, lambda d: d.find_element(By.ID, "decision").text.strip(), message="empty decision")
     decision = driver.find_element(By.ID, "decision").text.strip()
     assert decision
@@ -182,11 +197,29 @@ def test_clinician_uploads_a_dicom_and_reads_the_result_card(service: tuple[Home
     assert driver.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 1000
 
+    # a CT slice given to the chest X-ray model: stored, not analysed, and the card says so in plain words
+    ct = mirror / CT_SLICE
+    if not ct.is_file():
+        pytest.fail(f"the mirror has no {CT_SLICE}: refresh the data mirror")
+    _upload(driver, base, home, ct)
+    _wait(driver, lambda d: d.find_element(By.ID, "decision").text.strip(), message="empty decision for the CT")
+    rejected = driver.find_element(By.ID, "decision").text.strip()
+    assert rejected.startswith(REJECTION) and "this file is CT" in rejected, rejected
+    card = driver.find_element(By.ID, "rejection")
+    assert card.is_displayed() and "The model did not look at this file" in card.text
+    assert "paediatric frontal chest radiographs (CR/DX)" in card.text
+    assert not driver.find_elements(By.ID, "overlay") and "Calibrated probabilities" not in driver.page_source
+    _wait(driver, lambda d: _image_loaded(d, "image"), message="the CT slice's picture did not load")
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, f"browser console errors on the rejection card: {severe}"
+    rejection_shot = artifacts_dir() / "e2e_rejected_ct.png"
+    assert driver.save_screenshot(str(rejection_shot))
+
     # log out: back to /login, and the result card is gone with the session
     driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button[type='submit']").click()
     _wait(driver, lambda d: d.current_url.endswith("/login"), message="logout did not lead to /login")
     driver.get(result_url)
     assert driver.current_url == base + "/login", driver.current_url
     assert not driver.find_elements(By.ID, "decision")
-    print(f"uploaded {uploaded}: decision {decision!r}; browser part {time.monotonic() - started:.1f} s; "
+    print(f"uploaded {uploaded.name}: decision {decision!r}; CT slice: {rejected!r}; browser part {time.monotonic() - started:.1f} s; "
           f"screenshot {screenshot}")
