@@ -221,5 +221,5 @@ def test_clinician_uploads_a_dicom_and_reads_the_result_card(service: tuple[Home
     driver.get(result_url)
     assert driver.current_url == base + "/login", driver.current_url
     assert not driver.find_elements(By.ID, "decision")
-    print(f"uploaded {uploaded.name}: decision {decision!r}; CT slice: {rejected!r}; browser part {time.monotonic() - started:.1f} s; "
-          f"screenshot {screenshot}")
+    print(f"uploaded {uploaded.name}: decision {decision!r}; CT slice: {rejected!r}; "
+          f"browser part {time.monotonic() - started:.1f} s; screenshots {screenshot}, {rejection_shot}")
