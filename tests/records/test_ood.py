@@ -94,7 +94,8 @@ def test_no_flag_keeps_the_model_decision_and_rejections_win():
     verdict = {"method": "mahalanobis", "score": 3.0, "threshold": 40.0, "flag_rate": 0.05, "flagged": False,
                "distance_flagged": False, "range": []}
     assert decision(TRUST, verdict) == TRUST
-    assert decision(TRUST, {**verdict, "flagged": True}, rejections=["age=640 is implausible"])["decision"] == "rejected"
+    rejected = decision(TRUST, {**verdict, "flagged": True}, rejections=["age=640 is implausible"])
+    assert rejected["decision"] == "rejected"
     # a package without a gate still refers on the training range
     assert decision(TRUST, {"flagged": True, "distance_flagged": False, "range": ["age=99 ..."]})["decision"] == "refer"
     assert decision(TRUST, None) == TRUST
@@ -142,6 +143,7 @@ def test_shift_summary_recommends_from_flags_and_calibration():
     shifted = shift_summary(y, p, _rows([i % 2 == 0 for i in range(300)]), reference=reference, train_prevalence=0.5,
                             flag_rate=0.05, ece_value=0.03, n_boot=100)
     assert shifted["recommendation"]["action"] == "do not use here"
+    assert "do not rely on it" in shifted["prevalence"]["caveat"] and "caveat" not in calm["prevalence"]
     assert shifted["ks_ood_scores"]["p_value"] < 1e-6 and shifted["flagged"]["p_value_above_expected"] < 1e-6
     y_off = (rng.random(300) < np.clip(p + 0.25, 0, 1)).astype(int)
     off = shift_summary(y_off, p, _rows([False] * 300), reference=reference, train_prevalence=0.5, flag_rate=0.05,

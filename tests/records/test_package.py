@@ -38,7 +38,8 @@ def test_package_contents(heart_run):
     assert package["modality"] == "tabular"
     assert package["extra_files"] == ["records.joblib", "ood.npz"]
     assert package["intended_input"]["kind"] == "record"
-    assert package["ood"]["method"] == "mahalanobis" and package["ood"]["n_threshold"] == package["data"]["n_train"] == 477
+    assert package["ood"]["method"] == "mahalanobis"
+    assert package["ood"]["n_threshold"] == package["data"]["n_train"] == 477
     assert package["ood"]["range_check"]["ranges"]["age"] == [28.0, 77.0]
     assert (heart_run / "model.safetensors").is_file()
     assert [f["name"] for f in package["feature_schema"]["features"]][:3] == ["age", "sex", "cp"]
@@ -196,7 +197,8 @@ def test_a_bundle_rejects_only_the_patient_with_an_unknown_unit_or_a_text_value(
     assert good["input"].endswith("#patient=good") and good["input_check"]["passed"]
     assert good["features"]["chol"] == pytest.approx(5.8 * 38.67)  # this patient's own unit, converted
     assert unit["decision"]["decision"] == "rejected"
-    assert unit["decision"]["reason"].startswith("chol is given in 'mmol/mol'") and "mmol/L" in unit["decision"]["reason"]
+    assert unit["decision"]["reason"].startswith("chol is given in 'mmol/mol'")
+    assert "mmol/L" in unit["decision"]["reason"]
     assert text["decision"]["decision"] == "rejected" and "chol='borderline high' is not a number" in \
         text["decision"]["reason"]
 
@@ -262,3 +264,10 @@ def test_evaluate_reports_shift_and_never_calls_training_rows_a_validation(heart
     assert main(["evaluate", str(heart_run), str(copy), "--split", "all", "--n-boot", "20", "--out", str(out)]) == 0
     everything = json.loads(out.read_text())
     assert everything["validation"] is False and "not a validation" in everything["split"]
+
+
+def test_report_on_training_rows_is_not_titled_a_validation(heart_run, tmp_path):
+    assert main(["report", str(heart_run), "--split", "train", "--out", str(tmp_path / "r"), "--n-boot", "20"]) == 0
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Evaluation on rows the model trained on (not a validation)" in page and "Validation report" not in page
+    assert "Is this data like the training data?" in page and "Recommendation:" in page

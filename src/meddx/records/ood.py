@@ -207,6 +207,10 @@ def shift_summary(y: np.ndarray, p: np.ndarray, verdict_rows: list[dict[str, Any
         citl_boot.append(calibration_in_the_large(y[i], p[i]))
     floor = ece_noise_floor(p, seed=seed)
     share = flagged / n if n else math.nan
+    caveat = None
+    if share > max(3 * flag_rate, 0.2):
+        caveat = (f"{share:.0%} of rows are outside the training data: the EM estimate assumes only the class mix "
+                  "changed (p(x | y) as in training), which these rows contradict; do not rely on it")
     return {
         "flag_rate_expected": flag_rate,
         "flagged": {"n": flagged, "share": wilson(flagged, n), "by_distance": distance, "by_training_range": by_range,
@@ -214,9 +218,10 @@ def shift_summary(y: np.ndarray, p: np.ndarray, verdict_rows: list[dict[str, Any
                     "p_value_above_expected": binomial_p_greater(flagged, n, flag_rate)},
         "ks_ood_scores": ks,
         "prevalence": {"observed": float(np.mean(y)), "estimated_unlabelled": float(priors[1]),
-                       "estimated_low": float(np.quantile(boot, 0.025)), "estimated_high": float(np.quantile(boot, 0.975)),
+                       "estimated_low": float(np.quantile(boot, 0.025)),
+                       "estimated_high": float(np.quantile(boot, 0.975)),
                        "training": float(train_prevalence), "method": "prior-shift EM (Saerens et al. 2002), "
-                       "bootstrap 95% CI over 200 resamples"},
+                       "bootstrap 95% CI over 200 resamples", **({"caveat": caveat} if caveat else {})},
         "calibration_in_the_large": {"value": citl, "low": float(np.quantile(citl_boot, 0.025)),
                                      "high": float(np.quantile(citl_boot, 0.975)),
                                      "definition": "observed prevalence minus mean predicted risk"},

@@ -497,7 +497,7 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
             features = {}
             for f in task.names:
                 v = clean[f].iloc[0]
-                features[f] = None if (isinstance(v, float) and np.isnan(v)) else (v if isinstance(v, str) else float(v))
+                features[f] = None if isinstance(v, float) and np.isnan(v) else v if isinstance(v, str) else float(v)
             prediction = Prediction(
                 input=label, modality="tabular", model=str(package.get("name")),
                 model_version=str(package.get("version")), class_names=names,
@@ -547,10 +547,32 @@ def report(folder: Path, package: dict[str, Any], data: str | None, *, out: Path
     irow = "".join(f"<tr><td>{esc(k)}</td><td>{v:.3f}</td><td><div class='bar' style='width:{200 * v / top:.0f}px'>"
                    f"</div></td></tr>" for k, v in importance.items())
     miss = ", ".join(f"{esc(k)} {v:.0%}" for k, v in result["missing_share"].items()) or "none"
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>meddx report: {esc(str(package['name']))}</title>
+    kind = "Validation report" if result.get("validation", True) else \
+        "Evaluation on rows the model trained on (not a validation)"
+    sh = result.get("shift") or {}
+    shift_html = ""
+    if sh:
+        fl, pv, ci, floor = sh["flagged"], sh["prevalence"], sh["calibration_in_the_large"], sh["ece"]["noise_floor"]
+        ks = sh.get("ks_ood_scores") or {}
+        rec = sh["recommendation"]
+        shift_html = f"""<h2>Is this data like the training data?</h2>
+<p><b>Recommendation: {esc(rec['action'])}</b> ({esc(rec['why'])}).</p><ul>
+<li>Outside the training data: {fl['n']} of {result['n']} rows ({fl['share']['value']:.1%}, 95% CI
+{fl['share']['low']:.1%}–{fl['share']['high']:.1%}; about {sh['flag_rate_expected']:.0%} expected in distribution);
+{fl['by_distance']} by distance, {fl['by_training_range']} by training range
+{esc(', '.join(f'{k} {v}' for k, v in fl['features_outside_training_range'].items()))}.</li>
+{f"<li>OOD scores vs training (KS): D = {ks['statistic']:.2f}, p = {ks['p_value']:.2g}.</li>" if ks else ""}
+<li>Prevalence: observed {pv['observed']:.2f}; estimated without labels {pv['estimated_unlabelled']:.2f}
+({pv['estimated_low']:.2f}–{pv['estimated_high']:.2f}); training {pv['training']:.2f}.
+{esc(pv.get('caveat', ''))}</li>
+<li>Calibration-in-the-large (observed − predicted): {ci['value']:+.3f} ({ci['low']:+.3f} – {ci['high']:+.3f}).</li>
+<li>ECE {sh['ece']['value']:.3f}; a perfectly calibrated model shows {floor['mean']:.3f} on average at n = {floor['n']}
+(95th percentile {floor['p95']:.3f}).</li></ul>
+{f"<p><b>{esc(sh['warning'])}</b></p>" if sh.get('warning') else ""}"""
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>meddx {kind.lower()}: {esc(str(package['name']))}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:.2em .6em}}.bar{{background:#4a7;height:.8em}}</style></head><body>
-<h1>Validation report: {esc(str(package['name']))} {esc(str(package.get('version')))}</h1>
+<h1>{kind}: {esc(str(package['name']))} {esc(str(package.get('version')))}</h1>
 <p>Model: {esc(str(package.get('architecture_description', package.get('architecture'))))}. Data: {esc(str(data))}
 [{esc(result['split'])}], n = {result['n']}, prevalence {result['prevalence']:.3f}.
 Intended use: {esc(str(package.get('intended_use')))}.</p>
@@ -562,6 +584,7 @@ Intended use: {esc(str(package.get('intended_use')))}.</p>
 <h2>Global feature importance</h2><p>Mean |attribution| to the calibrated log-odds ({esc(method_of(est))},
 {len(rows)} rows).</p><table><tr><th>feature</th><th>mean |φ|</th><th></th></tr>{irow}</table>
 <h2>Missing values in these rows</h2><p>{miss}</p>
+{shift_html}
 </body></html>"""
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
