@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import RESULTS, RUNS, machine, write_results
+from meddx.calibration.metrics import ece_noise_floor
 from meddx.calibration.scaling import softmax
 
 EPOCHS = {"breastmnist": 40, "pneumoniamnist": 12}
@@ -93,21 +94,6 @@ def calibration_section(name: str, pipeline: Any, images: np.ndarray, labels: np
             "calibrator": pipeline.trust.calibrator.to_dict(),
             "selection": (pipeline.package.get("trust") or {}).get("calibration_selection"),
             "auc": _auc(calibrated, labels), "noise_floor": ece_noise_floor(calibrated)}
-
-
-def ece_noise_floor(probs: np.ndarray, draws: int = 2000, bar: float = 0.03, seed: int = 0) -> dict[str, float]:
-    """ECE a *perfectly calibrated* model with these confidences shows on a sample of this size.
-
-    Labels are drawn from the model's own calibrated probabilities, so the true
-    calibration error is 0 and every bit of measured ECE is sampling noise.
-    """
-    from meddx.calibration import ece
-
-    rng = np.random.default_rng(seed)
-    values = np.array([ece(probs, (rng.random(len(probs))[:, None] > np.cumsum(probs, axis=1)).sum(axis=1))
-                       for _ in range(draws)])
-    return {"mean": float(values.mean()), "p95": float(np.percentile(values, 95)),
-            "share_at_or_below_bar": float(np.mean(values <= bar)), "bar": bar, "draws": draws}
 
 
 def shift_section(pipeline: Any, images: np.ndarray, labels: np.ndarray, train_labels: np.ndarray,

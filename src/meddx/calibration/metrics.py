@@ -422,3 +422,19 @@ __all__ = [
     "register_binning",
     "reliability_curve",
 ]
+
+
+def ece_noise_floor(probs: Any, draws: int = 2000, bar: float = 0.03, seed: int = 0) -> dict[str, float]:
+    """ECE a *perfectly calibrated* model with these confidences shows on a sample of this size.
+
+    Labels are drawn from the model's own calibrated probabilities, so the true
+    calibration error is 0 and every bit of measured ECE is sampling noise: a measured
+    ECE within ``p95`` is indistinguishable from perfect calibration at this n.
+    """
+    p = _check_probs(probs)
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(p, axis=1)
+    values = np.array([ece(p, (rng.random(len(p))[:, None] > cumulative).sum(axis=1).clip(max=p.shape[1] - 1))
+                       for _ in range(draws)])
+    return {"mean": float(values.mean()), "p95": float(np.percentile(values, 95)),
+            "share_at_or_below_bar": float(np.mean(values <= bar)), "bar": bar, "draws": draws, "n": int(len(p))}

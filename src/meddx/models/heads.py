@@ -165,10 +165,84 @@ def embed(model: Any, x: Any) -> Any:
     raise ModelError(f"{type(model).__name__} cannot be split into features and classifier", field="model")
 
 
+def feature_layers(model: Any) -> list[Any]:
+    """The intermediate stages whose activations the OOD gate summarises (early to late).
+
+    timm models list theirs in ``feature_info``; meddx's small CNN uses its conv blocks.
+    """
+    import torch.nn as nn
+
+    if hasattr(model, "feature_info"):
+        return [model.get_submodule(info["module"]) for info in model.feature_info]
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):
+        return [m for m in features if isinstance(m, nn.Sequential)]
+    return []
+
+
 def logits_and_features(model: Any, x: Any) -> tuple[Any, Any]:
-    """``(logits, penultimate features)`` for ``x`` in one pass (eval-mode semantics)."""
-    features = embed(model, x)
-    return classifier(model)(features), features
+    """``(logits, features)`` for ``x`` in one pass (eval-mode semantics).
+
+    ``features`` is the penultimate layer, followed by the per-channel mean and standard
+    deviation of every intermediate stage (:func:`feature_layers`), then a 7×7 thumbnail of
+    the input with its mean and SD: early stages and the layout carry the image statistics
+    (texture, contrast, anatomy's place) that tell a CT slice or a blood smear from a
+    radiograph even where the last layer cannot. :func:`feature_groups` gives the layout.
+    """
+    import torch
+
+    captured: list[Any] = []
+    hooks = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out)) for layer in feature_layers(model)]
+    try:
+        penultimate = embed(model, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    stats = [torch.cat([a.mean(dim=(2, 3)), a.std(dim=(2, 3), unbiased=False)], dim=1)
+             for a in captured if a.ndim == 4]
+    return classifier(model)(penultimate), torch.cat([penultimate, *stats, _input_summary(x)], dim=1)
+
+
+INPUT_GRID = 7
+
+
+def _input_summary(x: Any) -> Any:
+    """The input itself, coarsely: a 7×7 thumbnail of each standardised channel plus its mean and SD."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    mean, sd = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), unbiased=False, keepdim=True)
+    # the layout, apart from brightness and contrast (which vary most between radiographs and would
+    # hide a flat or textured image along those directions)
+    thumb = F.adaptive_avg_pool2d((x - mean) / (sd + 1e-3), INPUT_GRID).flatten(1)
+    return torch.cat([thumb, mean.flatten(1), sd.flatten(1)], dim=1)
+
+
+def feature_groups(model: Any, in_chans: int, size: int) -> list[tuple[str, int, int]]:
+    """``(name, start, end)`` column ranges of :func:`logits_and_features`' features: ``penultimate``, ``stage1``, ..."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        captured: list[Any] = []
+        hooks = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+                 for layer in feature_layers(model)]
+        try:
+            with torch.no_grad():
+                device = next(model.parameters()).device
+                penultimate = embed(model, torch.zeros(1, in_chans, size, size, device=device))
+        finally:
+            for hook in hooks:
+                hook.remove()
+    finally:
+        model.train(was_training)
+    groups, start = [("penultimate", 0, int(penultimate.shape[1]))], int(penultimate.shape[1])
+    for k, a in enumerate((a for a in captured if a.ndim == 4), 1):
+        groups.append((f"stage{k}", start, start + 2 * int(a.shape[1])))
+        start += 2 * int(a.shape[1])
+    groups.append(("input", start, start + in_chans * (INPUT_GRID * INPUT_GRID + 2)))
+    return groups
 
 
 class WithFeatures:

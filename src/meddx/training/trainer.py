@@ -256,7 +256,7 @@ def predict_logits(model: Any, x: np.ndarray, mean: float, std: float, batch_siz
 
 def predict_embeddings(model: Any, x: np.ndarray, mean: float, std: float, batch_size: int = 256,
                        device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Logits ``(N, classes)`` and penultimate features ``(N, D)`` for preprocessed ``x`` (eval mode)."""
+    """Logits ``(N, classes)`` and OOD features ``(N, D)`` (see :func:`meddx.models.heads.logits_and_features`)."""
     import torch
 
     from meddx.models.heads import logits_and_features
@@ -277,12 +277,14 @@ def predict_embeddings(model: Any, x: np.ndarray, mean: float, std: float, batch
 def fit_ood_gate(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, mean: float, std: float,
                  *, flag_rate: float = 0.05) -> Any:
     """The package's OOD gate: detectors fitted on training features, thresholds on validation features."""
+    from meddx.models.heads import feature_groups
     from meddx.trust.ood import fit_ood
 
     train_logits, train_features = predict_embeddings(model, x_train, mean, std)
     val_logits, val_features = predict_embeddings(model, x_val, mean, std)
+    groups = feature_groups(model, int(x_train.shape[1]), int(x_train.shape[-1]))
     return fit_ood(train_features, train_logits, y_train, val_features, val_logits, flag_rate=flag_rate,
-                   features="penultimate layer of the network")
+                   features="penultimate layer + channel mean/SD of each network stage", groups=groups)
 
 
 def intended_input_for(sample: Any, x_train: np.ndarray, dataset: str | None) -> dict[str, Any]:

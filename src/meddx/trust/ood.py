@@ -8,6 +8,8 @@ chosen on validation data for a stated in-distribution flag rate (5% by default)
 
 Detectors (:data:`DETECTORS`, higher score = more out-of-distribution):
 
+* ``mahalanobis-layers``: the same in every stage of the network (channel means and standard
+  deviations of each stage, plus the penultimate layer), standardised and summed;
 * ``mahalanobis``: squared Mahalanobis distance of the penultimate features to the nearest
   class mean under a shared, Ledoit-Wolf-shrunk covariance (Lee et al., NeurIPS 2018);
 * ``knn``: distance to the k-th nearest training feature after L2 normalisation
@@ -37,11 +39,15 @@ from meddx.exceptions import ConfigError, InvalidValueError, ModelError
 
 OOD_FILE = "ood.npz"
 DEFAULT_FLAG_RATE = 0.05
-DEFAULT_METHOD = "mahalanobis"
+DEFAULT_METHOD = "mahalanobis-layers"
 """Chosen by ``python -m bench.ood`` (see ``bench/results/ood.md``)."""
-METHODS = ("mahalanobis", "knn", "energy", "msp")
+METHODS = ("mahalanobis-layers", "mahalanobis", "knn", "energy", "msp")
 SMALL_VALIDATION = 100
 """Below this many validation cases the threshold's flag rate is itself noisy; the package says so."""
+
+
+Groups = list[tuple[str, int, int]]
+"""Named column ranges of a feature vector: ``[("penultimate", 0, 128), ("stage1", 128, 192), ...]``."""
 
 
 class Detector:
@@ -49,7 +55,7 @@ class Detector:
 
     name = ""
 
-    def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> Detector:
+    def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray, groups: Groups | None = None) -> Detector:
         return self
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -90,13 +96,17 @@ def _as_features(features: Any, what: str = "features") -> np.ndarray:
 class Mahalanobis(Detector):
     """Minimum squared Mahalanobis distance to a class mean (shared shrunk covariance)."""
 
-    def __init__(self, means: np.ndarray | None = None, precision: np.ndarray | None = None) -> None:
-        self.means, self.precision = means, precision
+    def __init__(self, means: np.ndarray | None = None, precision: np.ndarray | None = None,
+                 columns: tuple[int, int] | None = None) -> None:
+        self.means, self.precision, self.columns = means, precision, columns
 
-    def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> Mahalanobis:
+    def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+            groups: Groups | None = None) -> Mahalanobis:
         from sklearn.covariance import LedoitWolf
 
-        x = _as_features(features)
+        if groups:
+            self.columns = (groups[0][1], groups[0][2])
+        x = _columns(_as_features(features), self.columns)
         y = np.asarray(labels).reshape(-1)
         classes = np.unique(y)
         self.means = np.stack([x[y == c].mean(axis=0) for c in classes])
@@ -105,7 +115,7 @@ class Mahalanobis(Detector):
         return self
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        x = _as_features(features)
+        x = _columns(_as_features(features), self.columns)
         distances = []
         for mean in self.means:
             d = x - mean
@@ -113,11 +123,62 @@ class Mahalanobis(Detector):
         return np.min(np.stack(distances), axis=0)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"means": self.means.astype(np.float64), "precision": self.precision.astype(np.float64)}
+        out = {"means": self.means.astype(np.float64), "precision": self.precision.astype(np.float64)}
+        if self.columns is not None:
+            out["columns"] = np.asarray(self.columns)
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> Mahalanobis:
-        return cls(state["means"], state["precision"])
+        columns = tuple(int(v) for v in state["columns"]) if "columns" in state else None
+        return cls(state["means"], state["precision"], columns)
+
+
+def _columns(x: np.ndarray, columns: tuple[int, int] | None) -> np.ndarray:
+    return x if columns is None else x[:, columns[0]:columns[1]]
+
+
+@register_detector("mahalanobis-layers")
+class LayerMahalanobis(Detector):
+    """Mahalanobis distance in every feature group (penultimate layer and each stage's channel
+    statistics), each standardised on the training data (log scale) and summed.
+
+    Far-away inputs (another modality, a colour photograph) differ first in low-level
+    statistics that the penultimate layer of a classifier may have learnt to ignore; summing
+    the stages' evidence is the "feature ensemble" of Lee et al. (2018), with equal weights
+    since no OOD data are available to fit weights on.
+    """
+
+    def __init__(self, parts: list[Mahalanobis] | None = None, centre: np.ndarray | None = None,
+                 scale: np.ndarray | None = None) -> None:
+        self.parts, self.centre, self.scale = parts or [], centre, scale
+
+    def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+            groups: Groups | None = None) -> LayerMahalanobis:
+        x = _as_features(features)
+        groups = groups or [("all", 0, x.shape[1])]
+        self.parts = [Mahalanobis(columns=(start, end)).fit(x, logits, labels) for _, start, end in groups]
+        raw = np.log1p(np.stack([p.score(x, logits) for p in self.parts], axis=1))
+        self.centre, self.scale = raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-6)
+        return self
+
+    def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        x = _as_features(features)
+        raw = np.log1p(np.stack([p.score(x, logits) for p in self.parts], axis=1))
+        return ((raw - self.centre) / self.scale).sum(axis=1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {"centre": self.centre, "scale": self.scale}
+        for k, part in enumerate(self.parts):
+            out.update({f"{k}.{key}": value for key, value in part.state().items()})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> LayerMahalanobis:
+        count = len(state["centre"])
+        parts = [Mahalanobis.from_state({key.split(".", 1)[1]: v for key, v in state.items()
+                                         if key.startswith(f"{k}.")}) for k in range(count)]
+        return cls(parts, state["centre"], state["scale"])
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -130,12 +191,15 @@ class DeepKNN(Detector):
 
     MAX_BANK = 20000
 
-    def __init__(self, bank: np.ndarray | None = None, k: int = 10) -> None:
-        self.bank, self.k = bank, int(k)
+    def __init__(self, bank: np.ndarray | None = None, k: int = 10, columns: tuple[int, int] | None = None) -> None:
+        self.bank, self.k, self.columns = bank, int(k), columns
         self._index: Any = None
 
-    def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> DeepKNN:
-        x = _normalise(_as_features(features))
+    def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+            groups: Groups | None = None) -> DeepKNN:
+        if groups:
+            self.columns = (groups[0][1], groups[0][2])
+        x = _normalise(_columns(_as_features(features), self.columns))
         if len(x) > self.MAX_BANK:  # a fixed random subset keeps the package and the search small
             x = x[np.random.default_rng(0).choice(len(x), self.MAX_BANK, replace=False)]
         self.bank = x.astype(np.float32)
@@ -147,16 +211,20 @@ class DeepKNN(Detector):
             from sklearn.neighbors import NearestNeighbors
 
             self._index = NearestNeighbors(n_neighbors=self.k, algorithm="brute").fit(self.bank)
-        x = _normalise(_as_features(features)).astype(np.float32)
+        x = _normalise(_columns(_as_features(features), self.columns)).astype(np.float32)
         distances, _ = self._index.kneighbors(x, n_neighbors=self.k)
         return distances[:, -1].astype(np.float64)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"bank": self.bank, "k": np.asarray(self.k)}
+        out = {"bank": self.bank, "k": np.asarray(self.k)}
+        if self.columns is not None:
+            out["columns"] = np.asarray(self.columns)
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> DeepKNN:
-        return cls(np.asarray(state["bank"], dtype=np.float32), int(state["k"]))
+        columns = tuple(int(v) for v in state["columns"]) if "columns" in state else None
+        return cls(np.asarray(state["bank"], dtype=np.float32), int(state["k"]), columns)
 
 
 def _logsumexp(logits: np.ndarray) -> np.ndarray:
@@ -213,6 +281,11 @@ class OODGate:
                               hint=f"Fitted: {sorted(self.detectors)}")
         logits = np.asarray(logits, dtype=np.float64)
         features = np.asarray(features, dtype=np.float64) if features is not None else np.zeros((len(logits), 1))
+        expected = self.info.get("n_features")
+        if expected is not None and features.ndim == 2 and features.shape[1] != expected:
+            raise ModelError(f"the network gives {features.shape[1]} features, the OOD gate was fitted on {expected}",
+                             field="ood", hint="Re-export and refit: `meddx models export MODEL` then "
+                             "`meddx models fit-ood MODEL`")
         return self.detectors[name].score(features, logits)
 
     def assess(self, features: Any, logits: Any, method: str | None = None) -> list[OODResult]:
@@ -276,11 +349,13 @@ def threshold_for(scores: np.ndarray, flag_rate: float) -> float:
 def fit_ood(train_features: Any, train_logits: Any, train_labels: Any, val_features: Any, val_logits: Any, *,
             methods: tuple[str, ...] = METHODS, method: str = DEFAULT_METHOD, flag_rate: float = DEFAULT_FLAG_RATE,
             features: str = "penultimate layer", fitted_on: str = "training split",
-            threshold_on: str = "validation split") -> OODGate:
+            threshold_on: str = "validation split", groups: Groups | None = None) -> OODGate:
     """Fit every detector in ``methods`` on training features, threshold each on validation features.
 
     The threshold is the validation scores' ``1 - flag_rate`` quantile, so about
-    ``flag_rate`` of in-distribution inputs are flagged (and referred).
+    ``flag_rate`` of in-distribution inputs are flagged (and referred). ``groups`` names the
+    column ranges of the features (the first is the penultimate layer, which ``mahalanobis``
+    and ``knn`` use; ``mahalanobis-layers`` uses every group); without it all columns are one group.
     """
     if not 0 < flag_rate < 0.5:
         raise ConfigError(f"the OOD flag rate must be in (0, 0.5), got {flag_rate}", field="flag_rate",
@@ -296,7 +371,7 @@ def fit_ood(train_features: Any, train_logits: Any, train_labels: Any, val_featu
     thresholds: dict[str, float] = {}
     per_method: dict[str, dict[str, Any]] = {}
     for name in methods:
-        detector = DETECTORS[name]().fit(train_features, train_logits, np.asarray(train_labels).reshape(-1))
+        detector = DETECTORS[name]().fit(train_features, train_logits, np.asarray(train_labels).reshape(-1), groups)
         val_scores = detector.score(val_features, val_logits)
         thresholds[name] = threshold_for(val_scores, flag_rate)
         detectors[name] = detector
@@ -305,7 +380,8 @@ def fit_ood(train_features: Any, train_logits: Any, train_labels: Any, val_featu
     info: dict[str, Any] = {"features": f"{features} ({train_features.shape[1]} values)",
                             "fitted_on": f"{fitted_on} (n={len(train_features)})",
                             "threshold_on": f"{threshold_on} (n={n_val})", "n_fit": int(len(train_features)),
-                            "n_threshold": n_val, "methods": per_method}
+                            "n_threshold": n_val, "methods": per_method, "n_features": int(train_features.shape[1]),
+                            "groups": [list(g) for g in groups] if groups else None}
     if n_val < SMALL_VALIDATION:
         info["warning"] = (f"the OOD threshold was chosen on {n_val} validation cases: the in-distribution flag "
                            f"rate may differ from {flag_rate:.0%} by several points")
