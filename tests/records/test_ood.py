@@ -149,4 +149,11 @@ def test_shift_summary_recommends_from_flags_and_calibration():
     off = shift_summary(y_off, p, _rows([False] * 300), reference=reference, train_prevalence=0.5, flag_rate=0.05,
                         ece_value=0.25, n_boot=100)
     assert off["recommendation"]["action"] == "recalibrate on local labelled cases"
-    assert off["calibration_in_the_large"]["low"] > 0.1
+    assert off["calibration_in_the_large"]["low"] > 0.1 and off["calibration_in_the_large"]["beyond_noise"]
+    # calibration-in-the-large beyond 0.05 but within its noise does not ask for recalibration
+    y_noisy = (np.arange(60) < 26).astype(int)  # 43% observed where 50% is predicted: -0.067, SE about 0.064
+    noisy = shift_summary(y_noisy, np.full(60, 0.5), _rows([False] * 60), reference=reference, train_prevalence=0.5,
+                          flag_rate=0.05, ece_value=0.0, n_boot=200)
+    citl = noisy["calibration_in_the_large"]
+    assert citl["value"] == pytest.approx(-0.0667, abs=1e-3) and not citl["beyond_noise"]
+    assert noisy["recommendation"]["action"] == "use as is"
