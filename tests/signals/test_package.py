@@ -89,7 +89,8 @@ def test_train_features_package(features_run: Path) -> None:
     pkg = json.loads((features_run / "package.json").read_text())
     assert pkg["modality"] == "signal" and pkg["model"] == "features"
     assert pkg["class_names"] == ["N", "A", "O", "~"] and pkg["num_classes"] == 4
-    assert pkg["extra_files"] == [SP.FEATURES_FILE] and (features_run / SP.FEATURES_FILE).is_file()
+    assert pkg["extra_files"] == [SP.FEATURES_FILE, "ood.npz"] and (features_run / SP.FEATURES_FILE).is_file()
+    assert pkg["intended_input"]["kind"] == "signal" and pkg["ood"]["method"] == "mahalanobis"
     assert (features_run / "model.safetensors").is_file()
     assert pkg["trust"]["calibration"]["name"] == "temperature"
     assert pkg["trust"]["calibration"]["state"]["temperature"] > 0
@@ -127,7 +128,8 @@ def test_cnn_stream_package_learns_from_short_onset_mixed_crops(folder: Path, tm
     cfg = pkg["cnn"]["config"]
     assert pkg["model"] == "cnn-stream" and pkg["architecture"] == "rhythm-resnet-se-stream"
     assert (cfg["min_window_s"], cfg["window_s"], cfg["onset_mix"], cfg["epochs"]) == (6.0, 12.0, 0.3, 1)
-    assert pkg["extra_files"] == [] and pkg["window_s"] == 12.0
+    assert pkg["extra_files"] == ["ood.npz"] and pkg["window_s"] == 12.0
+    assert "CNN pooled penultimate features" in pkg["ood"]["features"]
     model = SP.SignalModel.load(run)
     assert model.cnn.meddx_config.onset_mix == 0.3 and model.features_model is None
     p = model.predict_proba(np.random.default_rng(0).normal(0, 0.2, (3, 7 * 300)), 300.0)
@@ -139,7 +141,7 @@ def test_cli_train_evaluate_predict_ensemble_and_registry(folder: Path, tmp_path
     _run(["train", folder, "--epochs", "2", "--out", run, "--no-progress"])  # default model: ensemble
     pkg = json.loads((run / "package.json").read_text())
     assert pkg["model"] == "ensemble" and pkg["architecture"] == "rhythm-ensemble(gbm-features+resnet-se)"
-    assert pkg["cnn"]["config"]["epochs"] == 2 and pkg["extra_files"] == [SP.FEATURES_FILE]
+    assert pkg["cnn"]["config"]["epochs"] == 2 and pkg["extra_files"] == [SP.FEATURES_FILE, "ood.npz"]
     assert pkg["fs"] == 300.0 and pkg["window_s"] == 30.0 and pkg["trust"]["calibration"]["name"] == "temperature"
 
     out = _run(["evaluate", run, folder, "--n-boot", "50", "--out", tmp_path / "ev"])
@@ -164,7 +166,7 @@ def test_cli_train_evaluate_predict_ensemble_and_registry(folder: Path, tmp_path
 
     target = register(run, name="ecg-test", version="1")
     files = json.loads((target / "package.json").read_text())["files"]
-    assert set(files) == {"model.safetensors", SP.FEATURES_FILE} and (target / SP.FEATURES_FILE).is_file()
+    assert set(files) == {"model.safetensors", SP.FEATURES_FILE, "ood.npz"} and (target / SP.FEATURES_FILE).is_file()
     by_name = json.loads(_run(["predict", "ecg-test", str(rec) + ".dat"]))
     assert by_name["calibrated_probabilities"] == pytest.approx(res[0]["calibrated_probabilities"], abs=1e-9)
     original = (target / SP.FEATURES_FILE).read_bytes()
@@ -197,12 +199,12 @@ def test_predict_warnings_and_errors(features_run: Path, folder: Path, tmp_path:
     assert not any("flat line" in w for w in res[0]["warnings"])
     bad = tmp_path / "broken.hea"
     bad.write_text("this is not a header\n")
-    with pytest.raises(MeddxError) as info:
-        SP.predict(features_run, pkg, [str(bad)])
-    assert "broken.hea" in str(info.value)
-    with pytest.raises(MeddxError) as info:
-        SP.predict(features_run, pkg, [str(tmp_path / "missing.hea")])
-    assert "missing.hea" in str(info.value)
+    # one bad file never aborts a batch: it is rejected with the file's name, the others are predicted
+    res = SP.predict(features_run, pkg, [str(bad), str(tmp_path / "short"), str(tmp_path / "missing.hea")])
+    assert [r["decision"]["decision"] for r in res][::2] == ["rejected", "rejected"]
+    assert "broken.hea" in res[0]["decision"]["reason"] and "missing.hea" in res[2]["decision"]["reason"]
+    assert res[0]["prediction"] is None and res[0]["input_check"]["passed"] is False
+    assert res[1]["prediction"] in ("N", "A", "O", "~") and res[1]["ood"] is not None
 
 
 def test_bad_labels_are_reported(tmp_path: Path) -> None:

@@ -55,6 +55,8 @@ CLASS_LONG_NAMES = {"N": "normal sinus rhythm", "A": "atrial fibrillation", "O":
 _ALIASES = {"n": "N", "normal": "N", "a": "A", "af": "A", "afib": "A", "atrial fibrillation": "A", "o": "O",
             "other": "O", "~": "~", "noisy": "~", "noise": "~"}
 _EPS = 1e-6
+_DURATION_COLUMN = R.rhythm_feature_names().index("duration_s")
+"""Left out of the OOD gate's features: a record's length says nothing about what it is."""
 
 
 CNN_PRESETS: dict[str, R.CNNConfig] = {
@@ -89,8 +91,9 @@ def _signal_of(sample: Any, path: Path) -> tuple[np.ndarray, float]:
     data = np.asarray(sample.data, dtype=float)
     if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
         raise EmptyDataError("the record holds no samples", path=path)
-    names = [str(n).upper() for n in (sample.channel_names or [])]
-    col = next((i for i, n in enumerate(names) if "ECG" in n or "EKG" in n), 0)
+    from meddx.signals.intended import pick_channel
+
+    col = pick_channel([str(n) for n in (sample.channel_names or [])])
     if not sample.fs or sample.fs <= 0:
         raise InvalidValueError("the record has no sampling rate", path=path, field="fs")
     return data[:, col], float(sample.fs)
@@ -209,6 +212,7 @@ class SignalModel:
         self.window_head: Any | None = None
         """Optional head for live windows (:mod:`meddx.signals.window_head`)."""
         self._trust: Any | None = None
+        self._gate: Any | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -275,11 +279,21 @@ class SignalModel:
             return list(arr)
         return [np.asarray(w, dtype=float).ravel() for w in windows]
 
-    def _cnn_proba(self, xs: list[np.ndarray], fs: float) -> np.ndarray:
-        """CNN probabilities: windows of one length run as one vectorised batch (prepared together)."""
+    def _cnn_proba(self, xs: list[np.ndarray], fs: float, *, with_features: bool = False) -> Any:
+        """CNN probabilities: windows of one length run as one vectorised batch (prepared together).
+
+        ``with_features`` also returns each input's pooled penultimate features (the head's input,
+        averaged over its crops), which the OOD gate reads.
+        """
         import torch
 
         from meddx._threads import one_thread_below
+
+        captured: list[np.ndarray] = []
+        hook = None
+        if with_features:
+            head = [m for m in self.cnn.modules() if isinstance(m, torch.nn.Linear)][-1]
+            hook = head.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0].detach().float().numpy()))
 
         cfg: R.CNNConfig = self.cnn.meddx_config
         n_max = int(round(cfg.window_s * cfg.fs))
@@ -304,23 +318,31 @@ class SignalModel:
                     owner.append(i)
         # crops of different widths go through the network separately
         probs = np.zeros((len(xs), len(R.CLASSES)))
+        feats: np.ndarray | None = None
         owner_arr = np.asarray(owner)
         widths = np.asarray([c.size for c in crops])
         total = int(widths.sum())
-        with one_thread_below(total, 200_000):
-            for w in np.unique(widths):
-                sel = np.flatnonzero(widths == w)
-                z = R.cnn_logits(self.cnn, np.stack([crops[j] for j in sel]), device="cpu")
-                np.add.at(probs, owner_arr[sel], torch.softmax(torch.from_numpy(z), dim=1).numpy())
-        return probs / np.bincount(owner_arr, minlength=len(xs))[:, None]
+        try:
+            with one_thread_below(total, 200_000):
+                for w in np.unique(widths):
+                    sel = np.flatnonzero(widths == w)
+                    captured.clear()
+                    z = R.cnn_logits(self.cnn, np.stack([crops[j] for j in sel]), device="cpu")
+                    np.add.at(probs, owner_arr[sel], torch.softmax(torch.from_numpy(z), dim=1).numpy())
+                    if with_features:
+                        f = np.concatenate(captured)
+                        feats = np.zeros((len(xs), f.shape[1])) if feats is None else feats
+                        np.add.at(feats, owner_arr[sel], f)
+        finally:
+            if hook is not None:
+                hook.remove()
+        counts = np.bincount(owner_arr, minlength=len(xs))[:, None]
+        if with_features:
+            return probs / counts, (feats if feats is not None else np.zeros((len(xs), 0))) / counts
+        return probs / counts
 
-    def predict_raw(self, windows: Any, fs: float, *, features: np.ndarray | None = None) -> np.ndarray:
-        """Uncalibrated class probabilities ``(n, n_classes)`` of windows sampled at ``fs`` Hz
-        (``features``: their :func:`~meddx.signals.rhythm.feature_matrix` at 300 Hz, when already computed)."""
-        xs = self._windows(windows)
-        if not xs:
-            return np.zeros((0, len(self.class_names)))
-        fs = float(fs)
+    @staticmethod
+    def _check_windows(xs: list[np.ndarray], fs: float) -> None:
         if not np.isfinite(fs) or fs <= 0:
             raise InvalidValueError(f"fs must be a positive rate in Hz, got {fs}", field="fs")
         for i, x in enumerate(xs):
@@ -329,6 +351,15 @@ class SignalModel:
                                         field="windows")
             if not np.all(np.isfinite(x)):
                 raise InvalidValueError(f"window {i} holds NaN or infinite samples", field="windows")
+
+    def predict_raw(self, windows: Any, fs: float, *, features: np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated class probabilities ``(n, n_classes)`` of windows sampled at ``fs`` Hz
+        (``features``: their :func:`~meddx.signals.rhythm.feature_matrix` at 300 Hz, when already computed)."""
+        xs = self._windows(windows)
+        if not xs:
+            return np.zeros((0, len(self.class_names)))
+        fs = float(fs)
+        self._check_windows(xs, fs)
         parts = []
         if self.features_model is not None:
             feats = features if features is not None else np.stack(
@@ -337,6 +368,61 @@ class SignalModel:
         if self.cnn is not None:
             parts.append(self._cnn_proba(xs, fs))
         return np.mean(parts, axis=0)
+
+    def window_outputs(self, windows: Any, fs: float) -> tuple[np.ndarray, np.ndarray]:
+        """Uncalibrated probabilities ``(n, n_classes)`` and the raw features the OOD gate reads
+        ``(n, d)`` of ``windows`` at ``fs`` Hz: the rhythm features (NaN kept, duration left out) and
+        the CNN's pooled penultimate features, one pass for both (see :mod:`meddx.signals.ood`)."""
+        xs = self._windows(windows)
+        self._check_windows(xs, float(fs))
+        parts, feats = [], []
+        if self.features_model is not None:
+            rhythm = np.stack([R.rhythm_features(_to_fs(x, fs), FEATURE_FS) for x in xs])
+            parts.append(_feature_proba(self.features_model, rhythm))
+            feats.append(np.delete(rhythm, _DURATION_COLUMN, axis=1))
+        if self.cnn is not None:
+            proba, pen = self._cnn_proba(xs, float(fs), with_features=True)
+            parts.append(proba)
+            feats.append(pen)
+        return np.mean(parts, axis=0), np.concatenate(feats, axis=1)
+
+    @property
+    def ood_gate(self) -> Any:
+        """The package's :class:`~meddx.signals.ood.SignalGate`, or None (trained before signal OOD)."""
+        if self._gate is None and self.package.get("ood") and self.folder is not None:
+            from meddx.signals.ood import SignalGate
+
+            self._gate = SignalGate.from_package(self.folder, self.package)
+        return self._gate
+
+    def assess_ood(self, records: Any, fs: float) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        """Uncalibrated probabilities of whole records and one OOD verdict per record (None without a gate).
+
+        Records are scored by the mean OOD score of their windows (:data:`meddx.signals.ood.WINDOW_S`)."""
+        xs = self._windows(records)
+        raw = self.predict_raw(xs, fs)
+        gate = self.ood_gate
+        if gate is None or not xs:
+            return raw, None
+        from meddx.signals.ood import windows_of
+
+        wins, owner = windows_of(xs, float(fs), gate.window_s)
+        proba_w, feats_w = self.window_outputs(wins, fs)
+        return raw, gate.assess_records(feats_w, proba_w, owner, len(xs))
+
+    def predict_window_proba_ood(self, windows: Any, fs: float) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        """Live windows: :meth:`predict_window_proba`'s probabilities and one OOD verdict per window
+        (None without a gate), the features computed once for both."""
+        gate = self.ood_gate
+        if gate is None:
+            return self.predict_window_proba(windows, fs), None
+        raw, feats = self.window_outputs(windows, fs)
+        proba = self._calibrate(raw)
+        if self.window_head is not None and proba.shape[0]:
+            from meddx.signals.window_head import head_proba
+
+            proba = head_proba(self.window_head, proba, np.asarray(windows, dtype=float), float(fs))
+        return proba, gate.assess_windows(feats, raw)
 
     @staticmethod
     def logits_of(proba: np.ndarray) -> np.ndarray:
@@ -349,7 +435,9 @@ class SignalModel:
         ``windows``: an ``(n, samples)`` array or a list of 1-D arrays (any length of at least
         5 s; resampled internally). Columns follow ``class_names``.
         """
-        raw = self.predict_raw(windows, fs, features=features)
+        return self._calibrate(self.predict_raw(windows, fs, features=features))
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
         if raw.shape[0] == 0:
             return raw
         if "calibration" not in (self.package.get("trust") or {}):  # a package without a trust layer
@@ -368,6 +456,15 @@ class SignalModel:
 
 
 # --------------------------------------------------------------------------- train
+def intended_input_of(train_signals: list[np.ndarray]) -> dict[str, Any]:
+    """The package's ``intended_input`` (see :mod:`meddx.signals.intended`) from its training records."""
+    from meddx.signals.intended import signal_intended_input
+
+    return signal_intended_input(train_signals, FEATURE_FS, min_seconds=MIN_SECONDS,
+                                 population={"recordings": "single-lead ECG recordings (AliveCor-like handheld "
+                                                           "device for ecg-cinc2017-af)"})
+
+
 def _fit_models(kind: str, signals: list[np.ndarray], y: np.ndarray, feats: np.ndarray | None, *, seed: int,
                 epochs: int | None, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
     clf = cnn = None
@@ -483,6 +580,15 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     sm.package = package
     say(f"calibration fitted in {time.perf_counter() - t0:.1f} s "
         f"(T = {package['trust']['calibration'].get('state', {}).get('temperature')})")
+    package["intended_input"] = intended_input_of([signals[i] for i in tr])
+    t0 = time.perf_counter()
+    from meddx.signals.ood import fit_signal_gate
+
+    gate = fit_signal_gate(sm, [signals[i] for i in tr], y[tr], [signals[i] for i in va], FEATURE_FS)
+    package["ood"] = {**gate.to_package(run), "seconds": round(time.perf_counter() - t0, 1)}
+    extra.append(package["ood"]["file"])
+    sm._gate = gate
+    say(f"OOD gate ({gate.method}) fitted in {package['ood']['seconds']} s")
     p_test = sm.predict_proba([signals[i] for i in te], FEATURE_FS, features=None if feats is None else feats[te])
     result = _result(package, y[te], p_test, split="test", data=data, n_boot=1000, seed=seed)
     package["metrics"] = {"data": data, "split": "test", "n": result["n"], "n_boot": 1000,
@@ -607,8 +713,12 @@ def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | N
                 raise ConfigError(f"no record in split {split!r}", path=path / "labels.csv", field="split")
             signals, labels = [signals[i] for i in keep], labels[keep]
     y = R._to_index(labels)
-    proba = sm.predict_proba(signals, FEATURE_FS)
+    raw, ood = sm.assess_ood(signals, FEATURE_FS)
+    proba = sm._calibrate(raw)
     result = _result(package, y, proba, split=chosen, data=data, n_boot=n_boot, seed=seed)
+    from meddx.signals.ood import shift_report
+
+    result["shift"] = shift_report(proba, y, sm.class_names, sm.ood_gate, ood, seed=seed)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -649,70 +759,137 @@ def _quality_warnings(x: np.ndarray, fs: float) -> list[str]:
     return out
 
 
+@dataclasses.dataclass
+class Screened:
+    """One input after reading and the intended-input check: the signal the model takes (at
+    :data:`FEATURE_FS`, in mV) or the reasons it was rejected."""
+
+    input: str
+    x: np.ndarray | None
+    fs: float = 0.0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+
+def screen_sample(sample: Any, input: str, intended: dict[str, Any] | None) -> Screened:
+    """Check a read :class:`~meddx.data.sample.SignalSample` against ``intended`` and turn it into the
+    model's input (its ECG channel in mV, resampled to :data:`FEATURE_FS`); a rejection never raises."""
+    import meddx.signals.intended as SI  # registers the "signal" check
+    from meddx.trust.intended import check_sample
+
+    reasons = check_sample(sample, intended) if intended else []
+    if not reasons and getattr(sample, "kind", None) != "signal":
+        reasons = [f"not a signal file (read as {getattr(sample, 'format', '?')}); pass a WFDB record "
+                   "(.hea/.dat or its stem) or an EDF file"]
+    if reasons:
+        return Screened(input, None, float(getattr(sample, "fs", 0.0) or 0.0), reasons=reasons)
+    try:
+        x, fs = _signal_of(sample, Path(input))
+    except MeddxError as exc:
+        return Screened(input, None, reasons=[str(exc)])
+    col = SI.pick_channel([str(n) for n in (sample.channel_names or [])]) if sample.channel_names else 0
+    units = list(sample.units or [])
+    unit = units[col] if col < len(units) else ""
+    warns = []
+    factor = SI.mv_factor(unit)
+    if factor not in (None, 1.0):
+        x = SI.to_model_units(x, unit)
+        warns.append(f"channel in {unit}, converted to mV")
+    if x.size < MIN_SECONDS * fs:
+        return Screened(input, None, fs, reasons=[f"the record lasts {x.size / fs:.1f} s; this model needs at "
+                                                  f"least {MIN_SECONDS:g} s"])
+    if not np.all(np.isfinite(x)):
+        warns.append(f"{int(np.sum(~np.isfinite(x)))} missing samples set to 0")
+        x = np.nan_to_num(x)
+    warns += _quality_warnings(x, fs)
+    if abs(fs - FEATURE_FS) > 1e-9:
+        warns.append(f"input sampled at {fs:g} Hz, resampled to {FEATURE_FS:g} Hz")
+    return Screened(input, _to_fs(x, fs), fs, warns)
+
+
+def screen_file(item: str | Path, intended: dict[str, Any] | None) -> Screened:
+    """Read one WFDB record / EDF file and screen it; an unreadable file is a rejection naming it."""
+    from meddx.data import read
+
+    path = _record_path(item)
+    try:
+        sample = read(path)
+    except MeddxError as exc:
+        return Screened(str(item), None, reasons=[str(exc)])
+    except Exception as exc:  # noqa: BLE001 - name the file whatever went wrong, and go on with the batch
+        return Screened(str(item), None, reasons=[f"{path}: cannot read the signal: {type(exc).__name__}: {exc}"])
+    return screen_sample(sample, str(item), intended)
+
+
+def predict_screened(sm: SignalModel, screened: list[Screened], *, extra_warnings: tuple[str, ...] = ()
+                     ) -> list[Any]:
+    """The full :class:`~meddx.inference.schema.Prediction` of each screened input, in order: rejected
+    inputs get ``Prediction.rejected``; the others carry the OOD verdict and the quality check, and
+    their decision comes from :func:`meddx.trust.decide.decide` (rejected > OOD refer > poor quality
+    refer > the trust layer's decision)."""
+    from meddx.calibration.abstention import predictive_entropy
+    from meddx.inference.schema import OOD, Decision, InputCheck, Prediction, Uncertainty
+    from meddx.signals.ood import quality_decision, record_quality
+    from meddx.trust.decide import decide
+
+    package = sm.package
+    names = sm.class_names
+    base = {"modality": "signal", "model": str(package.get("name")), "model_version": str(package.get("version")),
+            "class_names": names, "intended_use": package.get("intended_use")}
+    ok = [s for s in screened if s.x is not None]
+    raw, ood = sm.assess_ood([s.x for s in ok], FEATURE_FS) if ok else (np.zeros((0, len(names))), None)
+    trusted = sm.trust.apply(sm.logits_of(raw), names, None) if ok else []
+    alpha = sm.trust.alpha
+    checked = InputCheck(passed=True) if package.get("intended_input") else None
+    done: dict[int, Any] = {}
+    for j, (s, p_raw, t) in enumerate(zip(ok, raw, trusted, strict=True)):
+        cal = np.asarray(t["calibrated"], dtype=float)
+        h = float(predictive_entropy(cal[None])[0])
+        quality = record_quality(s.x, FEATURE_FS)
+        trust_decision = quality_decision(quality) if quality["poor"] else t["decision"]
+        verdict = ood[j] if ood else None
+        warns = list(s.warnings) + ([f"signal quality: {quality['failed']} of {quality['windows']} windows fail "
+                                     f"({', '.join(quality['reasons'])})"] if quality["failed"] else [])
+        done[id(s)] = Prediction(
+            input=s.input, **base,
+            probabilities={c: float(v) for c, v in zip(names, p_raw, strict=True)},
+            calibrated_probabilities={c: float(v) for c, v in zip(names, cal, strict=True)},
+            calibration=str((package.get("trust") or {}).get("calibration", {}).get("name", "identity")),
+            prediction=names[int(np.argmax(cal))],
+            uncertainty=Uncertainty(method="none", samples=1, predictive_entropy=h, expected_entropy=h,
+                                    mutual_information=0.0, max_probability=float(cal.max())),
+            prediction_set=t["set"], coverage=(1 - alpha) if alpha is not None else None,
+            decision=Decision(**decide(trust_decision, ood=verdict)),
+            ood=OOD(**verdict) if verdict else None, input_check=checked,
+            warnings=[*warns, *extra_warnings],
+        )
+    return [done[id(s)] if s.x is not None else Prediction.rejected(input=s.input, reasons=s.reasons, **base)
+            for s in screened]
+
+
 def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options: Any) -> list[dict[str, Any]]:
     """One :class:`~meddx.inference.schema.Prediction` dict per WFDB record / EDF file in ``inputs``.
 
-    Options from ``meddx predict`` (uncertainty, samples, explain) are accepted; signal models
-    report ``uncertainty.method == "none"`` and no explanation (a warning says so when one is asked).
+    A file that cannot be read, or that is not what the model was made for (the package's
+    ``intended_input``: an ECG channel in a voltage unit, a rate, a length, an amplitude), gets a
+    ``rejected`` prediction with the reason; the batch goes on. Options from ``meddx predict``
+    (uncertainty, samples, explain) are accepted; signal models report ``uncertainty.method == "none"``
+    and no explanation (a warning says so when one is asked).
     """
-    from meddx.calibration.abstention import predictive_entropy
-    from meddx.inference.schema import Decision, Prediction, Uncertainty
-
     if not inputs:
         raise ConfigError("no input files", field="files", hint="Pass WFDB records (.hea/.dat) or EDF files")
     sm = SignalModel.load(folder)
-    read: list[tuple[str, np.ndarray, float, list[str]]] = []
-    for item in inputs:
-        try:
-            x, fs = read_signal(item)
-        except MeddxError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - name the file whatever went wrong
-            raise CorruptFileError(f"cannot read the signal: {type(exc).__name__}: {exc}", path=item) from exc
-        if x.size < MIN_SECONDS * fs:
-            raise InvalidValueError(f"the signal lasts {x.size / fs:.1f} s; at least {MIN_SECONDS:g} s needed",
-                                    path=item, field="input")
-        warns = []
-        if not np.all(np.isfinite(x)):
-            warns.append(f"{int(np.sum(~np.isfinite(x)))} missing samples set to 0")
-            x = np.nan_to_num(x)
-        warns += _quality_warnings(x, fs)
-        read.append((str(item), _to_fs(x, fs), fs, warns))
-    raw = sm.predict_raw([r[1] for r in read], FEATURE_FS)
-    trusted = sm.trust.apply(sm.logits_of(raw), sm.class_names, None)
-    names = sm.class_names
     extra = []
     if options.get("uncertainty") not in (None, "auto", "none"):
         extra.append(f"uncertainty {options['uncertainty']!r} is not available for signal models; method none")
     if options.get("explain"):
         extra.append("explanations are not available for signal models")
-    alpha = sm.trust.alpha
-    out = []
-    for (item, _x, fs, warns), p_raw, t in zip(read, raw, trusted, strict=True):
-        cal = np.asarray(t["calibrated"], dtype=float)
-        h = float(predictive_entropy(cal[None])[0])
-        top = int(np.argmax(cal))
-        pred = Prediction(
-            input=item, modality="signal", model=str(package.get("name")), model_version=str(package.get("version")),
-            class_names=names,
-            probabilities={c: float(v) for c, v in zip(names, p_raw, strict=True)},
-            calibrated_probabilities={c: float(v) for c, v in zip(names, cal, strict=True)},
-            calibration=str((package.get("trust") or {}).get("calibration", {}).get("name", "identity")),
-            prediction=names[top],
-            uncertainty=Uncertainty(method="none", samples=1, predictive_entropy=h, expected_entropy=h,
-                                    mutual_information=0.0, max_probability=float(cal.max())),
-            prediction_set=t["set"], coverage=(1 - alpha) if alpha is not None else None,
-            decision=Decision(**{k: str(v) for k, v in t["decision"].items() if k in ("decision", "reason")}),
-            intended_use=package.get("intended_use"),
-            warnings=[*warns, *extra] + ([f"input sampled at {fs:g} Hz, resampled to {FEATURE_FS:g} Hz"]
-                                         if abs(fs - FEATURE_FS) > 1e-9 else []),
-        )
-        out.append(pred.to_json_dict())
-    return out
+    screened = [screen_file(item, package.get("intended_input")) for item in inputs]
+    return [p.to_json_dict() for p in predict_screened(sm, screened, extra_warnings=tuple(extra))]
 
 
-__all__ = ["DATASET", "MODELS", "SignalModel", "evaluate", "load_folder", "predict", "read_signal",
-           "split_records", "train"]
+__all__ = ["DATASET", "MODELS", "Screened", "SignalModel", "evaluate", "load_folder", "predict",
+           "predict_screened", "read_signal", "screen_file", "screen_sample", "split_records", "train"]
 
 
 def report(folder: Path, package: dict[str, Any], data: str | None, *, out: Path, n_boot: int = 1000,

@@ -14,6 +14,12 @@ The flow for each batch of messages the MQTT client hands over:
    (``window_s`` long, every ``hop_s``);
 5. check each window's quality, run the model once on every good window of the
    batch (all devices together), store the predictions, feed the alert rules;
+   a model with an OOD gate also gives each good window an OOD verdict (stored and
+   published with the prediction), and every device's :class:`~meddx.trust.drift.DriftMonitor`
+   is fed the verdicts of its non-overlapping windows (one in every ``window_s / hop_s``,
+   so the monitor's false-alarm rate, set for independent studies, holds); when it fires,
+   an ``input-drift`` alert goes out through the same alert path, and its state is stored
+   beside the device's (a restarted runner carries on from it);
 6. publish predictions and alerts with QoS 1; mark them published when the broker
    acknowledges them (a restarted runner republishes the rest).
 
@@ -52,6 +58,9 @@ log = logging.getLogger("meddx.stream")
 
 DEFAULT_WINDOW_S = 7.0
 """Window length for a model without a live-window head (one that has one says its own)."""
+DRIFT_RULE = "input-drift"
+"""Name of the alert raised when a device's drift monitor fires (its windows stopped looking like training)."""
+DRIFT_SEVERITY = "medium"
 
 
 class WindowModel(Protocol):
@@ -165,6 +174,9 @@ class StreamRunner:
         self._client: Any = None
         self.connected = threading.Event()
         self.error: BaseException | None = None
+        self.drift: dict[tuple[str, str], Any] = {}
+        """Per device stream: a :class:`~meddx.trust.drift.DriftMonitor` fed with window OOD verdicts."""
+        self._drift_template: dict[str, Any] | None = None
 
     # -- MQTT ----------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -263,6 +275,9 @@ class StreamRunner:
             self.buffers[key] = buf
         for alert in self.store.open_alerts():
             self.alerts.restore_open(alert["device_id"], alert["signal"], alert["rule"])
+        from meddx.trust.drift import DriftMonitor
+
+        self.drift = {key: DriftMonitor.from_dict(state) for key, state in self.store.drift_states().items()}
         self.stats["restored_devices"] = len(self.states)
 
     # -- the worker ------------------------------------------------------------
@@ -410,6 +425,7 @@ class StreamRunner:
             by_shape[(buf.fs, x.size)].append(i)
         quality: list[str] = [OK] * len(windows)
         probs: list[dict[str, float] | None] = [None] * len(windows)
+        oods: list[dict[str, Any] | None] = [None] * len(windows)
         for (fs, _), idx in by_shape.items():
             stack = np.stack([windows[i][4] for i in idx])
             verdicts = self.config.quality.check(stack, fs)
@@ -417,28 +433,73 @@ class StreamRunner:
             for j, v in enumerate(verdicts):
                 quality[idx[j]] = v
             if good:
-                p = np.asarray(self._window_proba(stack[good], fs))
-                for j, row in zip(good, p, strict=True):
+                p, verdict = self._window_proba_ood(stack[good], fs)
+                for k, (j, row) in enumerate(zip(good, np.asarray(p), strict=True)):
                     probs[idx[j]] = {n: round(float(v), 5) for n, v in zip(names, row, strict=True)}
+                    oods[idx[j]] = verdict[k] if verdict else None
         rows, events = [], []
-        for (key, buf, index, start, x), q, p in zip(windows, quality, probs, strict=True):
+        touched: set[tuple[str, str]] = set()
+        for (key, buf, index, start, x), q, p, ood in zip(windows, quality, probs, oods, strict=True):
             t_start = buf.t0 + start / buf.fs
             t_end = t_start + x.size / buf.fs
             label = max(p, key=p.get) if p else "poor-signal"
             rows.append((*key, buf.segment, index, t_start, t_end, label, p, q, self.config.model_name,
-                         buf.last_sent_at))
+                         buf.last_sent_at, ood))
             events += self.alerts.update(*key, t_start, t_end, p, q)
+            if ood is not None and index % max(1, round(self.config.window_s / self.config.hop_s)) == 0:
+                event = self._update_drift(key, ood, t_start, t_end)
+                touched.add(key)
+                if event is not None:
+                    events.append(event)
         with self.store.transaction():
             self.store.add_predictions(rows)
             alert_ids = [self.store.raise_alert(e) if e.kind == "raised" else self.store.clear_alert(e)
                          for e in events]
+            for key in touched:
+                self.store.save_drift(*key, self.drift[key].to_dict())
         self.stats["predictions"] += len(rows)
         self.stats["poor_quality"] += sum(q != OK for q in quality)
+        self.stats["ood_flagged"] += sum(bool(o and o.get("flagged")) for o in oods)
         for row in rows:
-            body = prediction_message((*row[:7], json.dumps(row[7]) if row[7] else None, *row[8:11]))
+            body = prediction_message((*row[:7], json.dumps(row[7]) if row[7] else None, *row[8:12]))
             self._publish_prediction(body)
         for event, alert_id in zip(events, alert_ids, strict=True):
             self._publish_alert(event, alert_id)
+
+    def _window_proba_ood(self, windows: np.ndarray, fs: float) -> tuple[np.ndarray, list[dict[str, Any]] | None]:
+        """The window probabilities and, for a model with an OOD gate, one verdict per window."""
+        both = getattr(self.model, "predict_window_proba_ood", None)
+        if both is not None:
+            return both(windows, fs)
+        return self._window_proba(windows, fs), None
+
+    def _drift_monitor(self, key: tuple[str, str]) -> Any:
+        """The device stream's monitor; a new one starts from the model gate's flag rate and validation
+        window scores (thresholds simulated once per runner, then copied)."""
+        from meddx.trust.drift import DriftMonitor
+
+        monitor = self.drift.get(key)
+        if monitor is None:
+            if self._drift_template is None:
+                gate = getattr(self.model, "ood_gate", None)
+                p0 = float(getattr(gate, "flag_rate", 0.05))
+                reference = (getattr(gate, "reference", None) or {}).get("windows")
+                self._drift_template = DriftMonitor.create(p0, reference).to_dict()
+            monitor = self.drift[key] = DriftMonitor.from_dict(json.loads(json.dumps(self._drift_template)))
+        return monitor
+
+    def _update_drift(self, key: tuple[str, str], ood: dict[str, Any], t_start: float,
+                      t_end: float) -> AlertEvent | None:
+        """Feed one window's OOD verdict to the device's monitor; the ``input-drift`` alert when it fires."""
+        monitor = self._drift_monitor(key)
+        was = bool(monitor.alarm)
+        state = monitor.update(bool(ood.get("flagged")), ood.get("score"))
+        if was or not state["alarm"]:
+            return None
+        self.stats["drift_alarms"] += 1
+        log.warning("input drift on %s/%s: %s", key[0], key[1], state["alarm_reason"])
+        return AlertEvent("raised", key[0], key[1], DRIFT_RULE, DRIFT_SEVERITY, t_start, t_end, None,
+                          extra={"reason": state["alarm_reason"], "drift": state})
 
     def _window_proba(self, windows: np.ndarray, fs: float) -> np.ndarray:
         """The model's window probabilities (its live-window head when it has one)."""
@@ -455,5 +516,7 @@ class StreamRunner:
         body = {"alert_id": alert_id, "event": event.kind, "device_id": event.device_id, "signal": event.signal,
                 "rule": event.rule, "severity": event.severity, "onset_time": event.onset_time,
                 "window_end": event.window_end, "probability": event.probability, "published_at": time.time()}
+        if event.extra.get("reason"):
+            body["reason"] = event.extra["reason"]
         self._client.publish(ALERT_TOPIC.format(device=event.device_id), json.dumps(body), qos=1)
         self.stats[f"alerts_{event.kind}"] += 1

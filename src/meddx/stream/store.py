@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS gaps (
     device_id TEXT NOT NULL, signal TEXT NOT NULL, first_missing INTEGER NOT NULL, last_missing INTEGER NOT NULL,
     detected_at REAL NOT NULL, PRIMARY KEY (device_id, signal, first_missing)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS drift (
+    device_id TEXT NOT NULL, signal TEXT NOT NULL, state TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (device_id, signal)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB, reason TEXT NOT NULL,
     received_at REAL NOT NULL
@@ -86,6 +90,9 @@ class StreamStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self.conn.executescript(SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(predictions)")}
+        if "ood" not in columns:  # a store written before window OOD verdicts existed
+            self.conn.execute("ALTER TABLE predictions ADD COLUMN ood TEXT")
 
     def close(self) -> None:
         self.conn.close()
@@ -123,10 +130,14 @@ class StreamStore:
 
     def add_predictions(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Rows: device, signal, segment, window, window_start, window_end, label, probabilities (dict|None),
-        quality, model, chunk_sent_at."""
+        quality, model, chunk_sent_at[, ood verdict (dict|None)]."""
         now = time.time()
-        rows = [(*r[:7], json.dumps(r[7]) if r[7] is not None else None, *r[8:11], now) for r in rows]
-        self.conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)", rows)
+        rows = [(*r[:7], json.dumps(r[7]) if r[7] is not None else None, *r[8:11], now,
+                 json.dumps(r[11]) if len(r) > 11 and r[11] is not None else None) for r in rows]
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO predictions (device_id, signal, segment, window, window_start, window_end, label, "
+            "probabilities, quality, model, chunk_sent_at, created_at, published_at, ood) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL,?)", rows)
         # the newest window per device stream, for live views (a small table instead of a scan of all windows)
         self.conn.executemany(
             "INSERT INTO latest VALUES (?,?,?,?,?,?) ON CONFLICT (device_id, signal) DO UPDATE SET "
@@ -162,7 +173,18 @@ class StreamStore:
             (time.time(), by[:64], alert_id))
         return cur.rowcount == 1
 
+    def save_drift(self, device_id: str, signal: str, state: dict[str, Any]) -> None:
+        """Store a device stream's drift monitor (:class:`meddx.trust.drift.DriftMonitor` ``to_dict``)."""
+        self.conn.execute("INSERT INTO drift VALUES (?,?,?,?) ON CONFLICT (device_id, signal) DO UPDATE SET "
+                          "state=excluded.state, updated_at=excluded.updated_at",
+                          (device_id, signal, json.dumps(state), time.time()))
+
     # -- reads ---------------------------------------------------------------
+    def drift_states(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every device stream's stored drift monitor."""
+        return {(r[0], r[1]): json.loads(r[2])
+                for r in self.conn.execute("SELECT device_id, signal, state FROM drift").fetchall()}
+
     def device_states(self) -> dict[tuple[str, str], DeviceState]:
         """The state of every device stream, rebuilt from the store (after a restart)."""
         states = {}
@@ -199,7 +221,7 @@ class StreamStore:
     def unpublished(self, limit: int = 10_000) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT device_id, signal, segment, window, window_start, window_end, label, probabilities, quality,"
-            " model, chunk_sent_at FROM predictions WHERE published_at IS NULL LIMIT ?", (limit,)).fetchall()
+            " model, chunk_sent_at, ood FROM predictions WHERE published_at IS NULL LIMIT ?", (limit,)).fetchall()
         return [prediction_message(r) for r in rows]
 
     def open_alerts(self) -> list[dict[str, Any]]:
@@ -236,7 +258,10 @@ class StreamStore:
 
 def prediction_message(row: tuple[Any, ...]) -> dict[str, Any]:
     """The JSON body published for one stored prediction row."""
-    device, signal, segment, window, start, end, label, probs, quality, model, sent = row
-    return {"device_id": device, "signal": signal, "segment": segment, "window": window, "window_start": start,
+    device, signal, segment, window, start, end, label, probs, quality, model, sent = row[:11]
+    body = {"device_id": device, "signal": signal, "segment": segment, "window": window, "window_start": start,
             "window_end": end, "label": label, "probabilities": json.loads(probs) if probs else None,
             "quality": quality, "model": model, "chunk_sent_at": sent}
+    if len(row) > 11 and row[11]:
+        body["ood"] = json.loads(row[11]) if isinstance(row[11], str) else row[11]
+    return body
