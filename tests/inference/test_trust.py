@@ -62,8 +62,11 @@ def test_prediction_schema_for_each_method(ensemble: Path, data: Path) -> None:
                 p.uncertainty.expected_entropy + p.uncertainty.mutual_information, abs=1e-9)
             if method in ("mc-dropout", "tta"):
                 assert p.uncertainty.samples == 8 and p.uncertainty.sample_probabilities_sd is not None
-            if len(p.prediction_set) > 1:
+            if len(p.prediction_set) > 1 and pipe.trust.policy.refer_on_ambiguous_set:
                 assert p.decision.decision == "refer"
+            assert p.ood is not None and p.ood.method == "mahalanobis-layers"  # every package carries its gate
+            if p.ood.flagged:
+                assert p.decision.decision == "refer" and "outside the model's training data" in p.decision.reason
     ens = Pipeline.load(ensemble).predict(files[:1])[0]
     assert ens["uncertainty"]["method"] == "ensemble" and ens["uncertainty"]["samples"] == 2
 

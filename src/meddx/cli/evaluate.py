@@ -32,6 +32,8 @@ def evaluate(
     from meddx.modalities import IMAGE, get_modality, modality_of_package
     from meddx.packaging.registry import read_package, resolve
 
+    import numpy as np
+
     folder = resolve(model)
     modality = modality_of_package(read_package(folder))
     if modality != IMAGE:
@@ -51,41 +53,50 @@ def evaluate(
     pre = pipe.package["preprocess"]
     is_folder = Path(data).is_dir()
     sample = load_images(data, size=pre["size"], channels=pre["in_chans"]) if is_folder else load_images(data)
-    available = list(sample.splits)
-    if split is not None:
-        if split not in sample.splits:
-            raise ConfigError(f"no split {split!r} in {data}", field="split", hint=f"Choose one of {available}")
-        chosen = split
-    elif "test" in sample.splits:
-        chosen = "test"
-    elif available == ["all"]:
-        chosen = "all"
-    else:
-        raise ConfigError(f"{data} has no test split", field="split", hint=f"Pass --split, one of {available}")
+    from meddx.evaluation.shift import choose_partition, seen_title, shift_block
+
+    part = choose_partition(pipe.folder, pipe.package, data, sample, split)
+    chosen = part["split"]
     if record:
         _check_record(pipe.package, sample.meta.get("dataset"), data, chosen, is_folder)
 
-    images, labels = sample.splits[chosen]
-    groups = sample.meta.get("groups")
-    groups = groups.get(chosen) if isinstance(groups, dict) else groups
-    if groups is not None and len(groups) != len(labels):
-        groups = None
+    images, labels, groups = part["images"], part["labels"], part["groups"]
     result = evaluate_model(
         pipe, images, labels, groups=groups, class_names=sample.class_names,
         out_dir=out if out is not None and out.suffix.lower() != ".json" else None,
         n_boot=n_boot, seed=seed, positive=positive, data=data, split=chosen,
         source=Path(data) / "labels.csv" if is_folder else None,
     )
+    result["seen_by_model"] = part["seen_by_model"]
+    result["validation"] = part["seen_by_model"] is None
+    from meddx.evaluation.report import map_labels
+
+    y = map_labels(labels, pipe.class_names, sample.class_names, path=None)
+    pos = pipe.class_names.index(result["positive_class"]) if result.get("positive_class") else None
+    result["shift"] = shift_block(pipe, np.asarray(images), y, pos)
+    if result["shift"] and "ece" in result["shift"]:
+        result["ece"] = result["shift"]["ece"]["value"]
+        result["ece_noise_floor"] = result["shift"]["ece"]["noise_floor_p95"]
+    if out is not None and out.suffix.lower() != ".json":
+        write_json(out / "metrics.json", result)
     if out is not None and out.suffix.lower() == ".json":
         write_json(out, result)
 
     version = pipe.package.get("version", "")
-    title = f"{result['model']} {version} on {data} [{chosen}], n={result['n']}"
+    title = f"{seen_title(result['seen_by_model'])}{result['model']} {version} on {data} [{chosen}], n={result['n']}"
     if result["n_groups"]:
         title += f", {result['n_groups']} patients/groups"
     typer.echo(format_table(result["metrics"], title))
     if result["positive_class"] is not None:
         typer.echo(f"\npositive class: {result['positive_class']} (threshold {result['threshold']})")
+    shift = result.get("shift")
+    if shift:
+        line = f"outside the training data: {shift['flagged']}/{shift['n']} flagged " \
+               f"(in-distribution rate {shift['expected_flag_rate']:.0%})"
+        if "ece" in shift:
+            line += f"; ECE {shift['ece']['value']:.3f} (noise floor at n={shift['n']}: {shift['ece']['noise_floor_p95']:.3f})"
+        typer.echo(line)
+        typer.echo(f"recommendation: {shift['recommendation']['action']} - {shift['recommendation']['why']}")
     if out is not None:
         typer.echo(f"wrote {out}", err=True)
     if record:

@@ -31,20 +31,6 @@ def _ci(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: entry.get(k) for k in ("value", "low", "high")}
 
 
-def load_split(pipeline: Any, data: str, split: str | None) -> tuple[Any, str]:
-    """The labelled sample for ``data`` and the split to evaluate (default: test, else all)."""
-    from meddx.data.datasets import load_images
-
-    pre = pipeline.package["preprocess"]
-    sample = load_images(data, size=pre["size"], channels=pre["in_chans"]) if Path(data).is_dir() \
-        else load_images(data)
-    if split is None:
-        split = "test" if "test" in sample.splits else "all" if "all" in sample.splits else None
-    if split not in sample.splits:
-        raise ConfigError(f"no split {split!r} in {data}", field="split", hint=f"Choose one of {list(sample.splits)}")
-    return sample, split
-
-
 def _split_table(sample: Any, class_names: list[str]) -> dict[str, Any]:
     names = sample.class_names or class_names
     out = {}
@@ -142,14 +128,20 @@ def build_report(model: str | Path, data: str | None = None, *, split: str | Non
     if not data:
         raise ConfigError("no data given and the package does not name its data", field="data",
                           hint="meddx report MODEL DATA (a catalogue set or a folder with labels.csv)")
-    sample, split = load_split(pipeline, data, split)
+    from meddx.data.datasets import load_images
+    from meddx.evaluation.shift import choose_partition, seen_title, shift_block
+
+    pre = package["preprocess"]
+    sample = load_images(data, size=pre["size"], channels=pre["in_chans"]) if Path(data).is_dir() \
+        else load_images(data)
+    part = choose_partition(pipeline.folder, package, data, sample, split)
+    split, seen = part["split"], part["seen_by_model"]
     classes = pipeline.class_names
-    images, labels = sample.splits[split]
+    images, labels, groups = part["images"], part["labels"], part["groups"]
     y = map_labels(labels, classes, sample.class_names)
-    groups = (sample.meta.get("groups") or {}).get(split) if isinstance(sample.meta.get("groups"), dict) else None
-    if groups is not None and len(groups) != len(y):
-        groups = None
     warnings: list[str] = []
+    if seen:
+        warnings.append(f"These images are data the model was {seen}: the figures below are not a validation.")
 
     evaluation = evaluate_model(pipeline, images, y, class_names=classes, groups=groups, out_dir=figures,
                                 n_boot=n_boot, seed=seed, data=data, split=split)
@@ -170,7 +162,9 @@ def build_report(model: str | Path, data: str | None = None, *, split: str | Non
 
     shown = Path(data).name if Path(data).is_dir() else data
     report: dict[str, Any] = {
-        "title": f"Validation report: {package['name']} on {shown} [{split}]",
+        "title": (f"{seen_title(seen)}report of {package['name']} on {shown} [{split}]" if seen
+                  else f"Validation report: {package['name']} on {shown} [{split}]"),
+        "seen_by_model": seen, "validation": seen is None,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "meddx_version": __version__,
         "model": {"name": package["name"], "version": str(package["version"]),
                   "architecture": package.get("architecture"), "modality": package.get("modality", "image"),
@@ -195,6 +189,7 @@ def build_report(model: str | Path, data: str | None = None, *, split: str | Non
         "figures": {"roc": str(figures / "roc.png"), "pr": str(figures / "pr.png"),
                     "confusion": str(figures / "confusion.png"), "reliability": str(figures / "reliability.png")},
         "calibration": calibration,
+        "shift": shift_block(pipeline, np.asarray(images), y, pos),
         "warnings": warnings,
     }
 

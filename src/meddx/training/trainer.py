@@ -287,6 +287,14 @@ def fit_ood_gate(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_val: np
                    features="penultimate layer + channel mean/SD of each network stage", groups=groups)
 
 
+def drift_reference(trust: dict[str, Any], val_logits: np.ndarray) -> list[float]:
+    """Validation scores a drift monitor compares a site's scores with (calibrated last-class probability)."""
+    from meddx.inference.trust import TrustLayer
+
+    calibrated = TrustLayer.from_package({"trust": trust}).calibrator.transform(val_logits)
+    return [round(float(v), 6) for v in calibrated[:, -1]]
+
+
 def intended_input_for(sample: Any, x_train: np.ndarray, dataset: str | None) -> dict[str, Any]:
     """What the package accepts: the catalogue's declaration plus channels and sizes seen in training."""
     from meddx.trust.intended import IntendedInput
@@ -565,6 +573,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
                           alpha=config.conformal_alpha, target_risk=config.target_risk,
                           fitted_on=f"validation split (n={len(y_val)})")
         gate = fit_ood_gate(model, x_train, y_train, x_val, mean, std, flag_rate=config.ood_flag_rate)
+        reference_scores = drift_reference(trust, predict_logits(model, x_val, mean, std))
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -599,6 +608,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
                      "pretrained": config.pretrained, "freeze": config.freeze},
         "trust": trust,
         "ood": gate.to_package(run),
+        "drift": {"reference_scores": reference_scores,
+                  "reference": f"calibrated probability of the last class on the validation split (n={len(y_val)})"},
         "intended_input": intended_input_for(sample, x_train, dataset),
         "intended_use": "Research and clinical decision support by qualified staff; not for primary diagnosis.",
         "extra_files": ["ood.npz"],
@@ -751,17 +762,8 @@ def refit_ood(model: str | Path, *, flag_rate: float = 0.05) -> dict[str, Any]:
     if not config_path.is_file():
         raise ConfigError("the package has no config.json to rebuild its training split from", path=config_path,
                           field="config.json", hint="Retrain it with `meddx train` (which fits the OOD gate)")
-    saved = json.loads(config_path.read_text(encoding="utf-8"))
-    config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
-    split_seed = config.seed if config.split_seed is None else config.split_seed
-    sample = load_images(config.data, size=config.size)
-    splits, _ = resolve_splits(sample, config, split_seed)
+    splits, sample = rebuild_splits(config_path)
     images, labels = splits["train"]
-    holdout_file = config_path.parent / "holdout.json"
-    if holdout_file.is_file():
-        held = json.loads(holdout_file.read_text(encoding="utf-8"))["indices"]
-        keep = np.setdiff1d(np.arange(len(labels)), held)
-        images, labels = images[keep], np.asarray(labels)[keep]
     pre = pipeline.package["preprocess"]
     x_train, x_val = prepare_arrays(images, pre["size"]), prepare_arrays(splits["val"][0], pre["size"])
     y_train = np.asarray(labels).reshape(len(x_train), -1)[:, 0].astype(np.int64)
@@ -781,3 +783,27 @@ def refit_ood(model: str | Path, *, flag_rate: float = 0.05) -> dict[str, Any]:
     write_package(folder, package)
     write_card(folder, package)
     return block
+
+
+def rebuild_splits(config_path: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], Any]:
+    """The run's ``train`` (hold-out removed), ``val`` and, when it was carved, ``holdout`` images and labels,
+    rebuilt from its ``config.json`` exactly as :func:`train` made them; and the loaded sample."""
+    from dataclasses import fields
+
+    from meddx.data.datasets import load_images
+
+    config_path = Path(config_path)
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    sample = load_images(config.data, size=config.size)
+    splits, _ = resolve_splits(sample, config, split_seed)
+    out = {"train": splits["train"], "val": splits["val"]}
+    holdout_file = config_path.parent / "holdout.json"
+    if holdout_file.is_file():
+        held = np.asarray(json.loads(holdout_file.read_text(encoding="utf-8"))["indices"], dtype=np.int64)
+        images, labels = splits["train"]
+        keep = np.setdiff1d(np.arange(len(labels)), held)
+        out["train"] = (images[keep], np.asarray(labels)[keep])
+        out["holdout"] = (images[held], np.asarray(labels)[held])
+    return out, sample

@@ -272,6 +272,9 @@ class OODGate:
     thresholds: dict[str, float]
     flag_rate: float = DEFAULT_FLAG_RATE
     info: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+    """Validation scores of each method (``val_scores/<method>``): the in-distribution reference that
+    batch shift tests compare a new site's scores with."""
 
     def scores(self, features: Any, logits: Any, method: str | None = None) -> np.ndarray:
         """OOD scores ``(N,)`` of ``method`` (default: the gate's own)."""
@@ -298,6 +301,7 @@ class OODGate:
     def to_package(self, folder: str | Path) -> dict[str, Any]:
         """Write ``ood.npz`` into ``folder``; return the JSON block for ``package.json["ood"]``."""
         arrays = {f"{name}/{key}": value for name, det in self.detectors.items() for key, value in det.state().items()}
+        arrays.update({f"reference/{key}": value for key, value in self.reference.items()})
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         data = buffer.getvalue()
@@ -336,7 +340,8 @@ class OODGate:
                              hint=f"Available: {sorted(detectors)}")
         info = {k: v for k, v in block.items() if k not in ("file", "sha256", "method", "flag_rate", "methods")}
         info["methods"] = {n: {k: v for k, v in block["methods"][n].items() if k != "threshold"} for n in detectors}
-        return cls(method, detectors, thresholds, float(block.get("flag_rate", DEFAULT_FLAG_RATE)), info)
+        reference = {key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith("reference/")}
+        return cls(method, detectors, thresholds, float(block.get("flag_rate", DEFAULT_FLAG_RATE)), info, reference)
 
 
 def threshold_for(scores: np.ndarray, flag_rate: float) -> float:
@@ -370,11 +375,13 @@ def fit_ood(train_features: Any, train_logits: Any, train_labels: Any, val_featu
     detectors: dict[str, Detector] = {}
     thresholds: dict[str, float] = {}
     per_method: dict[str, dict[str, Any]] = {}
+    reference: dict[str, np.ndarray] = {}
     for name in methods:
         detector = DETECTORS[name]().fit(train_features, train_logits, np.asarray(train_labels).reshape(-1), groups)
         val_scores = detector.score(val_features, val_logits)
         thresholds[name] = threshold_for(val_scores, flag_rate)
         detectors[name] = detector
+        reference[f"val_scores/{name}"] = np.asarray(val_scores, dtype=np.float64)
         per_method[name] = {"val_flag_rate": float(np.mean(val_scores > thresholds[name]))}
     n_val = int(len(val_features))
     info: dict[str, Any] = {"features": f"{features} ({train_features.shape[1]} values)",
@@ -385,7 +392,7 @@ def fit_ood(train_features: Any, train_logits: Any, train_labels: Any, val_featu
     if n_val < SMALL_VALIDATION:
         info["warning"] = (f"the OOD threshold was chosen on {n_val} validation cases: the in-distribution flag "
                            f"rate may differ from {flag_rate:.0%} by several points")
-    return OODGate(method, detectors, thresholds, flag_rate, info)
+    return OODGate(method, detectors, thresholds, flag_rate, info, reference)
 
 
 def load_gate(folder: str | Path, package: dict[str, Any]) -> OODGate | None:
