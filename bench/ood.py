@@ -212,6 +212,50 @@ def pneumonia_bars(pipeline: Any) -> dict[str, Any]:
     return out
 
 
+def drift_section(pipeline: Any, replays: int = 200, horizon: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Replays of the package's drift monitor: 1,000 in-distribution studies (PneumoniaMNIST test, drawn
+    with replacement), and a switch to adult chest X-rays (the covid-cxr films) after 100 studies."""
+    from meddx.data.datasets import load_images
+    from meddx.trust.drift import DriftMonitor
+
+    def flags_and_scores(images: Any) -> tuple[np.ndarray, np.ndarray]:
+        verdicts = [v for img in images for v in pipeline.assess_ood(img[None])] if isinstance(images, list) \
+            else pipeline.assess_ood(images)
+        probs = np.concatenate([pipeline.predict_arrays(img[None]) for img in images]) if isinstance(images, list) \
+            else pipeline.predict_arrays(images)
+        return np.array([v["flagged"] for v in verdicts]), probs[:, -1]
+
+    id_flags, id_scores = flags_and_scores(load_images("pneumoniamnist").splits["test"][0])
+    adult_flags, adult_scores = flags_and_scores([pipeline.image_from_file(f) for f in covid_pneumonia_files()])
+    reference = (pipeline.package.get("drift") or {}).get("reference_scores")
+    template = DriftMonitor.create(pipeline.ood.flag_rate, reference, horizon=horizon)
+    rng = np.random.default_rng(seed)
+    false_alarms, delays = 0, []
+    for _ in range(replays):
+        monitor = DriftMonitor.from_dict(template.to_dict())
+        idx = rng.integers(0, len(id_flags), horizon)
+        false_alarms += any(monitor.update(bool(id_flags[i]), float(id_scores[i]))["alarm"] for i in idx)
+        monitor = DriftMonitor.from_dict(template.to_dict())
+        for i in rng.integers(0, len(id_flags), 100):
+            monitor.update(bool(id_flags[i]), float(id_scores[i]))
+        already = monitor.alarm
+        delay = None
+        for step, i in enumerate(rng.integers(0, len(adult_flags), 200), 1):
+            if monitor.update(bool(adult_flags[i]), float(adult_scores[i]))["alarm"]:
+                delay = 0 if already else step
+                break
+        delays.append(delay)
+    detected = [d for d in delays if d is not None and d <= 50]
+    return {"replays": replays, "horizon": horizon, "monitor": {k: template.to_dict()[k] for k in ("p0", "p1", "h",
+            "ks_limit", "window", "step", "false_alarm")}, "score_test": reference is not None,
+            "id_flag_rate": float(id_flags.mean()), "adult_flag_rate": float(adult_flags.mean()),
+            "in_distribution_no_alarm": wilson(replays - false_alarms, replays),
+            "switch_detected_within_50": wilson(len(detected), replays),
+            "median_delay": float(np.median([d for d in delays if d is not None])) if any(
+                d is not None for d in delays) else None,
+            "max_delay": max((d for d in delays if d is not None), default=None)}
+
+
 def train_default(data: str) -> Path:
     """``meddx train DATA`` with default settings (cached under bench/runs/ood)."""
     from meddx.training import TrainConfig, train
@@ -253,6 +297,18 @@ def markdown(result: dict[str, Any]) -> str:
                   f"({ref['k']}/{ref['n']}) | ≤ 0.10 |",
                   f"| PneumoniaMNIST test: AUC on cases not referred | {auc['value']:.4f} [{auc['low']:.3f}, "
                   f"{auc['high']:.3f}] (n={t['n_kept']}) | ≥ 0.97 |", ""]
+        d = result.get("drift")
+        if d:
+            ok, hit = d["in_distribution_no_alarm"], d["switch_detected_within_50"]
+            lines += [f"Drift monitor ({d['replays']} replays; CUSUM on the OOD flag, h={d['monitor']['h']:.2f}"
+                      + (f", windowed KS on scores, limit {d['monitor']['ks_limit']:.3f}" if d["score_test"] else
+                         ", no score test: the package has no reference scores") + "):", "",
+                      "| bar | measured [95% CI] | target |", "|---|---|---|",
+                      f"| 1,000 in-distribution studies, no alarm | {ok['value']:.3f} [{ok['low']:.3f}, {ok['high']:.3f}] "
+                      f"({ok['k']}/{ok['n']}) | ≥ 0.95 |",
+                      f"| switch to adult chest X-rays detected within 50 studies | {hit['value']:.3f} [{hit['low']:.3f}, "
+                      f"{hit['high']:.3f}] ({hit['k']}/{hit['n']}); median delay {d['median_delay']}, max "
+                      f"{d['max_delay']} | ≥ 0.95 |", ""]
         lines += ["Non-chest DICOMs in `format-samples` given to the pneumonia model:", "",
                   "| file | decision | reason |", "|---|---|---|"]
         for name, d in bars["format_samples_dicom"].items():
@@ -286,6 +342,7 @@ def main() -> None:
                             "ms_per_image": r["ms_per_image"]} for r in rows]
         if data == "pneumoniamnist":
             result["pneumonia_bars"] = pneumonia_bars(pipeline)
+            result["drift"] = drift_section(pipeline)
     result["seconds"] = time.perf_counter() - start
     result["command"] = "python -m bench.ood" + (" --pneumonia RUN" if args.pneumonia else "") \
         + (" --breast RUN" if args.breast else "")
