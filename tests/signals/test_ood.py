@@ -52,7 +52,8 @@ def test_a_trace_labelled_ecg_that_is_not_one_is_referred(run: Path, tmp_path: P
     assert res["decision"]["decision"] == "refer" and res["decision"]["reason"].startswith(OOD_REASON)
 
 
-def test_every_prediction_carries_ood_and_in_distribution_records_mostly_pass(run: Path, folder: Path) -> None:  # noqa: F811
+def test_every_prediction_carries_ood_and_in_distribution_records_mostly_pass(
+        run: Path, folder: Path) -> None:  # noqa: F811
     pkg = _pkg(run)
     test = [str(folder / n) for n in pkg["splits"]["test"]]
     res = SP.predict(run, pkg, test)
@@ -75,7 +76,8 @@ def test_poor_quality_record_is_referred(run: Path, tmp_path: Path) -> None:
     assert pred.decision.reason.startswith("poor signal quality") and "noise" in pred.decision.reason
 
 
-def test_wrong_signals_are_rejected_and_the_batch_goes_on(run: Path, folder: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_wrong_signals_are_rejected_and_the_batch_goes_on(
+        run: Path, folder: Path, tmp_path: Path) -> None:  # noqa: F811
     t = np.arange(20 * 100) / 100
     wfdb.wrsamp("ppg", fs=100, units=["NU"], sig_name=["PLETH"], p_signal=(500 + 40 * np.sin(7 * t))[:, None],
                 fmt=["16"], adc_gain=[10.0], baseline=[0], write_dir=str(tmp_path))

@@ -188,18 +188,33 @@ def fit_signal_gate(model: Any, train: Sequence[np.ndarray], y_train: np.ndarray
     va_w, va_owner = windows_of(val, fs, window_s)
     p_tr, f_tr = model.window_outputs(tr_w, fs)
     p_va, f_va = model.window_outputs(va_w, fs)
+    return gate_from_window_outputs((p_tr, f_tr, tr_owner), np.asarray(y_train), (p_va, f_va, va_owner), len(val),
+                                    window_s=window_s, flag_rate=flag_rate, methods=methods, method=method,
+                                    features=_describe(model), n_train=len(train))
+
+
+def gate_from_window_outputs(train: tuple[np.ndarray, np.ndarray, np.ndarray], y_train: np.ndarray,
+                             val: tuple[np.ndarray, np.ndarray, np.ndarray], n_val: int, *,
+                             window_s: float = WINDOW_S, flag_rate: float = DEFAULT_FLAG_RATE,
+                             methods: tuple[str, ...] = METHODS, method: str = METHOD,
+                             features: str = "window features", n_train: int | None = None) -> SignalGate:
+    """:func:`fit_signal_gate` from window outputs already computed: ``(probabilities, raw features,
+    record index of each window)`` of the training and validation windows; ``y_train`` per training record."""
+    p_tr, f_tr, tr_owner = train
+    p_va, f_va, va_owner = val
+    n_train = int(tr_owner.max()) + 1 if n_train is None else n_train
     scaler = FeatureScaler.fit(f_tr)
     log_tr, log_va = (np.log(np.clip(p, 1e-6, 1.0)) for p in (p_tr, p_va))
-    gate = fit_ood(scaler.transform(f_tr), log_tr, np.asarray(y_train)[tr_owner], scaler.transform(f_va), log_va,
-                   methods=methods, method=method, flag_rate=flag_rate, features=_describe(model),
-                   fitted_on=f"{window_s:g}-s windows of the training records ({len(train)} records)",
-                   threshold_on=f"{window_s:g}-s windows of the validation records ({len(val)} records)")
+    gate = fit_ood(scaler.transform(f_tr), log_tr, y_train[tr_owner], scaler.transform(f_va), log_va,
+                   methods=methods, method=method, flag_rate=flag_rate, features=features,
+                   fitted_on=f"{window_s:g}-s windows of the training records ({n_train} records)",
+                   threshold_on=f"{window_s:g}-s windows of the validation records ({n_val} records)")
     window_thresholds = dict(gate.thresholds)
     signal_gate = SignalGate(gate, window_thresholds, scaler, window_s)
     record_thresholds: dict[str, float] = {}
     reference: dict[str, list[float]] = {}
     for name in gate.detectors:
-        rec = signal_gate.record_scores(f_va, p_va, va_owner, len(val), name)
+        rec = signal_gate.record_scores(f_va, p_va, va_owner, n_val, name)
         record_thresholds[name] = threshold_for(rec, flag_rate)
         gate.info["methods"][name]["val_record_flag_rate"] = float(np.mean(rec > record_thresholds[name]))
         if name == gate.method:
@@ -207,9 +222,9 @@ def fit_signal_gate(model: Any, train: Sequence[np.ndarray], y_train: np.ndarray
             reference = {"records": [round(float(v), 6) for v in rec], "windows": [round(float(v), 6) for v in win]}
     gate.thresholds = record_thresholds
     gate.info["reference"] = reference
-    gate.info["n_threshold_records"] = len(val)
-    if len(val) < 100:
-        gate.info["warning"] = (f"the record threshold was chosen on {len(val)} validation records: the "
+    gate.info["n_threshold_records"] = n_val
+    if n_val < 100:
+        gate.info["warning"] = (f"the record threshold was chosen on {n_val} validation records: the "
                                 f"in-distribution flag rate may differ from {flag_rate:.0%} by several points")
     return signal_gate
 
@@ -370,5 +385,5 @@ def shift_report(proba: np.ndarray, y: np.ndarray, class_names: Sequence[str], g
 
 
 __all__ = ["METHODS", "WINDOW_S", "FeatureScaler", "SignalGate", "cut_windows", "ece_noise_floor",
-           "fit_signal_gate", "quality_decision", "record_quality", "refit_ood", "shift_report", "wilson",
-           "windows_of"]
+           "fit_signal_gate", "gate_from_window_outputs", "quality_decision", "record_quality", "refit_ood",
+           "shift_report", "wilson", "windows_of"]
