@@ -306,6 +306,81 @@ def cv_noisy(folds: int = 5, seed: int = 0) -> dict[str, Any]:
             "features_s": round(features_s, 1), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
+def stream_drift(model: Path, *, devices: int = 200, horizon: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The runner's per-device drift monitor on live-window verdicts (7-s windows, non-overlapping).
+
+    In distribution: ``devices`` streams of ``horizon`` windows, each a random sequence of the test
+    split's N/A/O records played window by window (a record's windows stay together, as on a real
+    device): the share of streams that raise an ``input-drift`` alarm (the design target is at
+    most 5% per 1,000 windows). Out of distribution: each HeartPy PPG stream, disguised as a
+    300-Hz ECG in mV, played from its start: the windows until the alarm.
+    """
+    from meddx.packaging.registry import read_package
+    from meddx.signals import package as SP
+    from meddx.signals.intended import robust_amplitude
+    from meddx.signals.ood import cut_windows
+    from meddx.signals.rhythm import load_cinc
+    from meddx.trust.drift import DriftMonitor
+
+    t0 = time.perf_counter()
+    package = read_package(model)
+    sm = SP.SignalModel.load(model)
+    gate = sm.ood_gate
+    signals, labels, _ = load_cinc(records=package["splits"]["test"])
+    keep = [s for s, y in zip(signals, labels, strict=True) if y in RHYTHMS]
+    per_record = []
+    for x in keep:
+        wins = cut_windows(x, 300.0, gate.window_s)
+        wins = [w for w in wins if w.size == wins[0].size]
+        proba, feats = sm.window_outputs(wins, 300.0)
+        per_record.append([(v["flagged"], v["score"]) for v in gate.assess_windows(feats, proba)])
+    iid = DriftMonitor.create(gate.flag_rate, gate.reference.get("windows")).to_dict()
+    template = gate.drift_monitor().to_dict()  # what the runner uses
+    rng = np.random.default_rng(seed)
+    def replay(start: dict[str, Any]) -> tuple[int, list[int], Counter]:
+        alarms, at, why = 0, [], Counter()
+        for _ in range(devices):
+            monitor = DriftMonitor.from_dict(json.loads(json.dumps(start)))
+            while monitor.n < horizon and not monitor.alarm:
+                for flagged, score in per_record[int(rng.integers(len(per_record)))]:
+                    monitor.update(flagged, score)
+                    if monitor.n >= horizon or monitor.alarm:
+                        break
+            alarms += bool(monitor.alarm)
+            if monitor.alarm:
+                at.append(int(monitor.alarm_at))
+                why["CUSUM" if "CUSUM" in monitor.alarm_reason else "KS"] += 1
+        return alarms, at, why
+
+    iid_alarms, _, iid_why = replay(iid)
+    alarms, at, why = replay(template)
+    window_flags = [f for rec in per_record for f, _ in rec]
+    target_amp = float(np.median([robust_amplitude(s) for s in keep]))
+    ppg = []
+    from meddx.signals.ppg import load_heartpy
+
+    for rec in load_heartpy():
+        y = _disguise(np.asarray(rec.ppg, float), float(rec.fs), target_amp)
+        wins = cut_windows(y, 300.0, gate.window_s)
+        wins = [w for w in wins if w.size == wins[0].size]
+        proba, feats = sm.window_outputs(wins, 300.0)
+        monitor = DriftMonitor.from_dict(json.loads(json.dumps(template)))
+        for v in gate.assess_windows(feats, proba):
+            monitor.update(v["flagged"], v["score"])
+            if monitor.alarm:
+                break
+        ppg.append({"stream": rec.name, "windows": len(wins), "alarm": bool(monitor.alarm),
+                    "alarm_at_window": monitor.alarm_at, "alarm_reason": monitor.alarm_reason})
+    return {"in_distribution": {"devices": devices, "horizon_windows": horizon,
+                                "window_flag_rate": _wilson(int(sum(window_flags)), len(window_flags)),
+                                "streams_alarmed": _wilson(alarms, devices), "alarm_tests": dict(why),
+                                "alarm_at_median": float(np.median(at)) if at else None,
+                                "streams_alarmed_iid_thresholds": _wilson(iid_alarms, devices),
+                                "alarm_tests_iid_thresholds": dict(iid_why)},
+            "ppg_disguised": ppg, "cusum_threshold": template["h"], "ks_threshold": template["ks_limit"],
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
 def _pct(e: dict[str, Any]) -> str:
     if e.get("value") is None:
         return "n/a"
@@ -384,6 +459,24 @@ def markdown(r: dict[str, Any], command: str) -> str:
                   f"({n['bar']['flagged_refer_or_rejected']} flagged/referred vs {n['bar']['called_a_rhythm']} "
                   f"called a rhythm). Outcomes: {json.dumps(n['outcomes'])}. CV wall {cv['wall_s']:.0f} s "
                   f"(features {cv['features_s']:.0f} s)."]
+    sd = r.get("stream_drift")
+    if sd:
+        ind = sd["in_distribution"]
+        lines += ["", "## Streams: the runner's per-device drift monitor (7-s non-overlapping windows)", "",
+                  f"- in distribution ({ind['devices']} simulated devices x {ind['horizon_windows']} windows of "
+                  f"the test split's N/A/O records, a record's windows in order): window flag rate "
+                  f"{_pct(ind['window_flag_rate'])}; streams raising an `input-drift` alarm "
+                  f"{_pct(ind['streams_alarmed'])} {ind['alarm_tests']} with the runner's thresholds "
+                  "(replays of validation records, record by record), against "
+                  f"{_pct(ind['streams_alarmed_iid_thresholds'])} {ind['alarm_tests_iid_thresholds']} with "
+                  "`DriftMonitor.create`'s thresholds for independent studies (design: at most 5% per 1,000 "
+                  "windows)"]
+        for p in sd["ppg_disguised"]:
+            when = (f"alarm after {p['alarm_at_window']} windows ({7 * p['alarm_at_window']} s)" if p["alarm"]
+                    else "no alarm")
+            lines.append(f"- PPG `{p['stream']}` disguised as ECG ({p['windows']} windows): {when}")
+        lines.append(f"- runner's thresholds: CUSUM {sd['cusum_threshold']:.2f}, KS {sd['ks_threshold']:.3f}; "
+                     f"wall {sd['wall_s']:.0f} s")
     lines += ["", f"Timings (s): {json.dumps(r['timings_s'])}."]
     return "\n".join(lines)
 
@@ -394,13 +487,29 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N test records only (smoke runs)")
     parser.add_argument("--stem", default="ood_signals")
     parser.add_argument("--cv-noisy", action="store_true", help="also judge all 100 noisy records by 5-fold CV")
+    parser.add_argument("--stream", action="store_true", help="also replay streams through the drift monitor")
+    parser.add_argument("--stream-only", action="store_true",
+                        help="add the stream replay to an existing results file instead of rerunning the rest")
     args = parser.parse_args()
+    if args.stream_only:
+        from bench._common import RESULTS
+
+        result = json.loads((RESULTS / f"{args.stem}.json").read_text(encoding="utf-8"))
+        result["stream_drift"] = stream_drift(args.model)
+        result["stream_command"] = f"python -m bench.ood_signals --model {args.model} --stream-only"
+        paths = write_results(args.stem, result, markdown(result, result["command"])
+                              + f"\n\nStream section: `{result['stream_command']}`.")
+        print("wrote", *paths)
+        return
     result = run(args.model, limit=args.limit)
+    if args.stream:
+        result["stream_drift"] = stream_drift(args.model)
+        result["wall_s"] = round(result["wall_s"] + result["stream_drift"]["wall_s"], 1)
     if args.cv_noisy:
         result["cv_noisy"] = cv_noisy()
         result["wall_s"] = round(result["wall_s"] + result["cv_noisy"]["wall_s"], 1)
     command = (f"python -m bench.ood_signals --model {args.model}" + (f" --limit {args.limit}" if args.limit else "")
-               + (" --cv-noisy" if args.cv_noisy else ""))
+               + (" --cv-noisy" if args.cv_noisy else "") + (" --stream" if args.stream else ""))
     result["command"] = command
     paths = write_results(args.stem, result, markdown(result, command))
     print(markdown(result, command))

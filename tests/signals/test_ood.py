@@ -151,3 +151,18 @@ def test_helpers() -> None:
     p = np.full((200, 4), 0.25)
     floor = SO.ece_noise_floor(p, draws=50)
     assert 0 < floor["mean"] <= floor["p95"] < 0.2
+
+
+def test_drift_monitor_thresholds_come_from_validation_record_replays(run: Path) -> None:
+    gate = SP.SignalModel.load(run).ood_gate
+    assert len(gate.reference["window_record"]) == len(gate.reference["windows"])
+    assert gate.drift_monitor(draws=10, horizon=50).ks_limit is None  # 6 validation windows: too few for KS
+    rng = np.random.default_rng(0)  # a larger validation set: 40 records of 5 windows, scores clustered by record
+    level = np.repeat(rng.gamma(2.0, 20.0, 40), 5)
+    gate.gate.info["reference"] = {"windows": list(level + rng.normal(0, 5, 200)),
+                                   "window_record": list(np.repeat(np.arange(40), 5))}
+    ref = gate.reference
+    monitor = gate.drift_monitor(draws=40, horizon=200)
+    assert monitor.p0 == gate.flag_rate and monitor.h > 0 and monitor.ks_limit is not None
+    assert len(monitor.reference) == len(ref["windows"]) and monitor.horizon == 200
+    assert monitor.update(False, float(np.median(ref["windows"])))["studies"] == 1

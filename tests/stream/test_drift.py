@@ -108,3 +108,17 @@ def test_an_old_store_gains_the_ood_column(tmp_path: Path) -> None:
     bodies = store.unpublished()
     assert "ood" not in bodies[0] and bodies[1]["ood"] == {"flagged": False, "score": 1.0}
     store.close()
+
+
+def test_the_runner_takes_the_gates_own_monitor(tmp_path: Path) -> None:
+    from meddx.trust.drift import DriftMonitor
+
+    class GatedModel(OODModel):
+        ood_gate = SimpleNamespace(flag_rate=0.05, reference={},
+                                   drift_monitor=lambda: DriftMonitor(p0=0.05, h=1.5))
+
+    runner = _runner(tmp_path / "s.db", GatedModel())
+    runner._classify(_windows(_Buffer(0, 0.0, FS), range(0, 4), 1.0))  # one window fed, flagged: 1.79 > 1.5
+    monitor = runner.drift[("bed-1", "ecg")]
+    assert monitor.h == 1.5 and monitor.alarm
+    runner.store.close()

@@ -475,16 +475,20 @@ class StreamRunner:
 
     def _drift_monitor(self, key: tuple[str, str]) -> Any:
         """The device stream's monitor; a new one starts from the model gate's flag rate and validation
-        window scores (thresholds simulated once per runner, then copied)."""
+        window scores (thresholds simulated once per runner, then copied; see
+        :meth:`meddx.signals.ood.SignalGate.drift_monitor`)."""
         from meddx.trust.drift import DriftMonitor
 
         monitor = self.drift.get(key)
         if monitor is None:
             if self._drift_template is None:
                 gate = getattr(self.model, "ood_gate", None)
-                p0 = float(getattr(gate, "flag_rate", 0.05))
-                reference = (getattr(gate, "reference", None) or {}).get("windows")
-                self._drift_template = DriftMonitor.create(p0, reference).to_dict()
+                if hasattr(gate, "drift_monitor"):  # thresholds from replays of validation records' windows
+                    self._drift_template = gate.drift_monitor().to_dict()
+                else:
+                    p0 = float(getattr(gate, "flag_rate", 0.05))
+                    reference = (getattr(gate, "reference", None) or {}).get("windows")
+                    self._drift_template = DriftMonitor.create(p0, reference).to_dict()
             monitor = self.drift[key] = DriftMonitor.from_dict(json.loads(json.dumps(self._drift_template)))
         return monitor
 
