@@ -32,7 +32,6 @@ import numpy as np
 
 from meddx.exceptions import (
     ConfigError,
-    CorruptFileError,
     DataFileNotFoundError,
     EmptyDataError,
     InvalidValueError,
