@@ -32,6 +32,7 @@ import numpy as np
 
 from meddx.exceptions import ConfigError, ModelError
 from meddx.trust.ood import DEFAULT_FLAG_RATE, OODGate, fit_ood, load_gate, threshold_for
+from meddx.trust.drift import ks_statistic
 
 WINDOW_S = 7.0
 """Gate window (s): the stream runner's default live window, so stream windows are scored as fitted."""
@@ -176,7 +177,7 @@ class SignalGate:
                 c = max(0.0, c + step)
                 peak = max(peak, c)
             cusum_peaks[d] = peak
-            ks_peaks[d] = max(_ks(ref_sorted, stream[end - monitor.window:end])
+            ks_peaks[d] = max(ks_statistic(ref_sorted, stream[end - monitor.window:end])
                               for end in range(monitor.window, horizon + 1, monitor.step))
         monitor.h = float(np.quantile(cusum_peaks, 1 - false_alarm / 2)) + 1e-9
         monitor.ks_limit = float(np.quantile(ks_peaks, 1 - false_alarm / 2)) + 1e-9
@@ -205,15 +206,6 @@ class SignalGate:
         for key in ("unit", "window_s", "scaler"):
             gate.info.pop(key, None)
         return cls(gate, windows, FeatureScaler.from_dict(block["scaler"]), float(block.get("window_s", WINDOW_S)))
-
-
-def _ks(sorted_ref: np.ndarray, sample: np.ndarray) -> float:
-    """Two-sample KS statistic between a sorted reference and a sample."""
-    sample = np.sort(sample)
-    grid = np.concatenate([sorted_ref, sample])
-    a = np.searchsorted(sorted_ref, grid, side="right") / len(sorted_ref)
-    b = np.searchsorted(sample, grid, side="right") / len(sample)
-    return float(np.max(np.abs(a - b)))
 
 
 def windows_of(signals: Sequence[np.ndarray], fs: float, window_s: float = WINDOW_S

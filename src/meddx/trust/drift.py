@@ -60,11 +60,11 @@ def ks_threshold(reference: np.ndarray, *, horizon: int = DEFAULT_HORIZON, false
     peaks = np.empty(draws)
     for d in range(draws):
         stream = rng.choice(ref, size=horizon, replace=True)
-        peaks[d] = max(_ks(ref, stream[end - window:end]) for end in range(window, horizon + 1, step))
+        peaks[d] = max(ks_statistic(ref, stream[end - window:end]) for end in range(window, horizon + 1, step))
     return float(np.quantile(peaks, 1 - false_alarm)) + 1e-9
 
 
-def _ks(sorted_ref: np.ndarray, sample: np.ndarray) -> float:
+def ks_statistic(sorted_ref: np.ndarray, sample: np.ndarray) -> float:
     """Two-sample KS statistic between a sorted reference and a sample."""
     sample = np.sort(sample)
     grid = np.concatenate([sorted_ref, sample])
@@ -133,7 +133,7 @@ class DriftMonitor:
             self._fire(f"the share of studies outside the training data rose (CUSUM {self.cusum:.1f} > {self.h:.1f}; "
                        f"{sum(self.recent_flags)} of the last {len(self.recent_flags)} flagged)")
         if self.ks_limit is not None and len(self.recent_scores) >= self.window and self.n % self.step == 0:
-            self.ks = _ks(np.sort(np.asarray(self.reference)), np.asarray(self.recent_scores))
+            self.ks = ks_statistic(np.sort(np.asarray(self.reference)), np.asarray(self.recent_scores))
             if not self.score_shift and self.ks > self.ks_limit:
                 self.score_shift = True
                 self.score_shift_reason = (f"the model's scores moved away from validation (KS {self.ks:.2f} > "
