@@ -133,10 +133,17 @@ def test_refit_ood_rebuilds_the_gate_from_the_recorded_splits(run: Path, tmp_pat
     pkg.pop("ood")
     pkg.pop("intended_input")
     (copy / "package.json").write_text(json.dumps(pkg))
-    block = SO.refit_ood(copy, flag_rate=0.1)
+    from typer.testing import CliRunner
+
+    from meddx.cli import app
+
+    result = CliRunner().invoke(app, ["models", "fit-ood", str(copy), "--flag-rate", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "threshold" in result.output
     again = _pkg(copy)
     assert again["ood"]["flag_rate"] == 0.1 and again["intended_input"]["kind"] == "signal"
-    assert block["sha256"] == again["ood"]["sha256"]
+    block = SO.refit_ood(copy, flag_rate=0.05)
+    assert block["sha256"] == _pkg(copy)["ood"]["sha256"] and block["flag_rate"] == 0.05
 
 
 def test_helpers() -> None:

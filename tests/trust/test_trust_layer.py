@@ -47,6 +47,27 @@ def test_every_detector_separates_far_inputs_and_keeps_the_flag_rate(tmp_path: P
     assert load_gate(tmp_path, {}) is None
 
 
+def test_layer_mahalanobis_weighs_the_network_and_the_image_equally(tmp_path: Path) -> None:
+    from meddx.trust.ood import LayerMahalanobis
+
+    assert LayerMahalanobis.weights_for([("a", 0, 1), ("b", 1, 2)]).tolist() == [1.0, 1.0]
+    weights = LayerMahalanobis.weights_for([("penultimate", 0, 4), ("stage1", 4, 6), ("stage2", 6, 8), ("input", 8, 9)])
+    assert weights.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
+    rng = np.random.default_rng(0)
+    x, labels = rng.normal(size=(300, 9)), rng.integers(0, 2, 300)
+    groups = [("penultimate", 0, 4), ("stage1", 4, 8), ("input", 8, 9)]
+    det = LayerMahalanobis().fit(x, np.zeros((300, 2)), labels, groups)
+    odd_image = x[:5].copy()
+    odd_image[:, 8] = 40.0  # only the image statistics are off: half the evidence by itself
+    odd_network = x[:5].copy()
+    odd_network[:, 4:8] = 40.0  # one network group off: a third of the network's half
+    assert (det.score(odd_image, None) > det.score(odd_network, None)).all()
+    again = LayerMahalanobis.from_state(det.state())
+    np.testing.assert_allclose(again.score(odd_image, None), det.score(odd_image, None))
+    old = {k: v for k, v in det.state().items() if k != "weights"}  # a package fitted before weights: plain sum
+    assert LayerMahalanobis.from_state(old).weights.tolist() == [1.0, 1.0, 1.0]
+
+
 def test_threshold_and_configuration_errors() -> None:
     scores = np.arange(100, dtype=float)
     assert np.mean(scores > threshold_for(scores, 0.05)) == pytest.approx(0.05)
@@ -99,6 +120,8 @@ def test_decide_orders_rejection_then_ood_then_trust() -> None:
     assert decide(trust, ood={**flagged, "flagged": False}) == trust
     assert "unlike anything the model was trained on" in plain_words(referred["decision"], referred["reason"])
     assert plain_words("rejected", "this file is CT").startswith("Not analysed")
+    assert "this recording is unlike" in plain_words(referred["decision"], referred["reason"], modality="signal")
+    assert "this image is unlike" in plain_words(referred["decision"], referred["reason"])
 
 
 def test_cusum_false_alarm_rate_and_detection_delay() -> None:

@@ -74,14 +74,27 @@ def export(
 
 @app.command("fit-ood")
 def fit_ood(
-    model: str = typer.Argument(..., help="An image package folder, or a registered NAME[:VERSION]."),
-    flag_rate: float = typer.Option(0.05, help="Share of in-distribution (validation) images to flag."),
+    model: str = typer.Argument(..., help="A package folder (image or signal), or a registered NAME[:VERSION]."),
+    flag_rate: float = typer.Option(0.05, help="Share of in-distribution (validation) inputs to flag."),
 ) -> None:
     """Fit (or refit) a package's out-of-distribution gate on its own training and validation splits.
 
-    `meddx train` does this itself; use it for older packages or to change the flag rate."""
-    from meddx.training.trainer import refit_ood
+    `meddx train` does this itself; use it for older packages or to change the flag rate.
+    Image and signal packages are refitted in place; a record package fits its gate with its
+    model (its cross-fitted features depend on the folds), so retrain it instead."""
+    from meddx.exceptions import ConfigError
+    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.packaging.registry import read_package, resolve
 
+    modality = modality_of_package(read_package(resolve(model)))
+    if modality == IMAGE:
+        from meddx.training.trainer import refit_ood
+    else:
+        refit_ood = getattr(get_modality(modality).handler(), "refit_ood", None)
+        if refit_ood is None:
+            raise ConfigError(f"a {modality} package's OOD gate is fitted with its model", path=model,
+                              field="ood", hint=f"Retrain it with `meddx train` (a {modality} model trains in "
+                              "seconds to minutes) and pass --flag-rate to the training config if needed")
     block = refit_ood(model, flag_rate=flag_rate)
     for name, info in block["methods"].items():
         mark = "*" if name == block["method"] else " "

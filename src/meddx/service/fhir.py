@@ -38,7 +38,8 @@ def diagnostic_report(prediction: dict[str, Any], *, patient_pseudonym: str, stu
     report_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"meddx/report/{study_id}/{prediction['model_version']}"))
     subject = {"reference": f"Patient/{patient_pseudonym}", "display": f"pseudonym {patient_pseudonym}"}
     decision = prediction["decision"]
-    words = plain_words(decision["decision"], decision["reason"], prediction.get("prediction"))
+    words = plain_words(decision["decision"], decision["reason"], prediction.get("prediction"),
+                        str(prediction.get("modality") or "image"))
     ood = prediction.get("ood") or {}
     flagged = bool(ood.get("flagged"))
     rejected = decision["decision"] == REJECTED

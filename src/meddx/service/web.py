@@ -224,7 +224,8 @@ def headline(prediction: dict[str, Any]) -> str:
     from meddx.trust.decide import plain_words
 
     decision = prediction["decision"]
-    return plain_words(decision["decision"], decision["reason"], prediction.get("prediction"))
+    return plain_words(decision["decision"], decision["reason"], prediction.get("prediction"),
+                       str(prediction.get("modality") or "image"))
 
 
 def _batch_line(item: Any) -> dict[str, Any]:

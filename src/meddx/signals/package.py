@@ -455,6 +455,13 @@ class SignalModel:
 
 
 # --------------------------------------------------------------------------- train
+def refit_ood(model: str | Path, *, flag_rate: float = 0.05) -> dict[str, Any]:
+    """``meddx models fit-ood`` for a signal package (see :func:`meddx.signals.ood.refit_ood`)."""
+    from meddx.signals.ood import refit_ood as refit
+
+    return refit(model, flag_rate=flag_rate)
+
+
 def intended_input_of(train_signals: list[np.ndarray]) -> dict[str, Any]:
     """The package's ``intended_input`` (see :mod:`meddx.signals.intended`) from its training records."""
     from meddx.signals.intended import signal_intended_input

@@ -32,12 +32,17 @@ def decide(trust_decision: dict[str, Any] | None, *, ood: dict[str, Any] | None 
     return {"decision": str(trust_decision["decision"]), "reason": str(trust_decision.get("reason", ""))}
 
 
-def plain_words(decision: str, reason: str, prediction: str | None = None) -> str:
+INPUT_WORDS = {"image": "image", "signal": "recording", "tabular": "record", "record": "record", "fusion": "case"}
+"""What a clinician calls one input of each modality."""
+
+
+def plain_words(decision: str, reason: str, prediction: str | None = None, modality: str = "image") -> str:
     """The decision in words a clinician reads in a second (the web page and reports use it)."""
     if decision == REJECTED:
         return f"Not analysed: this input is not what the model was made for ({reason})."
     if decision == REFER and reason.startswith(OOD_REASON):
-        return "Refer: this image is unlike anything the model was trained on, so its answer cannot be trusted."
+        thing = INPUT_WORDS.get(modality, "input")
+        return f"Refer: this {thing} is unlike anything the model was trained on, so its answer cannot be trusted."
     if decision == REFER:
         return "Refer to a specialist: the model is not sure."
     return f"{decision.capitalize()}" + (f" ({prediction})" if prediction and prediction != decision else "")

@@ -141,17 +141,30 @@ def _columns(x: np.ndarray, columns: tuple[int, int] | None) -> np.ndarray:
 @register_detector("mahalanobis-layers")
 class LayerMahalanobis(Detector):
     """Mahalanobis distance in every feature group (penultimate layer and each stage's channel
-    statistics), each standardised on the training data (log scale) and summed.
+    statistics), each standardised on the training data (log scale), then combined.
 
     Far-away inputs (another modality, a colour photograph) differ first in low-level
     statistics that the penultimate layer of a classifier may have learnt to ignore; summing
-    the stages' evidence is the "feature ensemble" of Lee et al. (2018), with equal weights
-    since no OOD data are available to fit weights on.
+    the stages' evidence is the "feature ensemble" of Lee et al. (2018). No OOD data are
+    available to fit weights on, so the weights follow the evidence's two sources: what the
+    network sees (the mean over its groups) and the image itself (the ``input`` group, the
+    only one training cannot teach to ignore anything) count equally. Without an ``input``
+    group every group counts once. Measured in ``bench/results/ood.md``: the plain sum let a
+    few atypical in-distribution films outscore blood smears (AUROC 0.983); equal sources 0.994.
     """
 
     def __init__(self, parts: list[Mahalanobis] | None = None, centre: np.ndarray | None = None,
-                 scale: np.ndarray | None = None) -> None:
+                 scale: np.ndarray | None = None, weights: np.ndarray | None = None) -> None:
         self.parts, self.centre, self.scale = parts or [], centre, scale
+        self.weights = weights if weights is not None else (None if scale is None else np.ones(len(scale)))
+
+    @staticmethod
+    def weights_for(groups: Groups) -> np.ndarray:
+        """Equal weight to the network's groups together and to the ``input`` group (ones without one)."""
+        is_input = np.array([name == "input" for name, _, _ in groups])
+        if not is_input.any() or is_input.all():
+            return np.ones(len(groups))
+        return np.where(is_input, 1.0 / is_input.sum(), 1.0 / (~is_input).sum())
 
     def fit(self, features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
             groups: Groups | None = None) -> LayerMahalanobis:
@@ -160,15 +173,16 @@ class LayerMahalanobis(Detector):
         self.parts = [Mahalanobis(columns=(start, end)).fit(x, logits, labels) for _, start, end in groups]
         raw = np.log1p(np.stack([p.score(x, logits) for p in self.parts], axis=1))
         self.centre, self.scale = raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-6)
+        self.weights = self.weights_for(groups)
         return self
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         x = _as_features(features)
         raw = np.log1p(np.stack([p.score(x, logits) for p in self.parts], axis=1))
-        return ((raw - self.centre) / self.scale).sum(axis=1)
+        return ((raw - self.centre) / self.scale) @ self.weights
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {"centre": self.centre, "scale": self.scale}
+        out = {"centre": self.centre, "scale": self.scale, "weights": self.weights}
         for k, part in enumerate(self.parts):
             out.update({f"{k}.{key}": value for key, value in part.state().items()})
         return out
@@ -178,7 +192,7 @@ class LayerMahalanobis(Detector):
         count = len(state["centre"])
         parts = [Mahalanobis.from_state({key.split(".", 1)[1]: v for key, v in state.items()
                                          if key.startswith(f"{k}.")}) for k in range(count)]
-        return cls(parts, state["centre"], state["scale"])
+        return cls(parts, state["centre"], state["scale"], state.get("weights"))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
