@@ -11,7 +11,11 @@ module, imported only when used, that defines
   "metrics": {name: {"value", "low", "high"}}, ...}``, the same shape as image evaluation);
 - ``predict(folder: Path, package: dict, inputs: list[str], **options) -> list[dict]``
   (one :class:`meddx.inference.schema.Prediction` dict per input);
-- optionally ``report(folder, package, data, *, out, n_boot, split) -> Path`` (an HTML file).
+- optionally ``report(folder, package, data, *, out, n_boot, split) -> Path`` (an HTML file);
+- optionally ``validate(folder, package, *, folders: list[str], n_boot, seed, progress) -> dict``
+  (internal beside external figures, rows made by :func:`meddx.evaluation.validate.block`:
+  ``{"model", "set", "internal": ROW, "external": [ROW, ...]}``, see that module);
+- optionally ``refit_ood(model, *, flag_rate) -> dict`` (``meddx models fit-ood``).
 
 So ``meddx train/evaluate/predict/report`` stay one set of commands whatever the
 modality; the package's ``"modality"`` field (default ``"image"``) picks the module.

@@ -23,6 +23,7 @@ from meddx.cli import serve as _serve
 from meddx.cli import stream as _stream
 from meddx.cli import train as _train
 from meddx.cli import users as _users
+from meddx.cli import validate as _validate
 from meddx.exceptions import MeddxError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
+app.command("validate")(_validate.validate)
 app.add_typer(_models.app, name="models")
 app.command("pretrain")(_pretrain.pretrain)
 app.command("report")(_report.report)
