@@ -37,3 +37,32 @@ def sources_of(dataset: str | None, sample: Any) -> tuple[dict[str, np.ndarray],
         return None
     fn, how = _SOURCES[dataset]
     return {k: np.asarray(v).astype(str) for k, v in fn(sample).items()}, how
+
+
+COVID = "covid-cxr-ieee8023-lungbbox"
+
+
+@register_sources(COVID, "the country of the reporting hospital (metadata.csv `location`); countries with "
+                  "fewer than 40 images or 5 of either class pooled as 'other countries'")
+def _covid_sources(sample: Any) -> dict[str, np.ndarray]:
+    """Country of each film, from the collection's metadata (the hospital itself is often not named)."""
+    import csv
+    import json
+    from pathlib import Path
+
+    folder = Path(sample.path)
+    coco = json.loads((folder / "annotations_coco_max384.json").read_text(encoding="utf-8"))
+    original = {r["file_name"]: r["orig_file_name"] for r in coco["images"]}
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as fh:
+        location = {row["filename"]: (row.get("location") or "").strip() for row in csv.DictReader(fh)}
+
+    def country(name: str) -> str:
+        where = location.get(original.get(name, ""), "")
+        return where.split(",")[-1].strip() or "unknown"
+
+    raw = {k: np.array([country(f) for f in files]) for k, files in sample.files.items()}
+    every = np.concatenate(list(raw.values()))
+    labels = np.concatenate([np.asarray(sample.splits[k][1]) for k in raw])
+    keep = {c for c in np.unique(every) if (every == c).sum() >= 40
+            and min((labels[every == c] == 1).sum(), (labels[every == c] == 0).sum()) >= 5 and c != "unknown"}
+    return {k: np.where(np.isin(v, list(keep)), v, "other countries") for k, v in raw.items()}

@@ -143,14 +143,16 @@ def format_validation(result: dict[str, Any]) -> str:
     rows = [result["internal"], *result.get("external", [])]
     lines = [f"{result.get('model', '')} ({result.get('modality', '')}, trained on {result.get('set', '?')}): "
              "internal vs external validation", "",
-             f"{'check':44s} {'n':>6s} {'prev':>6s}  {'AUC [95% CI]':24s} {'ECE':>6s} {'floor':>6s}"]
+             f"{'check':44s} {'n':>6s} {'prev':>6s}  {'AUC [95% CI]':24s} {'ECE':>6s} {'floor':>6s} {'OOD':>5s}"]
     for r in rows:
         prev = r.get("prevalence")
         prev_s = f"{prev:.2f}" if isinstance(prev, float) else "-"
         label = f"{r['kind']}: {r['source']}"[:44]
         ece_s = f"{r['ece']:.3f}" if r.get("ece") is not None else "n/a"
         floor_s = f"{r['ece_floor']:.3f}" if r.get("ece_floor") is not None else "n/a"
-        lines.append(f"{label:44s} {r['n']:>6d} {prev_s:>6s}  {_ci(r.get('auc')):24s} {ece_s:>6s} {floor_s:>6s}")
+        ood_s = f"{r['ood_flagged']:.2f}" if r.get("ood_flagged") is not None else "-"
+        lines.append(f"{label:44s} {r['n']:>6d} {prev_s:>6s}  {_ci(r.get('auc')):24s} {ece_s:>6s} {floor_s:>6s} "
+                     f"{ood_s:>5s}")
     internal = (result["internal"].get("auc") or {}).get("value")
     gaps = [internal - r["auc"]["value"] for r in result.get("external", [])
             if internal is not None and (r.get("auc") or {}).get("value") is not None]
@@ -158,6 +160,8 @@ def format_validation(result: dict[str, Any]) -> str:
         worst = max(gaps)
         verdict = "within" if worst <= GOAL_GAP else "NOT within"
         lines += ["", f"largest internal - external AUC gap {worst:+.3f}: {verdict} the {GOAL_GAP} goal"]
+    lines.append("ECE above its floor (the ECE a perfectly calibrated model shows at that n, 95th percentile) is "
+                 "miscalibration; OOD = share the model's out-of-distribution gate flags.")
     for r in rows:
         if r.get("note"):
             lines.append(f"note ({r['source']}): {r['note']}")
