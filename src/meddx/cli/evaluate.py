@@ -45,6 +45,7 @@ def evaluate(
             write_json(out, result)
         title = f"{result.get('model', folder.name)} on {data} [{result.get('split', split or 'test')}], n={result['n']}"
         typer.echo(format_table(result["metrics"], title))
+        _print_shift(result)
         if out is not None:
             typer.echo(f"wrote {out}", err=True)
         return
@@ -126,3 +127,22 @@ def _check_record(package: dict, dataset: str | None, data: str, split: str, is_
             f"the model was trained on {trained_on}, not {dataset}", field="record",
             hint=f"Record on `{trained_on}`, or evaluate {data} without --record",
         )
+
+
+def _print_shift(result: dict) -> None:
+    """ECE beside its noise floor and the shift recommendation, for signal and record models."""
+    value, floor = result.get("ece"), result.get("ece_noise_floor")
+    if isinstance(value, dict):
+        value = value.get("value")
+    if isinstance(floor, dict):
+        floor = floor.get("p95")
+    shift = result.get("shift") or {}
+    if value is not None:
+        line = f"\nECE {value:.3f}"
+        if floor is not None:
+            line += f" (a perfectly calibrated model shows up to {floor:.3f} at n={result.get('n')})"
+        typer.echo(line)
+    rec = shift.get("recommendation") if isinstance(shift, dict) else None
+    if isinstance(rec, dict) and rec.get("action"):
+        typer.echo(f"recommendation: {rec['action']}" + (f" - {rec['why']}" if rec.get("why") else ""))
+
