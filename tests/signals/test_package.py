@@ -214,3 +214,52 @@ def test_bad_labels_are_reported(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("record,label\n" + "".join(f"x{i},sinus\n" for i in range(6)))
     with pytest.raises(MeddxError, match="unknown label 'sinus'"):
         SP.load_folder(tmp_path)
+
+
+ROW_KEYS = {"kind", "source", "n", "prevalence", "auc", "ece", "ece_floor", "note", "challenge_score", "auc_af",
+            "af_called_when_not_af", "af_found_when_af", "class_counts", "n_groups", "ood_flagged"}
+
+
+def test_evaluate_json_has_ece_beside_its_noise_floor(features_run: Path, folder: Path, tmp_path: Path) -> None:
+    _run(["evaluate", features_run, folder, "--n-boot", "20", "--out", tmp_path / "ev.json"])
+    res = json.loads((tmp_path / "ev.json").read_text())
+    assert 0 <= res["ece"] <= 1 and 0 < res["ece_noise_floor"] <= 1
+    assert res["ece"] == res["shift"]["calibration"]["ece"]
+
+
+def test_validate_internal_beside_collections_and_folders(features_run: Path, mirror: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Internal = the package's own test split; then every registered collection (here MIT-BIH record 100,
+    registered for folder-trained packages) and every user folder, each a block row with the rhythm figures."""
+    from meddx.signals import external as SE
+
+    rng = np.random.default_rng(7)
+    other = tmp_path / "other-site"
+    other.mkdir()
+    rows = ["record,label,patient"]
+    for i in range(8):
+        kind = "N" if i % 2 else "A"
+        _write(other, f"s{i}", _record(kind, 14.0, rng))
+        rows.append(f"s{i},{kind},p{i // 2}")
+    (other / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    monkeypatch.setitem(SE._COLLECTIONS, "", [SE.Collection(
+        "mitbih-100", lambda: SE.load_mitbih(mirror / "ecg-mitbih-arrhythmia", records=["100"]))])
+
+    pkg = json.loads((features_run / "package.json").read_text())
+    res = SP.validate(features_run, pkg, folders=[str(other)], n_boot=30, seed=0)
+    assert res["set"] == pkg["data"]["source"].split("/")[-1] and res["leave_one_source_out"]["applicable"] is False
+    internal, (mitbih, site) = res["internal"], res["external"]
+    for row in (internal, mitbih, site):
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+    assert internal["kind"] == "internal" and internal["n"] == len(pkg["splits"]["test"])
+    assert internal["auc_af"]["value"] >= 0.9 and internal["challenge_score"]["value"] is not None
+    assert mitbih["kind"] == "other collection" and mitbih["n"] == 60 and mitbih["n_groups"] == 1
+    assert mitbih["auc"]["value"] is None and mitbih["class_counts"]["N"] == 60  # one class: no AUC, no made-up one
+    assert mitbih["collection"]["leads"] == {"100": "MLII"} and 0 <= mitbih["af_called_when_not_af"]["value"] <= 1
+    assert site["kind"] == "folder" and site["source"] == "other-site" and site["n"] == 8 and site["n_groups"] == 4
+    assert site["auc_af"]["low"] <= site["auc_af"]["value"] <= site["auc_af"]["high"]
+    assert site["ece_floor"] > 0 and site["prevalence"] == [0.5, 0.5, 0.0, 0.0]
+
+    # the training folder itself: only the records the model never learnt from are scored
+    seen = SP.validate(features_run, pkg, folders=[pkg["data"]["source"]], n_boot=0)["external"][-1]
+    assert seen["n"] == len(pkg["splits"]["test"]) and "left out" in seen["note"]

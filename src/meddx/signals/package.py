@@ -725,6 +725,10 @@ def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | N
     from meddx.signals.ood import shift_report
 
     result["shift"] = shift_report(proba, y, sm.class_names, sm.ood_gate, ood, seed=seed)
+    calibration = result["shift"].get("calibration") or {}
+    if "ece" in calibration:  # top-level, as in image and record JSON: the ECE beside its noise floor at this n
+        result["ece"] = calibration["ece"]
+        result["ece_noise_floor"] = calibration["ece_noise_floor"]["p95"]
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -740,6 +744,170 @@ def _folder_splits(path: Path) -> dict[str, str] | None:
     if not rows or "split" not in rows[0]:
         return None
     return {str(r["record"]).strip().removesuffix(".hea"): str(r["split"]).strip() for r in rows}
+
+
+# --------------------------------------------------------------------------- validate
+LOSO_NOTE = "the catalogue records no source or site per record for {set}: leave-one-source-out does not apply"
+_SOURCES_NOTE = {DATASET: " (the CinC 2017 records all come from one device, AliveCor, and carry no site)"}
+
+
+def _boot_ci(stat: Any, n: int, groups: np.ndarray | None, *, n_boot: int, seed: int) -> dict[str, float | None]:
+    """``stat(indices)`` on all cases with a bootstrap 95% CI that resamples groups (cases when None)."""
+    import warnings
+
+    value = stat(np.arange(n))
+    rng = np.random.default_rng(seed)
+    members = None
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.flatnonzero(inverse == k) for k in range(int(inverse.max()) + 1)] if n else []
+    boots = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(n_boot if n else 0):
+            if members is None:
+                idx = rng.integers(0, n, n)
+            else:
+                idx = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+            boots.append(stat(idx))
+    finite = np.asarray([b for b in boots if b is not None and np.isfinite(b)], dtype=float)
+    if value is None or not np.isfinite(value):
+        return {"value": None, "low": None, "high": None}
+    if not finite.size:
+        return {"value": float(value), "low": None, "high": None}
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return {"value": float(value), "low": float(low), "high": float(high)}
+
+
+def validation_row(kind: str, source: str, labels: Any, proba: np.ndarray, *, groups: Any = None,
+                   n_boot: int = 1000, seed: int = 0, note: str = "", **extra: Any) -> dict[str, Any]:
+    """One ``meddx validate`` row of a rhythm model (:func:`meddx.evaluation.validate.block`) with the
+    rhythm figures beside it: the CinC challenge score (mean F1 of N, A, O), the AF-vs-rest AUC (the
+    clinically key one), the share of non-AF cases called AF and of AF cases found; CIs resample
+    ``groups`` (records / patients) when given."""
+    from meddx.evaluation.validate import auc_ci, block
+
+    y = R._to_index(labels)
+    proba = np.asarray(proba, dtype=float)
+    pred = proba.argmax(axis=1)
+    g = None if groups is None else np.asarray(groups)
+    a = R.CLASSES.index("A")
+
+    def score(idx: np.ndarray) -> float:
+        return float(R._scores(y[idx], pred[idx], None)["score"]) if idx.size else float("nan")
+
+    def share(mask_of: Any) -> Any:
+        def stat(idx: np.ndarray) -> float:
+            mask = mask_of(y[idx])
+            return float(np.mean(pred[idx][mask] == a)) if mask.any() else float("nan")
+        return stat
+
+    return block(
+        kind, source, y, proba, n_boot=n_boot, seed=seed, groups=g, note=note,
+        n_groups=int(len(np.unique(g))) if g is not None else int(y.size),
+        class_counts={c: int(np.sum(y == i)) for i, c in enumerate(R.CLASSES)},
+        challenge_score=_boot_ci(score, y.size, g, n_boot=n_boot, seed=seed),
+        auc_af=auc_ci((y == a).astype(int), proba[:, a], n_boot=n_boot, seed=seed, groups=g),
+        af_called_when_not_af=_boot_ci(share(lambda t: t != a), y.size, g, n_boot=n_boot, seed=seed),
+        af_found_when_af=_boot_ci(share(lambda t: t == a), y.size, g, n_boot=n_boot, seed=seed),
+        **extra,
+    )
+
+
+def _internal_split(package: dict[str, Any], folder: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """The package's own test records (signals at :data:`FEATURE_FS`, labels)."""
+    data = package.get("data") or {}
+    ids = (package.get("splits") or {}).get("test")
+    if not ids:
+        raise ConfigError("the package records no test split", path=folder / "package.json", field="splits.test",
+                          hint="Retrain with `meddx train`, which records the split")
+    if data.get("dataset") == DATASET:
+        signals, labels, _ = R.load_cinc(records=ids)
+        return signals, labels
+    source = Path(str(data.get("source") or ""))
+    if not source.is_dir():
+        raise DataFileNotFoundError("the package's training folder is not here", path=source,
+                                    hint="Validate where the training folder is, or pass folders only")
+    signals, labels, names = load_folder(source)
+    keep = [i for i, n in enumerate(names) if n in set(ids)]
+    return [signals[i] for i in keep], labels[keep]
+
+
+def _score(sm: SignalModel, signals: list[np.ndarray]) -> tuple[np.ndarray, float | None]:
+    """Calibrated probabilities of records at :data:`FEATURE_FS` and the share the OOD gate flags
+    (None for a package without a gate), the features computed once for both."""
+    raw, ood = sm.assess_ood(signals, FEATURE_FS)
+    share = float(np.mean([bool(v["flagged"]) for v in ood])) if ood else None
+    return sm._calibrate(raw), share
+
+
+def _folder_groups(path: Path, names: list[str]) -> np.ndarray:
+    """Group of each record of a folder: its ``patient`` column in labels.csv, else the record itself."""
+    import csv
+
+    with open(path / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and "patient" in rows[0]:
+        by = {str(r["record"]).strip().removesuffix(".hea"): str(r["patient"]).strip() for r in rows}
+        return np.asarray([by.get(n, n) for n in names], dtype=str)
+    return np.asarray(names, dtype=str)
+
+
+def validate(folder: Path, package: dict[str, Any], *, folders: list[str] | tuple[str, ...] = (), n_boot: int = 1000,
+             seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """``meddx validate`` for rhythm models: the package's own test split (internal) beside every
+    external check its data allow (see :mod:`meddx.evaluation.validate`).
+
+    External rows: each collection registered for the training set
+    (:func:`meddx.signals.external.collections_for`; MIT-BIH Arrhythmia for ``ecg-cinc2017-af``),
+    then each folder in ``folders`` (WFDB records + labels.csv, optional ``patient`` column for the
+    CI groups). Records of the model's own training folder that it learnt from are left out.
+    """
+    from meddx.signals.external import collections_for
+
+    say = (lambda m: print(m, flush=True)) if progress else (lambda _m: None)
+    sm = SignalModel.load(folder)
+    data = package.get("data") or {}
+    dataset = data.get("dataset")
+    set_name = dataset or Path(str(data.get("source") or "")).name or "?"
+    t0 = time.perf_counter()
+    signals, labels = _internal_split(package, Path(folder))
+    proba, flagged = _score(sm, signals)
+    internal = validation_row("internal", f"{set_name} test split", labels, proba, n_boot=n_boot, seed=seed,
+                              note="the package's own held-out test records", ood_flagged=flagged,
+                              seconds=round(time.perf_counter() - t0, 1))
+    say(f"internal: {internal['n']} records in {internal['seconds']} s")
+    external = []
+    for collection in collections_for(dataset):
+        t0 = time.perf_counter()
+        ext = collection.load()
+        proba, flagged = _score(sm, ext.signals)
+        row = validation_row("other collection", collection.name, ext.labels, proba, groups=ext.groups,
+                             n_boot=n_boot, seed=seed, note=ext.note, collection=ext.summary(), ood_flagged=flagged,
+                             seconds=round(time.perf_counter() - t0, 1))
+        external.append(row)
+        say(f"{collection.name}: {row['n']} segments of {row['n_groups']} records in {row['seconds']} s")
+    seen = set((package.get("splits") or {}).get("train", [])) | set((package.get("splits") or {}).get("val", []))
+    source = Path(str(data.get("source") or "")).resolve() if data.get("source") and not dataset else None
+    for item in folders:
+        t0 = time.perf_counter()
+        path = Path(item)
+        sigs, labs, names = load_folder(path)
+        note = "user folder, scored as it is"
+        if source is not None and path.resolve() == source:
+            keep = [i for i, n in enumerate(names) if n not in seen]
+            note = f"the model's own training folder: {len(names) - len(keep)} records it learnt from left out"
+            sigs, labs, names = [sigs[i] for i in keep], labs[keep], [names[i] for i in keep]
+        if not sigs:
+            raise EmptyDataError("no record left to validate on", path=path / "labels.csv")
+        proba, flagged = _score(sm, sigs)
+        row = validation_row("folder", path.name, labs, proba, groups=_folder_groups(path, names), n_boot=n_boot,
+                             seed=seed, note=note, ood_flagged=flagged, seconds=round(time.perf_counter() - t0, 1))
+        external.append(row)
+        say(f"folder {path.name}: {row['n']} records in {row['seconds']} s")
+    return {"model": package.get("name"), "version": package.get("version"), "kind": package.get("model"),
+            "set": set_name, "modality": "signal", "internal": internal, "external": external,
+            "leave_one_source_out": {"applicable": False, "why": LOSO_NOTE.format(set=set_name) + _SOURCES_NOTE.get(set_name, "")}}
 
 
 # --------------------------------------------------------------------------- predict
@@ -895,7 +1063,8 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
 
 
 __all__ = ["DATASET", "MODELS", "Screened", "SignalModel", "evaluate", "load_folder", "predict",
-           "predict_screened", "read_signal", "screen_file", "screen_sample", "split_records", "train"]
+           "predict_screened", "read_signal", "screen_file", "screen_sample", "split_records", "train", "validate",
+           "validation_row"]
 
 
 def report(folder: Path, package: dict[str, Any], data: str | None, *, out: Path, n_boot: int = 1000,
