@@ -31,6 +31,9 @@ import numpy as np
 from meddx.exceptions import ConfigError, InvalidValueError
 
 JOBLIB = "records.joblib"
+CALIBRATION = {"logreg": "logistic loss (no separate calibrator)", "hybrid": "mean of the members' Platt scaling",
+               "blend": "both members fitted by logistic loss, probabilities averaged (no separate calibrator)"}
+"""How each model kind's probabilities are calibrated (the rest: Platt scaling on a held-out 20%)."""
 REFER_MISSING_SHARE = 0.5
 """A record missing more than this share of the model's features is referred, not decided."""
 
@@ -125,9 +128,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
                  "ranges": ranges, "ood_reference": reference,
                  "train_hashes": sorted(row_hashes(task, frame.iloc[tr]))}, run / JOBLIB)
     _save_weights(run, est)
-    calibration = ("logistic loss (no separate calibrator)" if kind == "logreg" else
-                   "mean of the members' Platt scaling" if kind == "hybrid" else
-                   "Platt scaling on a held-out 20% of the training rows")
+    calibration = CALIBRATION.get(kind, "Platt scaling on a held-out 20% of the training rows")
     package = {
         "name": name,
         "version": time.strftime("%Y%m%d-%H%M%S"),
@@ -149,6 +150,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         "trust": {"calibration": calibration, "test_ece": ece(p, y[te]),
                   "attribution_method": method_of(est),
                   "refer_if_missing_share_above": REFER_MISSING_SHARE},
+        "site_robustness": site_robustness(task),
         "global_importance": global_importance(phi, task.names),
         "intended_use": f"research: risk of {task.class_names[1]} from routine clinical records "
                         f"({task.name}); not for clinical decisions",
@@ -161,6 +163,75 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     from meddx.packaging.registry import write_package
 
     write_package(run, package)
+    return run
+
+
+def site_robustness(task: Any) -> dict[str, Any]:
+    """What the package does about other hospitals: imputation, and the local cases a recalibration needs."""
+    from meddx.records.sites import LOCAL_CASES
+
+    how = {"conditional": "missing values (including declared codes such as chol = 0) filled by their conditional "
+                          "mean given the patient's other values; no missingness indicators, so a column absent "
+                          "at a whole site does not mark the site",
+           "indicator": "median imputation with missingness indicators (the indicators can learn where a row "
+                        "comes from when missingness differs by site)"}
+    return {"imputation": task.imputation, "imputation_description": how.get(task.imputation, task.imputation),
+            "recalibration": {"method": "intercept", "local_cases": LOCAL_CASES,
+                              "how": "meddx.records.package.recalibrate(MODEL, LOCAL_CSV, n_local=...) on labelled "
+                                     "cases from the new site; see `meddx validate MODEL` for the effect",
+                              "measured": "bench/results/records.md (ECE vs number of local cases)"}}
+
+
+def _recalibrated(package: dict[str, Any], p: Any) -> np.ndarray:
+    """``p`` through the package's site recalibration, if it has one (identity otherwise)."""
+    from meddx.records.models import logit
+
+    rec = package.get("recalibration")
+    p = np.asarray(p, dtype=float)
+    if not rec:
+        return p
+    return 1.0 / (1.0 + np.exp(-(float(rec["a"]) * logit(p) + float(rec["b"]))))
+
+
+def recalibrate(model: str | Path, data: str, *, n_local: int | None = None, method: str = "intercept",
+                out: Path | None = None) -> Path:
+    """A copy of ``model`` recalibrated for a new site on the first ``n_local`` labelled cases of ``data``.
+
+    ``method="intercept"`` moves only the intercept (the new site's prevalence; the package's
+    ``site_robustness.recalibration.local_cases`` says how many cases it needs),
+    ``"logistic"`` also the slope. The new package records the map, the cases and the source;
+    ``evaluate``, ``predict`` and ``validate`` apply it. Returns the new run folder.
+    """
+    import shutil
+
+    from meddx.packaging.registry import read_package, resolve, write_package
+    from meddx.records.sites import recalibrate_proba
+
+    folder = resolve(model)
+    package = read_package(folder)
+    if package.get("modality") != "tabular":
+        raise ConfigError("only record (tabular) packages are recalibrated here", path=folder, field="modality")
+    bundle = load(folder, package)
+    base = {**package, "recalibration": None}
+    s = _score(base, bundle, data, "all")
+    needed = int((package.get("site_robustness") or {}).get("recalibration", {}).get("local_cases", 0))
+    k = len(s["y"]) if n_local is None else int(n_local)
+    if k < 2 or k > len(s["y"]) or len(np.unique(s["y"][:k])) < 2:
+        raise InvalidValueError(f"{k} local cases of {len(s['y'])} cannot recalibrate (need both classes)",
+                                path=data, field="n_local", hint=f"Give at least {max(needed, 10)} labelled cases "
+                                "with both outcomes")
+    _, params = recalibrate_proba(s["p"][:k], s["y"][:k], s["p"][:k], method=method)
+    run = _run_folder(out, f"{package['name']}-recalibrated")
+    for item in folder.iterdir():
+        if item.name != "package.json":
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, run / item.name)
+    new = {**package, "version": time.strftime("%Y%m%d-%H%M%S"),
+           "recalibration": {**params, "source": str(data), "cases": "first n_local labelled rows",
+                             "recommended_local_cases": needed or None,
+                             "warning": f"fewer local cases than the {needed} recommended" if k < needed else None},
+           "trust": {**package.get("trust", {}), "calibration": f"{package.get('trust', {}).get('calibration')}; "
+                     f"then {method} recalibration on {k} cases of {Path(str(data)).name}"}}
+    write_package(run, new)
     return run
 
 
@@ -239,9 +310,32 @@ def _score(package: dict[str, Any], bundle: dict[str, Any], data: str, split: st
     rejected = _screen_rows(package, task, rows)
     kept = rows[[not r for r in rejected]] if any(rejected) else rows
     y = task.label(kept[task.target])
-    p = bundle["pipeline"].predict_proba(kept)[:, 1] if len(kept) else np.zeros(0)
+    p = _recalibrated(package, bundle["pipeline"].predict_proba(kept)[:, 1]) if len(kept) else np.zeros(0)
     return {"task": task, "rows": kept, "y": y, "p": p, "split": chosen, "data": data, "seen": seen,
             "rejected": [r for r in rejected if r], "n_asked": int(len(rows))}
+
+
+def _missing_reasons(s: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Why values are missing in the scored rows (blank, ``chol = 0`` code, column absent...), per feature."""
+    import pandas as pd
+
+    from meddx.records.schema import TASKS
+    from meddx.records.transform import missing_reasons
+
+    task = s["task"]
+    data = str(s["data"])
+    path = Path(data) if data not in TASKS else None
+    if path is None:
+        from meddx.data.catalogue import fetch
+
+        path = fetch(data) / str(task.file)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if task.target in raw:
+        raw = raw[raw[task.target].str.strip() != ""].reset_index(drop=True)
+    rows = s["rows"]
+    if len(raw) >= len(rows) and rows.index.isin(raw.index).all():
+        raw = raw.loc[rows.index]
+    return missing_reasons(raw, task)
 
 
 def _screen_rows(package: dict[str, Any], task: Any, rows: Any) -> list[list[str]]:
@@ -330,6 +424,12 @@ def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | N
               "input_check": {"rejected": len(s["rejected"]), "of": s["n_asked"],
                               "examples": [r[0] for r in s["rejected"][:5]]}}
     result["shift"] = _shift(folder, package, bundle, s, metrics["ece"]["value"], n_boot, seed)
+    result["ece"] = metrics["ece"]["value"]
+    result["ece_noise_floor"] = result["shift"]["ece"]["noise_floor"]["p95"]
+    result["ece_note"] = ("10 equal-width bins of P(positive); the floor is the 95th percentile of the ECE a perfectly "
+                          f"calibrated model with these probabilities shows at n = {len(y)}: an ECE below it is "
+                          "indistinguishable from perfect calibration")
+    result["missing_reasons"] = _missing_reasons(s)
     if seen:
         result["shift"]["warning"] = ("rows the model trained on look familiar by construction: the flag share and "
                                       "calibration here overstate how well the model fits new data")
@@ -337,6 +437,113 @@ def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | N
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
+
+
+# -------------------------------------------------------------------------------------- validate
+def _recalibration_block(y: np.ndarray, p: np.ndarray, k: int, *, n_boot: int, seed: int) -> dict[str, Any]:
+    """Before/after an intercept update fitted on ``k`` local cases, both scored on the site's other cases.
+
+    The ``k`` cases are drawn at random (``seed``): files are often sorted by outcome (the UCI
+    Hungarian rows are), and a clinic's first cases are not.
+    """
+    from meddx.evaluation.validate import block
+    from meddx.records.sites import positive_ece, recalibrate_proba
+
+    order = np.random.default_rng(seed).permutation(len(y))
+    loc, rest = order[:k], order[k:]
+    if len(rest) < 20 or len(np.unique(y[rest])) < 2:
+        return {"k": int(k), "note": f"not shown: {len(y)} cases are too few to fit on {k} and score the rest"}
+    after, params = recalibrate_proba(p[loc], y[loc], p[rest], method="intercept")
+    before_row = block("before", "rest", y[rest], p[rest], n_boot=n_boot, seed=seed)
+    after_row = block("after", "rest", y[rest], after, n_boot=n_boot, seed=seed)
+    keep = ("n", "auc", "ece", "ece_floor")
+    return {"k": int(k), "method": "intercept", "b": params["b"],
+            "fitted_on": f"{k} cases drawn at random (seed {seed})", "scored_on": f"the other {len(rest)} cases",
+            "before": {**{x: before_row[x] for x in keep}, **positive_ece(y[rest], p[rest], seed=seed)},
+            "after": {**{x: after_row[x] for x in keep}, **positive_ece(y[rest], after, seed=seed)}}
+
+
+def _data_files(item: str) -> list[str]:
+    """A CSV, or every CSV/TSV in a folder (sorted), as sources to score."""
+    path = Path(item)
+    if path.is_dir():
+        files = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in (".csv", ".tsv"))
+        if not files:
+            raise InvalidValueError("no CSV file in the folder", path=path, hint="Give a CSV of labelled records "
+                                    "with the model's feature columns and its label column")
+        return files
+    return [item]
+
+
+def validate(folder: Path, package: dict[str, Any], *, folders: list[str] | tuple[str, ...] = (), n_boot: int = 1000,
+             seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Internal (the package's test split) beside every external check the data allow, one row each.
+
+    * ``leave-one-site-out``: when the data set names each row's hospital, the package's recipe
+      (same model kind, imputation, seed) is retrained on the other sites and scored on the one
+      left out; each such row also shows the figures after an intercept recalibration on ``k``
+      of the site's cases (``k`` from the package's ``site_robustness``), scored on the rest;
+    * ``simulated other site``: the same left-out site with the Switzerland/VA missingness
+      (cholesterol not measured, ca/thal/slope absent): a check built from the mirror, not real data;
+    * ``user data``: each CSV in ``folders`` (or each CSV of a folder) scored as it is by the package.
+    """
+    from meddx.evaluation.validate import block as shared_block
+    from meddx.records.models import make_pipeline
+    from meddx.records.schema import TaskSchema, load_table
+    from meddx.records.sites import LOCAL_CASES, PATTERNS, positive_ece, simulate, site_splits
+
+    def block(kind: str, source: str, y: Any, p: Any, **kw: Any) -> dict[str, Any]:
+        return shared_block(kind, source, y, p, **kw, **positive_ece(y, p, seed=seed))
+
+    _threads()
+    bundle = load(folder, package)
+    task = TaskSchema.from_dict(bundle["task"])
+    data = (package.get("data") or {}).get("dataset") or package["data"]["source"]
+    s = _score(package, bundle, data, "test")
+    k = int(((package.get("site_robustness") or {}).get("recalibration") or {}).get("local_cases") or LOCAL_CASES)
+    _, frame, _ = load_table(data)
+    sites = list(site_splits(task, frame))
+    note = "" if sites else ("no site column in this data set, so no leave-one-site-out check: give data from "
+                             "other sources with --data")
+    internal = block("internal", f"{task.name} test split ({len(s['y'])} held-out rows)", s["y"], s["p"],
+                     n_boot=n_boot, seed=seed, note=note)
+    external: list[dict[str, Any]] = []
+    kind = str(package.get("architecture"))
+    y = task.label(frame[task.target])
+    for site, tr, te in sites:
+        if progress:
+            print(f"leave-one-site-out: retraining without {site} ({len(tr)} rows)", flush=True)
+        pipe = make_pipeline(task, kind, seed).fit(frame.iloc[tr], y[tr])
+        p = pipe.predict_proba(frame.iloc[te])[:, 1]
+        external.append(block(
+            "leave-one-site-out", site, y[te], p, n_boot=n_boot, seed=seed,
+            note=f"{kind} recipe retrained on the other sites ({len(tr)} rows), scored on all {len(te)} {site} rows",
+            recalibrated=_recalibration_block(y[te], p, k, n_boot=n_boot, seed=seed)))
+        pattern = PATTERNS["switzerland-va"]
+        ps = pipe.predict_proba(simulate(frame.iloc[te], pattern, seed=seed))[:, 1]
+        external.append(block(
+            "simulated other site", f"{site}, {pattern.name} missingness", y[te], ps, n_boot=n_boot, seed=seed,
+            note=f"simulated, not real data: the {site} rows with {pattern.description}",
+            recalibrated=_recalibration_block(y[te], ps, k, n_boot=n_boot, seed=seed)))
+    for item in folders:
+        for source in _data_files(item):
+            if progress:
+                print(f"scoring {source}", flush=True)
+            u = _score(package, bundle, source, None)
+            reasons = _missing_reasons(u)
+            note = f"scored as given; {len(u['rejected'])} of {u['n_asked']} rows rejected by the input check"
+            if u["seen"]:
+                note += f"; {u['seen']} rows identical to training rows left out"
+            external.append(block("user data", source, u["y"], u["p"], n_boot=n_boot, seed=seed, note=note,
+                                  missing_reasons=reasons,
+                                  recalibrated=_recalibration_block(u["y"], u["p"], k, n_boot=n_boot, seed=seed)))
+    return {"model": package.get("name"), "set": data, "modality": "tabular", "internal": internal,
+            "external": external, "recalibration_cases": k,
+            "recalibration_note": f"'recalibrated': intercept update fitted on {k} cases of a source drawn at "
+                                  "random, before and after both scored on its remaining cases",
+            "ece_note": "'ece'/'ece_floor': top-label ECE (15 bins), shared by every modality; 'ece_positive'/"
+                        "'ece_positive_floor': ECE of P(positive) in 10 bins, as `meddx evaluate` reports it, which "
+                        "also shows a shift of every risk in one direction (a new site's prevalence)"}
 
 
 # --------------------------------------------------------------------------------------- predict
@@ -453,13 +660,17 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
             coded = [f for f in task.names if f not in absent and clean[f].isna().iloc[0]]
             missing = absent + coded
             Z = np.asarray(pre.named_steps["encode"].transform(clean), dtype=np.float32)
-            p1 = float(est.predict_proba(Z)[0, 1])
-            raw = float(est.raw_proba(Z)[0]) if hasattr(est, "raw_proba") else p1
-            q1 = min(max(p1, 1e-12), 1 - 1e-12)
+            p_model = float(est.predict_proba(Z)[0, 1])
+            raw = float(est.raw_proba(Z)[0]) if hasattr(est, "raw_proba") else p_model
+            q1 = min(max(p_model, 1e-12), 1 - 1e-12)  # the OOD gate was fitted on the model's own outputs
+            p1 = float(_recalibrated(package, [p_model])[0])
             verdict = verdicts(gate, Z.astype(np.float64), np.array([[np.log1p(-q1), np.log(q1)]]), clean,
                                bundle.get("ranges") or {}, units=model_units)[0]
             phi, base = attributions(est, Z, bundle["groups"], len(task.names), bundle["background"],
                                      permutations=8, seed=0)
+            if package.get("recalibration"):  # the site map is affine on the log-odds the attributions sum to
+                a, b = float(package["recalibration"]["a"]), float(package["recalibration"]["b"])
+                phi, base = phi * a, base * a + b
             warnings: list[str] = []
             if missing:
                 warnings.append(f"missing features (imputed, flagged): {', '.join(missing)}")
@@ -591,4 +802,4 @@ Intended use: {esc(str(package.get('intended_use')))}.</p>
     return path
 
 
-__all__ = ["evaluate", "load", "predict", "report", "train"]
+__all__ = ["evaluate", "load", "predict", "recalibrate", "report", "site_robustness", "train", "validate"]

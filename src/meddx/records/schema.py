@@ -92,6 +92,9 @@ class TaskSchema:
         site: column naming the hospital (for site-shift experiments), if any.
         excluded: columns never used as features, with the reason.
         default_model: the model meddx ships for this task (chosen by repeated CV in the bench).
+        imputation: how missing values are filled (:data:`meddx.records.transform.ENCODERS`):
+            ``indicator`` (median + missingness indicators) or ``conditional`` (conditional mean,
+            no indicators: for pooled multi-site data whose missingness marks the site).
     """
 
     name: str
@@ -104,6 +107,7 @@ class TaskSchema:
     site: str | None = None
     excluded: Mapping[str, str] = field(default_factory=dict)
     default_model: str = "logreg"
+    imputation: str = "indicator"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -305,7 +309,10 @@ register_task(_from_table_schema(
     "heart-disease-uci", target="num", positive_rule="> 0", class_names=("no disease", "disease"), site="dataset",
     drop={"id": "row identifier", "dataset": "hospital (site), kept for site-shift experiments"},
     loinc={"age": ("30525-0",), "trestbps": ("8480-6",), "chol": ("2093-3", "14647-2"), "thalch": ("8867-4",)},
-    conversions={"chol": _CHOL, "trestbps": {"kPa": 7.50062}}, plausible=_HEART_PLAUSIBLE))
+    conversions={"chol": _CHOL, "trestbps": {"kPa": 7.50062}}, plausible=_HEART_PLAUSIBLE,
+    # ca/thal/slope are missing mostly at one site: indicators would learn the site; the default was chosen on
+    # leave-one-site-out and simulated-other-site checks (bench/results/records.md, "External checks")
+    imputation="conditional", default_model="blend"))
 register_task(_from_table_schema(
     "breast-cancer-wisconsin-diagnostic", target="target", positive_rule="== 0", class_names=("benign", "malignant"),
     drop={}, loinc={}))

@@ -9,9 +9,21 @@ package, so training and prediction apply exactly the same rules:
 2. :class:`MissingCodes` turns declared "not measured" codes (``chol = 0``, Pima's
    zeros) and implausible values (outside the declared range, unknown categories)
    into NaN.
-3. :func:`encoder` imputes (median for numbers, a ``missing`` level for categories),
-   adds a 0/1 missingness indicator for each number that was missing in training,
-   one-hot encodes categories and standardises numbers.
+3. :func:`encoder` imputes and encodes, by the task's ``imputation`` (:data:`ENCODERS`):
+
+   * ``indicator``: median for numbers, a ``missing`` level for categories, a 0/1
+     missingness indicator for each number that was missing in training, one-hot, scaling.
+     Good when missingness means the same thing everywhere (Pima's unmeasured insulin).
+   * ``conditional``: categories one-hot with the whole row left missing when the value is,
+     then every column imputed from the others (:class:`sklearn.impute.IterativeImputer`,
+     a conditional mean), then scaling; **no** indicators and no ``missing`` level. Meant
+     for pooled multi-site data: when a column is missing mostly at one site (``ca``, ``thal``
+     at Hungary), an indicator learns "this is that site" and shifts every prediction at a
+     new hospital where the column is absent; the conditional mean instead fills the gap
+     from the patient's other values (close to a model refitted without the column).
+
+:func:`missing_reasons` counts, per feature, why values of a raw table are missing
+(blank, the declared "not measured" code such as ``chol = 0``, implausible, column absent).
 """
 
 from __future__ import annotations
@@ -89,7 +101,7 @@ class MissingCodes(TransformerMixin, BaseEstimator):
         return X
 
 
-def encoder(task: TaskSchema) -> Any:
+def indicator_encoder(task: TaskSchema) -> Any:
     """Impute (+ missingness indicators), one-hot encode and scale."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -110,6 +122,141 @@ def encoder(task: TaskSchema) -> Any:
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
 
 
+class ConditionalEncoder(TransformerMixin, BaseEstimator):
+    """One-hot (missing stays missing), conditional-mean imputation of every column, numbers scaled; no indicators.
+
+    ``method="mean"`` imputes each column's training mean instead (the plain baseline).
+
+    ``columns_`` names each output column (``feature`` or ``feature=level``) and
+    ``feature_of_`` the task feature it came from (for grouping attributions).
+    """
+
+    def __init__(self, task: Any = None, method: str = "iterative", max_iter: int = 10, seed: int = 0) -> None:
+        self.task = task
+        self.method = method
+        self.max_iter = max_iter
+        self.seed = seed
+
+    @staticmethod
+    def columns_of(task: Any) -> list[str]:
+        """Output column names for a task whose categoricals all declare their categories."""
+        task = _task(task)
+        return [f.name if f.kind != "categorical" else f"{f.name}={c}" for f in task.features
+                for c in ((None,) if f.kind != "categorical" else f.categories or ())]
+
+    def _matrix(self, X: Any) -> np.ndarray:
+        task = _task(self.task)
+        cols = []
+        for f in task.features:
+            v = X[f.name]
+            if f.kind == "categorical":
+                for level in f.categories or self.levels_.get(f.name, ()):
+                    cols.append(np.where(v.isna(), np.nan, (v == level).astype(float)))
+            else:
+                cols.append(v.astype(float).to_numpy())
+        return np.column_stack(cols) if cols else np.zeros((len(X), 0))
+
+    def fit(self, X: Any, y: Any = None) -> ConditionalEncoder:
+        import warnings
+
+        from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+        from sklearn.impute import IterativeImputer
+        from sklearn.preprocessing import StandardScaler
+
+        task = _task(self.task)
+        self.levels_ = {f.name: tuple(sorted(X[f.name].dropna().astype(str).unique()))
+                        for f in task.features if f.kind == "categorical" and f.categories is None}
+        self.columns_, self.feature_of_ = [], []
+        for f in task.features:
+            levels = (f.categories or self.levels_.get(f.name, ())) if f.kind == "categorical" else (None,)
+            for level in levels:
+                self.columns_.append(f.name if level is None else f"{f.name}={level}")
+                self.feature_of_.append(f.name)
+        M = self._matrix(X)
+        if self.method == "mean":
+            from sklearn.impute import SimpleImputer
+
+            self.imputer_ = SimpleImputer(strategy="mean", keep_empty_features=True)
+        else:
+            self.imputer_ = IterativeImputer(max_iter=self.max_iter, random_state=self.seed,
+                                             keep_empty_features=True)
+        with warnings.catch_warnings():  # "early stopping criterion not reached" is harmless at 10 rounds
+            warnings.simplefilter("ignore")
+            filled = self.imputer_.fit_transform(M)
+        # numbers are standardised; one-hot levels stay 0/1 (imputed: a probability), as in the indicator encoder,
+        # so a rare level does not become a huge z-score for the OOD distance
+        self.numeric_ = np.asarray(["=" not in c for c in self.columns_], dtype=bool)
+        self.scaler_ = StandardScaler().fit(filled[:, self.numeric_])
+        self.n_features_in_ = len(task.features)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        out = self.imputer_.transform(self._matrix(X))
+        out[:, self.numeric_] = self.scaler_.transform(out[:, self.numeric_])
+        return out
+
+
+ENCODERS: dict[str, Any] = {"indicator": indicator_encoder,
+                            "conditional": lambda task: ConditionalEncoder(task.to_dict())}
+"""Imputation + encoding per ``TaskSchema.imputation`` (see the module docstring)."""
+
+
+def encoder(task: TaskSchema) -> Any:
+    """The task's imputation + encoding step (:data:`ENCODERS`)."""
+    from meddx.exceptions import ConfigError
+
+    try:
+        return ENCODERS[task.imputation](task)
+    except KeyError:
+        raise ConfigError(f"unknown imputation {task.imputation!r} for task {task.name}", field="imputation",
+                          hint=f"Use one of {sorted(ENCODERS)}") from None
+
+
+def missing_reasons(raw: Any, task: TaskSchema) -> dict[str, dict[str, int]]:
+    """Per feature, how many values of a raw table (cells as read, before typing) are missing, and why.
+
+    Reasons: ``column absent`` (the whole source lacks it), ``blank``, ``code V (not measured)``
+    (a declared missing-value code such as ``chol = 0``), ``outside plausible range``,
+    ``unknown category``, ``not a number``. Features with nothing missing are left out.
+    """
+    import pandas as pd
+
+    out: dict[str, dict[str, int]] = {}
+    n = len(raw)
+    for f in task.features:
+        if f.name not in raw.columns:
+            out[f.name] = {"column absent": int(n)}
+            continue
+        col = raw[f.name]
+        text = col.astype(object).map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
+                                      or v is pd.NA else str(v).strip())
+        counts: dict[str, int] = {}
+        blank = text.str.lower().isin(["", "na", "n/a", "nan", "null", "none", "?"])
+        if blank.any():
+            counts["blank"] = int(blank.sum())
+        rest = text[~blank]
+        if f.kind == "categorical":
+            if f.categories is not None and (~rest.isin(f.categories)).any():
+                counts["unknown category"] = int((~rest.isin(f.categories)).sum())
+        else:
+            mapped = rest.str.lower().map({"true": "1", "false": "0", "yes": "1", "no": "0"}).fillna(rest)
+            values = pd.to_numeric(mapped, errors="coerce")
+            if values.isna().any():
+                counts["not a number"] = int(values.isna().sum())
+            for code in f.missing_codes:
+                hit = values == float(code)
+                if hit.any():
+                    counts[f"code {float(code):g} (not measured)"] = int(hit.sum())
+                values = values.where(~hit)
+            low = values < f.min if f.min is not None else pd.Series(False, index=values.index)
+            high = values > f.max if f.max is not None else pd.Series(False, index=values.index)
+            if (low | high).any():
+                counts["outside plausible range"] = int((low | high).sum())
+        if counts:
+            out[f.name] = counts
+    return out
+
+
 def preprocessor(task: TaskSchema) -> Any:
     """The whole preprocessing pipeline for ``task``."""
     from sklearn.pipeline import Pipeline
@@ -122,6 +269,8 @@ def feature_groups(fitted_preprocessor: Any, task: TaskSchema) -> np.ndarray:
     """For each output column of a fitted :func:`preprocessor`, the index of the task feature it came from."""
     ct = fitted_preprocessor.named_steps["encode"]
     index = {n: i for i, n in enumerate(task.names)}
+    if isinstance(ct, ConditionalEncoder):
+        return np.asarray([index[f] for f in ct.feature_of_], dtype=np.int64)
     groups: list[int] = []
     for name, pipe, cols in ct.transformers_:
         if name == "num":
@@ -135,4 +284,5 @@ def feature_groups(fitted_preprocessor: Any, task: TaskSchema) -> np.ndarray:
     return np.asarray(groups, dtype=np.int64)
 
 
-__all__ = ["MissingCodes", "UnitHarmoniser", "encoder", "feature_groups", "preprocessor"]
+__all__ = ["ENCODERS", "ConditionalEncoder", "MissingCodes", "UnitHarmoniser", "encoder", "feature_groups",
+           "indicator_encoder", "missing_reasons", "preprocessor"]
