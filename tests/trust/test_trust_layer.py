@@ -68,6 +68,30 @@ def test_layer_mahalanobis_weighs_the_network_and_the_image_equally(tmp_path: Pa
     assert LayerMahalanobis.from_state(old).weights.tolist() == [1.0, 1.0, 1.0]
 
 
+def test_negative_answers_meet_a_stricter_rule_out_threshold(tmp_path: Path) -> None:
+    from meddx.trust.ood import RULE_OUT_RATE
+
+    train_f, train_z, train_y, val = _clusters()
+    gate = fit_ood(train_f, train_z, train_y, val[:, :8], val[:, 8:], flag_rate=0.05)
+    negative = 0
+    rule_out = gate.rule_out_threshold(negative)
+    assert rule_out is not None and rule_out <= gate.thresholds[gate.method]
+    val_scores = gate.scores(val[:, :8], val[:, 8:])
+    called_negative = val[:, 8:].argmax(axis=1) == negative
+    assert abs(np.mean(val_scores[called_negative] > rule_out) - RULE_OUT_RATE) < 0.05
+    again = load_gate(tmp_path, {"ood": gate.to_package(tmp_path)})  # the reference travels with the package
+    assert again.rule_out_threshold(negative) == pytest.approx(rule_out)
+    assert gate.rule_out_threshold(None) is None
+    verdict = gate.assess(val[:1, :8], val[:1, 8:], negative_class=negative)[0].to_dict()
+    assert verdict["rule_out_threshold"] == pytest.approx(rule_out)
+    between = {"method": gate.method, "score": (rule_out + gate.thresholds[gate.method]) / 2,
+               "threshold": gate.thresholds[gate.method], "flagged": False, "rule_out_threshold": rule_out}
+    referred = decide({"decision": "negative", "reason": "confident"}, ood=between)
+    assert referred["decision"] == "refer" and referred["reason"].startswith(OOD_REASON)
+    assert "rule disease out" in referred["reason"]
+    assert decide({"decision": "positive", "reason": "confident"}, ood=between)["decision"] == "positive"
+
+
 def test_threshold_and_configuration_errors() -> None:
     scores = np.arange(100, dtype=float)
     assert np.mean(scores > threshold_for(scores, 0.05)) == pytest.approx(0.05)

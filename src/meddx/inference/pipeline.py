@@ -172,7 +172,17 @@ class Pipeline:
         if gate is None:
             return None
         logits, features = self.logits_and_features(images)
-        return [{**r.to_dict(), "flag_rate": gate.flag_rate} for r in gate.assess(features, logits, method)]
+        return [{**r.to_dict(), "flag_rate": gate.flag_rate}
+                for r in gate.assess(features, logits, method, negative_class=self.negative_class)]
+
+    @property
+    def negative_class(self) -> int | None:
+        """Index of the class a binary model's ``negative`` answer names (None for other tasks)."""
+        names = self.class_names
+        positive = self.package.get("positive_class")
+        if len(names) != 2 or positive not in names:
+            return None
+        return 1 - names.index(positive)
 
     @property
     def class_names(self) -> list[str]:

@@ -45,6 +45,8 @@ class OOD(BaseModel):
     threshold: float = Field(description="scores above it are flagged (chosen on validation data)")
     flagged: bool
     flag_rate: float | None = Field(None, description="share of in-distribution validation cases flagged")
+    rule_out_threshold: float | None = Field(
+        None, description="a negative answer with a score above it is referred (stricter than threshold)")
 
 
 class InputCheck(BaseModel):

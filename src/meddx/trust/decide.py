@@ -4,6 +4,8 @@ Order matters and is the same everywhere (CLI, Python API, REST, FHIR, the web p
 
 1. the input check failed → ``rejected`` with the reasons (the model's output is not used);
 2. the OOD detector flagged the input → ``refer``, "outside the model's training data";
+   a *negative* answer must also stay under the gate's stricter rule-out threshold (a false
+   reassurance on an atypical input is the costliest error, see ``meddx.trust.ood.RULE_OUT_RATE``);
 3. otherwise the trust layer's decision (calibrated class, or ``refer`` when the conformal
    set or the uncertainty says the model is not sure).
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 REJECTED = "rejected"
 REFER = "refer"
+NEGATIVE = "negative"
 OOD_REASON = "outside the model's training data"
 
 
@@ -29,6 +32,14 @@ def decide(trust_decision: dict[str, Any] | None, *, ood: dict[str, Any] | None 
         return {"decision": REFER, "reason": reason}
     if trust_decision is None:
         return {"decision": REFER, "reason": "no decision could be made"}
+    rule_out = (ood or {}).get("rule_out_threshold")
+    if trust_decision.get("decision") == NEGATIVE and rule_out is not None and ood["score"] > rule_out:
+        from meddx.trust.ood import RULE_OUT_RATE
+
+        reason = (f"{OOD_REASON}: too unlike it to rule disease out ({ood['method']} score {ood['score']:.3g} is "
+                  f"above {rule_out:.3g}, which {1 - RULE_OUT_RATE:.0%} of the validation cases called negative "
+                  "stay under); refer to a specialist")
+        return {"decision": REFER, "reason": reason}
     return {"decision": str(trust_decision["decision"]), "reason": str(trust_decision.get("reason", ""))}
 
 

@@ -42,6 +42,12 @@ DEFAULT_FLAG_RATE = 0.05
 DEFAULT_METHOD = "mahalanobis-layers"
 """Chosen by ``python -m bench.ood`` (see ``bench/results/ood.md``)."""
 METHODS = ("mahalanobis-layers", "mahalanobis", "knn", "energy", "msp")
+RULE_OUT_RATE = 0.10
+"""A negative answer reassures, so on an atypical input it is the costliest error: the gate's threshold
+for negative answers flags this share of the validation cases the model calls negative (twice the
+default flag rate). Measured in ``bench/results/ood.md``."""
+MIN_RULE_OUT_CASES = 20
+"""Fewer validation cases called negative than this: no separate rule-out threshold."""
 SMALL_VALIDATION = 100
 """Below this many validation cases the threshold's flag rate is itself noisy; the package says so."""
 
@@ -272,9 +278,14 @@ class OODResult:
     score: float
     threshold: float
     flagged: bool
+    rule_out_threshold: float | None = None
+    """A negative answer above this score is referred (see :data:`RULE_OUT_RATE`); None: no such threshold."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "score": self.score, "threshold": self.threshold, "flagged": self.flagged}
+        out = {"method": self.method, "score": self.score, "threshold": self.threshold, "flagged": self.flagged}
+        if self.rule_out_threshold is not None:
+            out["rule_out_threshold"] = self.rule_out_threshold
+        return out
 
 
 @dataclass
@@ -305,12 +316,28 @@ class OODGate:
                              "`meddx models fit-ood MODEL`")
         return self.detectors[name].score(features, logits)
 
-    def assess(self, features: Any, logits: Any, method: str | None = None) -> list[OODResult]:
-        """One :class:`OODResult` per row: score, threshold and whether it is flagged."""
+    def rule_out_threshold(self, negative_class: int | None, method: str | None = None,
+                           rate: float = RULE_OUT_RATE) -> float | None:
+        """The stricter threshold for negative answers: the ``1 - rate`` quantile of the validation scores
+        of the cases the model called ``negative_class`` (None without that reference or class)."""
+        name = method or self.method
+        scores, called = self.reference.get(f"val_scores/{name}"), self.reference.get("val_argmax")
+        if negative_class is None or scores is None or called is None or len(called) != len(scores):
+            return None
+        negatives = np.asarray(scores)[np.asarray(called) == negative_class]
+        if len(negatives) < MIN_RULE_OUT_CASES:
+            return None
+        return min(threshold_for(negatives, rate), self.thresholds[name])
+
+    def assess(self, features: Any, logits: Any, method: str | None = None,
+               negative_class: int | None = None) -> list[OODResult]:
+        """One :class:`OODResult` per row: score, threshold, whether it is flagged and, for a binary model
+        whose ``negative_class`` is given, the stricter threshold a negative answer must stay under."""
         name = method or self.method
         scores = self.scores(features, logits, name)
         threshold = self.thresholds[name]
-        return [OODResult(name, float(s), float(threshold), bool(s > threshold)) for s in scores]
+        rule_out = self.rule_out_threshold(negative_class, name)
+        return [OODResult(name, float(s), float(threshold), bool(s > threshold), rule_out) for s in scores]
 
     def to_package(self, folder: str | Path) -> dict[str, Any]:
         """Write ``ood.npz`` into ``folder``; return the JSON block for ``package.json["ood"]``."""
@@ -396,6 +423,7 @@ def fit_ood(train_features: Any, train_logits: Any, train_labels: Any, val_featu
         thresholds[name] = threshold_for(val_scores, flag_rate)
         detectors[name] = detector
         reference[f"val_scores/{name}"] = np.asarray(val_scores, dtype=np.float64)
+        reference["val_argmax"] = np.asarray(val_logits.argmax(axis=1), dtype=np.int64)
         per_method[name] = {"val_flag_rate": float(np.mean(val_scores > thresholds[name]))}
     n_val = int(len(val_features))
     info: dict[str, Any] = {"features": f"{features} ({train_features.shape[1]} values)",
