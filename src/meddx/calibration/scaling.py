@@ -221,9 +221,16 @@ class TemperatureScaling(Calibrator):
 
     ``T`` minimises the validation NLL; ``log T`` is optimised (so ``T`` stays
     positive) within ``[t_min, t_max]``. Predictions (argmax) are unchanged.
+
+    The default bounds ``[0.05, 10]`` (issue 17): on a few dozen validation cases an
+    uninformative model drove ``T`` to 29, squashing every probability to about 0.5;
+    a temperature at a bound is recorded (``state["at_bound"]``) as a sign that the
+    validation set cannot determine it.
     """
 
-    def __init__(self, t_min: float = 1e-2, t_max: float = 1e2, max_iter: int = 200) -> None:
+    T_MIN, T_MAX = 0.05, 10.0
+
+    def __init__(self, t_min: float = T_MIN, t_max: float = T_MAX, max_iter: int = 200) -> None:
         super().__init__()
         if not 0 < t_min < t_max:
             raise InvalidValueError(f"need 0 < t_min < t_max, got {t_min}, {t_max}", field="t_min")
@@ -246,7 +253,9 @@ class TemperatureScaling(Calibrator):
         return logits / self.temperature_
 
     def _state(self) -> dict[str, Any]:
-        return {"temperature": self.temperature_}
+        at_bound = bool(np.isclose(self.temperature_, self.t_min, rtol=1e-3)
+                        or np.isclose(self.temperature_, self.t_max, rtol=1e-3))
+        return {"temperature": self.temperature_, "at_bound": at_bound}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         t = float(_floats(state.get("temperature"), (), "temperature"))

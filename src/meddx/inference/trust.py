@@ -1,12 +1,14 @@
 """The trust layer of a model package: calibration, conformal sets and abstention.
 
-Fitted once on the validation split when a model is trained (or refitted on a
-hospital's local labelled sample with :func:`refit`), stored as JSON in
+Fitted once on the validation split when a model is trained (on out-of-fold predictions
+when the small-data recipe cross-validates; see :mod:`meddx.training.trainer`), or refitted on a
+hospital's local labelled sample with :func:`refit_package`, stored as JSON in
 ``package.json["trust"]``, and applied to every prediction, whatever the model's
 modality:
 
 1. a calibrator turns the model's logits into calibrated probabilities
-   (temperature scaling by default; vector/Dirichlet scaling for multi-class);
+   (temperature scaling by default, bounded to [0.05, 10]; vector/Dirichlet scaling for
+   multi-class);
 2. a split-conformal predictor (APS) turns those into a prediction set that holds
    the true class with the chosen coverage (90% by default);
 3. an abstention policy refers the case to a specialist when the uncertainty passes
@@ -31,6 +33,39 @@ DEFAULTS = {"calibration": "auto", "alpha": 0.1, "conformal": "aps", "measure": 
 90% conformal set's randomised empty and two-class sets referred 14% of PneumoniaMNIST test images on top of
 the gate's 5-7%, where the bar for referred-or-flagged is 10%; the set is still reported with every prediction."""
 AUTO_CANDIDATES = {2: ("identity", "temperature"), "multi": ("identity", "temperature", "vector")}
+SMALL_N = 200
+"""Below this many calibration cases the package records a warning: the realised coverage of a 90% conformal set
+fitted on n cases varies by about ±1.96·sqrt(α(1−α)/(n+2)) between calibration sets (±8 points at n=50, ±4 at
+n=200), and a temperature fitted on them is as loose (issue 17: T=29.2 from 37 validation images)."""
+MIN_PER_CLASS = 20
+"""Fewer cases than this in a class: its calibration and class-wise coverage are not supported by the data."""
+
+
+def small_n_warnings(n_per_class: np.ndarray, alpha: float, calibration: dict[str, Any]) -> tuple[list[str], list[float]]:
+    """Plain-language warnings for a trust layer fitted on few cases, and the 95% range of its realised coverage.
+
+    Split-conformal coverage given the calibration set is Beta-distributed (Vovk 2012; Angelopoulos &
+    Bates 2021) with mean ≥ 1−α and variance ≈ α(1−α)/(n+2); the interval returned is ±1.96 SD.
+    """
+    n = int(np.sum(n_per_class))
+    spread = 1.96 * float(np.sqrt(alpha * (1 - alpha) / (n + 2)))
+    interval = [round(max(0.0, 1 - alpha - spread), 4), round(min(1.0, 1 - alpha + spread), 4)]
+    warnings: list[str] = []
+    if n < SMALL_N:
+        warnings.append(
+            f"Calibration, conformal sets and abstention were fitted on only n={n} cases (fewer than {SMALL_N}): "
+            f"the {1 - alpha:.0%} coverage holds on average, but this package's realised coverage on new cases "
+            f"may lie anywhere in about {interval[0]:.0%}–{interval[1]:.0%}, and its temperature is as loose. "
+            "Refit the trust layer on a larger local labelled sample before relying on the probabilities.")
+    if n < int(np.ceil((1 - alpha) / alpha)):
+        warnings.append(f"n={n} is too small for {1 - alpha:.0%} conformal sets: every set holds all classes.")
+    if n_per_class.size and int(n_per_class.min()) < MIN_PER_CLASS:
+        warnings.append(f"Only {int(n_per_class.min())} calibration cases in the rarest class (fewer than "
+                        f"{MIN_PER_CLASS}): its calibration and class-wise coverage are not supported by the data.")
+    if (calibration.get("state") or {}).get("at_bound"):
+        warnings.append(f"The temperature stopped at its bound ({calibration['state']['temperature']:.3g}): the "
+                        "calibration cases could not determine it.")
+    return warnings, interval
 
 
 def select_calibrator(logits: np.ndarray, labels: np.ndarray, candidates: tuple[str, ...], folds: int = 5,
@@ -91,10 +126,16 @@ def fit_trust(logits: np.ndarray, labels: np.ndarray, *, calibration: str = "aut
     policy = AbstentionPolicy(measure=measure, target_risk=target_risk,
                               refer_on_ambiguous_set=refer_on_ambiguous_set).fit(uncertainty, correct)
     raw = softmax(logits)
+    n_per_class = np.bincount(labels, minlength=logits.shape[1])
+    calibration_dict = calibrator.to_dict()
+    warnings, interval = small_n_warnings(n_per_class, alpha, calibration_dict)
     return _finite({
         "fitted_on": fitted_on,
         "n": int(len(labels)),
-        "calibration": calibrator.to_dict(),
+        "n_per_class": [int(c) for c in n_per_class],
+        "coverage_interval_95": interval,
+        "warnings": warnings,
+        "calibration": calibration_dict,
         "calibration_selection": selection,
         "conformal": predictor.to_dict(),
         "abstention": policy.to_dict(),

@@ -113,6 +113,43 @@ def _metrics_section(package: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _calibration_limit(trust: dict[str, Any] | None) -> str:
+    if not trust or "calibration" not in trust:
+        return "Output probabilities are not calibrated; do not read them as the chance of disease."
+    return (f"Probabilities are calibrated on {_fmt(trust.get('n'))} held-out cases ({_fmt(trust.get('fitted_on'))}); "
+            "at another site they may be miscalibrated until refitted on local labelled cases.")
+
+
+def _trust_section(package: dict[str, Any]) -> list[str]:
+    """Calibration and conformal sets: what they were fitted on, with n and any warning (issue 17)."""
+    trust = package.get("trust") or {}
+    if not trust:
+        return []
+    calibration = trust.get("calibration") or {}
+    state = calibration.get("state") or {}
+    conformal = trust.get("conformal") or {}
+    alpha = conformal.get("alpha")
+    lines = ["## Calibration and prediction sets", "",
+             f"- Fitted on: {_fmt(trust.get('fitted_on'))}; n = {_fmt(trust.get('n'))}"
+             + (f" (per class: {', '.join(str(c) for c in trust['n_per_class'])})" if trust.get("n_per_class") else ""),
+             f"- Calibrator: `{_fmt(calibration.get('name'))}`"
+             + (f", temperature {float(state['temperature']):.3g}" if state.get("temperature") is not None else "")]
+    if alpha is not None:
+        interval = trust.get("coverage_interval_95")
+        lines.append(f"- Conformal prediction sets: {1 - float(alpha):.0%} coverage on average"
+                     + (f"; this package's realised coverage lies in about {interval[0]:.0%}–{interval[1]:.0%} "
+                        "(95%, from n)" if interval else ""))
+    cv = package.get("cv") or {}
+    if cv.get("oof_auc"):
+        auc = cv["oof_auc"]
+        lines.append(f"- Out-of-fold AUC ({cv.get('folds')}-fold group cross-validation, n = {cv.get('n')}): "
+                     f"{_num(auc.get('value'))} (95% CI {_num(auc.get('low'))} – {_num(auc.get('high'))}); "
+                     "a within-collection estimate, not a measure of other hospitals")
+    for warning in trust.get("warnings") or []:
+        lines.append(f"- **Warning:** {warning}")
+    return lines
+
+
 def render_card(package: dict[str, Any]) -> str:
     """The model card (Markdown) for a parsed ``package.json``."""
     name = package.get("name", "unnamed model")
@@ -159,7 +196,7 @@ def render_card(package: dict[str, Any]) -> str:
         "(`meddx evaluate MODEL FOLDER`, a folder of images with a labels.csv).",
         f"Images are resized to {_fmt(pre.get('size'))}×{_fmt(pre.get('size'))} pixels with "
         f"{_fmt(pre.get('in_chans'))} channel(s); findings smaller than that resolution can be lost.",
-        "Output probabilities are not calibrated; do not read them as the chance of disease.",
+        _calibration_limit(package.get("trust")),
         "Only the classes listed above can be predicted; anything else (another disease, another body part, "
         "another modality) still gets one of them.",
     ]
@@ -199,6 +236,7 @@ def render_card(package: dict[str, Any]) -> str:
         "- 3-D volumes need a chosen slice (`meddx predict MODEL FILE --slice N`); signals and tables are refused.",
     ]
 
+    lines += [""] + _trust_section(package)
     lines += [""] + _metrics_section(package)
 
     lines += ["", "## How to cite the data", ""]

@@ -1,5 +1,6 @@
 """Preprocess: turning read samples into model inputs, and training-time augmentation."""
 
-from meddx.preprocess.augment import BatchAugment
+from meddx.preprocess.augment import BatchAugment, shift_augment
+from meddx.preprocess.foreground import ForegroundCrop, dark_background
 
-__all__ = ["BatchAugment"]
+__all__ = ["BatchAugment", "ForegroundCrop", "dark_background", "shift_augment"]

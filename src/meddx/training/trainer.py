@@ -38,6 +38,20 @@ SAMPLERS = ("weighted-loss", "balanced", "none")
 SCHEDULES = ("onecycle", "cosine", "step")
 FREEZE = ("none", "backbone")
 EXPORTS = ("onnx", "none")
+RECIPES = ("auto", "standard", "small-data")
+SELECTS = ("best", "last")
+AUGMENT_PROFILES = ("standard", "shift")
+SMALL_DATA_MAX = 2000
+"""``recipe="auto"`` picks the small-data recipe below this many labelled training + validation images ..."""
+SMALL_DATA_MIN = 100
+"""... and from this many up: below 100 images five folds of under 20 cases train nothing usable, so ``auto``
+keeps the fast standard recipe (and the package warns that its trust layer rests on too few cases)."""
+SMALL_DATA_FOLDS = 5
+SMALL_DATA_MAX_SIZE = 64
+"""The small-data recipe resizes larger images to this side (a 5-model CV ensemble must train on 2 CPU cores)."""
+SMALL_VAL_N = 200
+"""Below this many validation cases the package records that its calibration and conformal guarantees are loose
+(see :data:`meddx.inference.trust.SMALL_N`); the small-data recipe fits them on out-of-fold predictions instead."""
 
 
 @dataclass
@@ -84,6 +98,19 @@ class TrainConfig:
         export: ``onnx`` also writes ``model.onnx`` (checked against the torch model),
             which predictions run on without importing torch; ``none`` skips it.
         out: the run folder (default ``$MEDDX_HOME/runs/<data>-<model>-<time>``).
+        recipe: ``standard`` (the fields as given), ``small-data`` (see :func:`resolve_recipe`: a
+            5-fold cross-validated ensemble over train+validation, fixed epochs, shift augmentation,
+            foreground crop on dark-background images, trust layer fitted on out-of-fold
+            predictions) or ``auto``: small-data for 100 to 1,999 labelled train + val images.
+        cv_folds: train one member per fold of a group k-fold over train+validation and package
+            them as an ensemble; each member is validated on its own held-out fold, whose
+            predictions (out-of-fold, OOF) fit the ensemble's trust layer (0 or 1: off).
+        select: ``best`` keeps the epoch with the best validation AUC; ``last`` keeps the last
+            epoch (no early stopping), so the validation fold is never used for selection and its
+            predictions stay honest out-of-fold estimates.
+        augment_profile: ``standard`` (:class:`~meddx.preprocess.BatchAugment` defaults) or
+            ``shift`` (:func:`~meddx.preprocess.shift_augment`: intensity, gamma, bias field, blur,
+            low resolution, noise against scanner shift).
     """
 
     data: str
@@ -124,11 +151,17 @@ class TrainConfig:
     resume: str | None = None
     export: str = "onnx"
     out: str | None = None
+    recipe: str = "auto"
+    cv_folds: int = 0
+    select: str = "best"
+    augment_profile: str = "standard"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         for name, value, allowed in (("sampler", self.sampler, SAMPLERS), ("schedule", self.schedule, SCHEDULES),
-                                     ("freeze", self.freeze, FREEZE), ("export", self.export, EXPORTS)):
+                                     ("freeze", self.freeze, FREEZE), ("export", self.export, EXPORTS),
+                                     ("recipe", self.recipe, RECIPES), ("select", self.select, SELECTS),
+                                     ("augment_profile", self.augment_profile, AUGMENT_PROFILES)):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}", field=name)
         if not 0 < self.label_fraction <= 1:
@@ -150,6 +183,9 @@ class TrainConfig:
                               hint="0.05 flags about 5% of in-distribution inputs")
         if self.ensemble < 1:
             raise ConfigError(f"ensemble must be ≥ 1, got {self.ensemble}", field="ensemble")
+        if self.cv_folds < 0 or self.cv_folds == 1 or self.cv_folds > 20:
+            raise ConfigError(f"cv_folds must be 0 (off) or 2-20, got {self.cv_folds}", field="cv_folds",
+                              hint="5 folds suit a few hundred images")
         if not 0 < self.conformal_alpha < 1:
             raise ConfigError(f"conformal_alpha must be in (0, 1), got {self.conformal_alpha}",
                               field="conformal_alpha", hint="0.1 gives 90% prediction sets")
@@ -402,7 +438,11 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device == "cuda")
     generator = torch.Generator().manual_seed(config.seed)
     augment = None
-    if config.augment:
+    if config.augment and config.augment_profile == "shift":
+        from meddx.preprocess import shift_augment
+
+        augment = shift_augment(int(x_train.shape[-1]), hflip=config.hflip)
+    elif config.augment:
         augment = BatchAugment(hflip=config.hflip, shift_px=config.shift_px) if config.augment_geometry else \
             BatchAugment(hflip=config.hflip, degrees=0.0, translate=0.0, scale=(1.0, 1.0), shift_px=config.shift_px)
     sample_weights = torch.tensor(inv[y_train], dtype=torch.float64)
@@ -489,7 +529,8 @@ def fit(
                 bar.update(1)
             score = val["auc"] if not np.isnan(val["auc"]) else val["acc"]
             state["epoch"] = epoch + 1
-            if score > state["best_auc"]:
+            # select="last": no selection on validation, the last epoch is the model
+            if config.select == "last" or score > state["best_auc"]:
                 state.update(best_auc=score, best_epoch=epoch + 1, stale=0)
                 best_state = copy.deepcopy(scored().state_dict())
                 if run:
@@ -504,7 +545,7 @@ def fit(
                             "ema": ema.state_dict() if ema is not None else None,
                             "total_steps": total_steps}, tmp)
                 os.replace(tmp, run / "last.pt")
-            if state["stale"] >= config.patience:
+            if state["stale"] >= config.patience and config.select == "best":
                 log.info("early stop at epoch %d (best %d)", epoch + 1, state["best_epoch"])
                 break
     finally:
@@ -518,8 +559,58 @@ def fit(
                      state["seen"] / seconds if seconds else 0.0, history)
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> Path:
-    """Train ``config.model`` on ``config.data``; return the run folder (a model package)."""
+CROPPED = {"cnn-small": "cnn-small-crop", "cnn-tiny": "cnn-tiny-crop"}
+"""Models whose foreground-cropping variant the small-data recipe uses on dark-background images."""
+
+
+def labelled_count(sample: Any) -> int:
+    """Labelled images available for training and validation (the test split excluded)."""
+    return int(sum(len(sample.splits[k][1]) for k in ("train", "val", "all") if k in sample.splits))
+
+
+def resolve_recipe(config: TrainConfig, sample: Any) -> TrainConfig:
+    """The configuration ``config.recipe`` stands for on ``sample`` (idempotent).
+
+    ``auto`` is ``small-data`` from :data:`SMALL_DATA_MIN` up to (not including)
+    :data:`SMALL_DATA_MAX` labelled training + validation images, else ``standard`` (the
+    fields as given: PneumoniaMNIST, 5,232 images, keeps its recipe).
+    ``small-data`` (issue 17, chosen by ``bench/small_data.py``): a
+    :data:`SMALL_DATA_FOLDS`-fold cross-validated ensemble over train + validation (each fold
+    model trained for the fixed number of epochs, the last epoch kept: no selection on a tiny
+    validation split), batch ≤ 32, :func:`~meddx.preprocess.shift_augment`, images larger than
+    :data:`SMALL_DATA_MAX_SIZE` px resized to it, and, when most images lie on a dark
+    background (:func:`~meddx.preprocess.dark_background`, e.g. brain MRI), the model's
+    foreground-cropping variant (:data:`CROPPED`). The trust layer is then fitted on the
+    out-of-fold predictions.
+    """
+    from dataclasses import replace
+
+    if config.recipe == "standard" or config.resume:
+        return config
+    if config.recipe == "auto" and not SMALL_DATA_MIN <= labelled_count(sample) < SMALL_DATA_MAX:
+        return replace(config, recipe="standard")
+    source = next(k for k in ("train", "all", "val") if k in sample.splits)
+    images = np.asarray(sample.splits[source][0])
+    model = CROPPED.get(config.model, config.model) if dark_background(images[:500]) else config.model
+    side = int(max(images.shape[1:3]))
+    size = config.size if config.size is not None else (SMALL_DATA_MAX_SIZE if side > SMALL_DATA_MAX_SIZE else None)
+    return replace(config, recipe="small-data", model=model, size=size, select="last", augment_profile="shift",
+                   cv_folds=config.cv_folds or SMALL_DATA_FOLDS, batch_size=min(config.batch_size, 32))
+
+
+def dark_background(images: np.ndarray) -> bool:
+    from meddx.preprocess import dark_background as rule
+
+    return rule(images)
+
+
+def train(config: TrainConfig, *, progress: bool = True, _fold: int | None = None,
+          _norm: tuple[float, float] | None = None) -> Path:
+    """Train ``config.model`` on ``config.data``; return the run folder (a model package).
+
+    ``_fold``/``_norm`` are internal: train the member of a cross-validated ensemble that holds
+    out fold ``_fold``, with the ensemble's shared input normalisation.
+    """
     import torch
 
     from meddx import __version__
@@ -527,13 +618,26 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     from meddx.models import create_model
 
     config.validate()
+    sample = None
+    if _fold is None and config.recipe != "standard" and not config.resume:
+        sample = load_images(config.data, size=config.size)
+        resolved = resolve_recipe(config, sample)
+        if resolved.size != config.size:
+            sample = load_images(config.data, size=resolved.size)
+        config = resolved
+        if config.recipe == "small-data":
+            log.info("small-data recipe: %s", json.dumps({k: getattr(config, k) for k in (
+                "model", "size", "cv_folds", "select", "augment_profile", "batch_size", "epochs")}))
+    if _fold is None and config.cv_folds > 1:
+        return _train_cv(config, sample, progress=progress)
     if config.ensemble > 1:
         return _train_ensemble(config, progress=progress)
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     seed_everything(config.seed)
     split_seed = config.seed if config.split_seed is None else config.split_seed
-    sample = load_images(config.data, size=config.size)
-    splits, split_note = resolve_splits(sample, config, split_seed)
+    if sample is None:
+        sample = load_images(config.data, size=config.size)
+    splits, split_note = resolve_splits(sample, config, split_seed, fold=_fold)
     groups_all = (sample.meta.get("groups") or {}).get("all")
     holdout = None
     if config.holdout_fraction > 0:
@@ -554,12 +658,15 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         num_classes = max(num_classes, len(sample.class_names))
     class_names = sample.class_names or [str(i) for i in range(num_classes)]
     in_chans = int(x_train.shape[1])
-    mean, std = float(x_train.mean()), float(x_train.std() or 1.0)
+    mean, std = _norm if _norm is not None else (float(x_train.mean()), float(x_train.std() or 1.0))
 
     run = Path(config.resume or config.out or _default_run_dir(config))
     run.mkdir(parents=True, exist_ok=True)
     if holdout is not None:
         (run / "holdout.json").write_text(json.dumps(holdout), encoding="utf-8")
+    if _fold is not None:
+        (run / "fold.json").write_text(json.dumps({"fold": _fold, "folds": config.cv_folds, "split_seed": split_seed}),
+                                       encoding="utf-8")
     handler = logging.FileHandler(run / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -687,6 +794,81 @@ def _train_ensemble(config: TrainConfig, *, progress: bool) -> Path:
     return run
 
 
+def _train_cv(config: TrainConfig, sample: Any, *, progress: bool) -> Path:
+    """Train one member per fold of a group k-fold over train + val; package them as an ensemble whose
+    trust layer (calibration, conformal sets, abstention) and drift reference come from the
+    out-of-fold predictions: every case scored by the one member that never saw it."""
+    from dataclasses import replace
+
+    from meddx.data.datasets import load_images
+    from meddx.inference import Pipeline
+    from meddx.packaging.card import write_card
+
+    if sample is None:
+        sample = load_images(config.data, size=config.size)
+    run = Path(config.out or _default_run_dir(config))
+    run.mkdir(parents=True, exist_ok=True)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    images, labels, groups, names = pooled_for_cv(sample)
+    folds = cv_folds_of(labels, groups, config.cv_folds, split_seed)
+    x_all = prepare_arrays(images, config.size)
+    norm = (float(x_all.mean()), float(x_all.std() or 1.0))  # shared, so the members read one input
+    del x_all
+    member_config = replace(config, ensemble=1, split_seed=split_seed, resume=None)
+    members: list[Path] = []
+    oof = np.full((len(labels), 0), np.nan)
+    for k in range(config.cv_folds):
+        out = run / "members" / f"f{k}"
+        members.append(train(replace(member_config, seed=config.seed + k, out=str(out)), progress=progress,
+                             _fold=k, _norm=norm))
+        logits = Pipeline.load(out, runtime="torch").predict_logits(images[folds[k][1]])
+        if oof.shape[1] == 0:
+            oof = np.full((len(labels), logits.shape[1]), np.nan)
+        oof[folds[k][1]] = logits
+    (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    first = json.loads((members[0] / "package.json").read_text(encoding="utf-8"))
+    first = {k: v for k, v in first.items() if k not in ("runtime", "extra_files")}
+    if "ood" in first:  # the gate reads the first member's features (fitted on its training folds)
+        first["ood"] = {**first["ood"], "file": f"{members[0].relative_to(run)}/{first['ood']['file']}",
+                        "member": str(members[0].relative_to(run))}
+    n = len(labels)
+    fitted_on = (f"out-of-fold predictions of the {config.cv_folds}-fold cross-validation over {names} (n={n}): "
+                 f"each case scored by the fold model that never saw it")
+    trust = fit_trust(oof, labels, calibration=config.calibration, alpha=config.conformal_alpha,
+                      target_risk=config.target_risk, fitted_on=fitted_on)
+    package = {**first, "kind": "ensemble", "members": [str(m.relative_to(run)) for m in members],
+               "name": f"{first['name']}-cv{config.cv_folds}",
+               "version": time.strftime("%Y%m%d%H%M%S"), "trust": trust}
+    package["data"] = {**first["data"], "split": f"{config.cv_folds}-fold stratified group cross-validation over "
+                       f"{names}; the package averages the {config.cv_folds} fold models",
+                       "train": int(n - min(len(f[1]) for f in folds)), "val": int(n), "recipe": config.recipe}
+    package["training"] = {**first["training"], "seed": config.seed, "members": config.cv_folds,
+                           "recipe": config.recipe, "select": config.select,
+                           "augment_profile": config.augment_profile,
+                           "best_epoch": [json.loads((m / "package.json").read_text())["training"]["best_epoch"]
+                                          for m in members]}
+    package["cv"] = _oof_summary(oof, labels, groups, config.cv_folds, names)
+    package["drift"] = {"reference_scores": drift_reference(trust, oof),
+                        "reference": f"calibrated probability of the last class, out-of-fold (n={n})"}
+    (run / "package.json").write_text(json.dumps(package, indent=2), encoding="utf-8")
+    write_card(run, package)
+    return run
+
+
+def _oof_summary(oof: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int, names: str) -> dict[str, Any]:
+    """Out-of-fold AUC with a group-bootstrap 95% CI (the package's own estimate of its accuracy on new cases)."""
+    from meddx.calibration.scaling import softmax
+    from meddx.evaluation.metrics import bootstrap_metrics
+
+    summary: dict[str, Any] = {"folds": folds, "pooled": names, "n": int(len(labels)),
+                               "note": "single fold models on their held-out folds; the packaged average of all "
+                                       "folds is usually a little better"}
+    if oof.shape[1] == 2 and len(np.unique(labels)) == 2:
+        auc = bootstrap_metrics(labels, softmax(oof), groups=groups, n_boot=500)["auc"]
+        summary["oof_auc"] = {k: float(auc[k]) for k in ("value", "low", "high")}
+    return summary
+
+
 def carve_holdout(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
                   groups: list[Any] | None = None) -> dict[str, Any]:
     """A group-disjoint, stratified hold-out of ``fraction`` of a training split (indices and how grouped)."""
@@ -703,15 +885,49 @@ def carve_holdout(images: np.ndarray, labels: np.ndarray, fraction: float, seed:
             "grouping": grouping, "groups": int(len(np.unique(group_ids))), "n_train_split": int(len(labels))}
 
 
-def resolve_splits(sample: Any, config: TrainConfig, split_seed: int) -> tuple[dict[str, Any], str]:
+def pooled_for_cv(sample: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Images, labels and groups a cross-validated ensemble deals into folds (train + val, or all), and a note."""
+    names = [k for k in ("train", "val") if k in sample.splits] or ["all"]
+    if names == ["all"] and "all" not in sample.splits:
+        raise ConfigError("data has no 'train' or 'all' split", field="split")
+    images = np.concatenate([np.asarray(sample.splits[k][0]) for k in names])
+    labels = np.concatenate([np.asarray(sample.splits[k][1]).reshape(len(sample.splits[k][1]), -1)[:, 0]
+                             for k in names]).astype(np.int64)
+    known = sample.meta.get("groups") or {}
+    if all(known.get(k) is not None for k in names):
+        groups = np.concatenate([np.asarray(known[k]).astype(str) for k in names])
+    else:
+        groups = np.array([f"{k}:{i}" for k in names for i in range(len(sample.splits[k][1]))])
+    return images, labels, groups, "+".join(names)
+
+
+def cv_folds_of(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified group k-fold ``(train_index, held_out_index)`` pairs (the same for every member)."""
+    from meddx.data.splits import group_kfold
+
+    return list(group_kfold(labels, groups, n_splits=folds, seed=seed))
+
+
+def resolve_splits(sample: Any, config: TrainConfig, split_seed: int,
+                   fold: int | None = None) -> tuple[dict[str, Any], str]:
     """Train and validation splits for ``sample``: official ones, else whole groups dealt out.
 
     Data with only an ``all`` split, or a ``train`` split without ``val``, are split
     by group (patient, near-duplicate) with ``config.val_fraction`` and ``split_seed``.
+    With ``fold`` (a member of a ``config.cv_folds``-fold ensemble) train + val are pooled
+    and fold ``fold`` of a stratified group k-fold is the validation split.
     Returns the splits and a note saying which was done.
     """
     from meddx.data.splits import group_train_val_test_split
 
+    if fold is not None:
+        images, labels, groups, names = pooled_for_cv(sample)
+        train_idx, val_idx = cv_folds_of(labels, groups, config.cv_folds, split_seed)[fold]
+        splits = {k: v for k, v in sample.splits.items() if k == "test"}
+        splits["train"] = (images[train_idx], labels[train_idx])
+        splits["val"] = (images[val_idx], labels[val_idx])
+        return splits, (f"fold {fold + 1} of a {config.cv_folds}-fold stratified group cross-validation over "
+                        f"{names} ({len(labels)} images); this fold held out for validation")
     splits = dict(sample.splits)
     if "train" in splits and "val" in splits:
         return splits, "official train/val"
@@ -797,7 +1013,11 @@ def rebuild_splits(config_path: str | Path) -> tuple[dict[str, tuple[np.ndarray,
     config = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
     split_seed = config.seed if config.split_seed is None else config.split_seed
     sample = load_images(config.data, size=config.size)
-    splits, _ = resolve_splits(sample, config, split_seed)
+    fold_file = config_path.parent / "fold.json"
+    fold = json.loads(fold_file.read_text(encoding="utf-8")) if fold_file.is_file() else None
+    if fold is not None:
+        split_seed = int(fold.get("split_seed", split_seed))
+    splits, _ = resolve_splits(sample, config, split_seed, fold=None if fold is None else int(fold["fold"]))
     out = {"train": splits["train"], "val": splits["val"]}
     holdout_file = config_path.parent / "holdout.json"
     if holdout_file.is_file():
