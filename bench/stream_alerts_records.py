@@ -1,6 +1,6 @@
 """Alert delay per AF record, beside what each record shows in its first seconds.
 
-    python -m bench.stream_alerts_records --model runs/cinc-cnn6-head [--rule 0.4x2 --lead-ins 3]
+    python -m bench.stream_alerts_records --model runs/cinc-cnn6-head5 --window-s 5 [--rule 0.4x2 --lead-ins 3]
 
 The alert benchmarks (``bench.stream_alerts``, live; ``bench.stream_alerts_offline``)
 draw devices at random, so one AF record can be played several times and another

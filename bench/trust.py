@@ -12,8 +12,9 @@ Models (cnn-small, 28 px, trained by ``meddx.training.train``):
   single model) and a Bayes-by-backprop last layer. The official test split is a
   shifted site in effect (62.5% pneumonia against 74% in train/val).
 
-Results: ``bench/results/trust.{json,md}``, reliability diagrams, and the report's
-Chromium screenshot ``bench/results/trust_report.png``.
+Results: ``bench/results/trust.{json,md}``, the reliability diagram
+``trust_reliability_pneumonia_test.png``, and the reports' Chromium screenshots
+``trust_report_pneumonia.png`` and ``trust_report_covid.png`` (all in ``bench/results/``).
 """
 
 from __future__ import annotations
