@@ -247,7 +247,8 @@ class TemperatureScaling(Calibrator):
             return loss, np.array([-s * float(np.sum(g * logits))])
 
         bounds = [(float(np.log(self.t_min)), float(np.log(self.t_max)))]
-        self.temperature_ = float(np.exp(_minimize(fun, np.zeros(1), self.max_iter, bounds)[0]))
+        t = float(np.exp(_minimize(fun, np.zeros(1), self.max_iter, bounds)[0]))
+        self.temperature_ = float(np.clip(t, self.t_min, self.t_max))  # exp(log bound) can overshoot by 1 ulp
 
     def _logits(self, logits: np.ndarray) -> np.ndarray:
         return logits / self.temperature_

@@ -43,6 +43,13 @@ def train(
     amp: bool = typer.Option(None, help="Mixed precision (default: on with CUDA)."),
     resume: Path = typer.Option(None, help="Continue the run in this folder from its last.pt."),
     export: str = typer.Option("onnx", help="onnx (also write model.onnx: predictions without torch) | none."),
+    recipe: str = typer.Option(
+        "auto", help="auto (small-data for 100-1,999 labelled train+val images, else standard) | standard (the "
+        "options as given) | small-data (5-fold group-CV ensemble over train+val, fixed epochs, shift "
+        "augmentation, foreground crop on dark-background images such as brain MRI, images > 64 px resized to "
+        "64, calibration and conformal sets fitted on out-of-fold predictions)."),
+    cv_folds: int = typer.Option(0, help="Folds of the cross-validated ensemble (0: the recipe's choice, 5 for "
+                                 "small-data)."),
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -74,7 +81,7 @@ def train(
             unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
             ema=ema, label_smoothing=label_smoothing, head=head, drop_rate=drop_rate, ensemble=ensemble,
             calibration=calibration, conformal_alpha=conformal_alpha, target_risk=target_risk,
-            export=export, out=str(out) if out else None,
+            export=export, out=str(out) if out else None, recipe=recipe, cv_folds=cv_folds,
         )
     run = run_training(config, progress=progress)
     typer.echo(str(run))

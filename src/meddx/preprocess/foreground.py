@@ -37,7 +37,7 @@ def _module() -> type:
             import torch.nn.functional as F  # noqa: N812
 
             n, _, h, w = x.shape
-            g = F.avg_pool2d(x.mean(dim=1, keepdim=True), 3, stride=1, padding=1)[:, 0]
+            g = F.avg_pool2d(x.mean(dim=1, keepdim=True), 3, stride=1, padding=1, count_include_pad=False)[:, 0]
             low = g.amin(dim=(1, 2), keepdim=True)
             high = g.amax(dim=(1, 2), keepdim=True)
             mask = ((g - low) > THRESHOLD * (high - low + 1e-6)).float()

@@ -47,6 +47,8 @@ SMALL_DATA_MIN = 100
 """... and from this many up: below 100 images five folds of under 20 cases train nothing usable, so ``auto``
 keeps the fast standard recipe (and the package warns that its trust layer rests on too few cases)."""
 SMALL_DATA_FOLDS = 5
+SMALL_DATA_EPOCHS = 25
+"""The small-data recipe trains each fold model for at most this many epochs (five of them run on 2 CPU cores)."""
 SMALL_DATA_MAX_SIZE = 64
 """The small-data recipe resizes larger images to this side (a 5-model CV ensemble must train on 2 CPU cores)."""
 SMALL_VAL_N = 200
@@ -577,7 +579,8 @@ def resolve_recipe(config: TrainConfig, sample: Any) -> TrainConfig:
     ``small-data`` (issue 17, chosen by ``bench/small_data.py``): a
     :data:`SMALL_DATA_FOLDS`-fold cross-validated ensemble over train + validation (each fold
     model trained for the fixed number of epochs, the last epoch kept: no selection on a tiny
-    validation split), batch ≤ 32, :func:`~meddx.preprocess.shift_augment`, images larger than
+    validation split) for at most :data:`SMALL_DATA_EPOCHS` epochs, batch ≤ 32,
+    :func:`~meddx.preprocess.shift_augment`, images larger than
     :data:`SMALL_DATA_MAX_SIZE` px resized to it, and, when most images lie on a dark
     background (:func:`~meddx.preprocess.dark_background`, e.g. brain MRI), the model's
     foreground-cropping variant (:data:`CROPPED`). The trust layer is then fitted on the
@@ -595,7 +598,8 @@ def resolve_recipe(config: TrainConfig, sample: Any) -> TrainConfig:
     side = int(max(images.shape[1:3]))
     size = config.size if config.size is not None else (SMALL_DATA_MAX_SIZE if side > SMALL_DATA_MAX_SIZE else None)
     return replace(config, recipe="small-data", model=model, size=size, select="last", augment_profile="shift",
-                   cv_folds=config.cv_folds or SMALL_DATA_FOLDS, batch_size=min(config.batch_size, 32))
+                   cv_folds=config.cv_folds or SMALL_DATA_FOLDS, batch_size=min(config.batch_size, 32),
+                   epochs=min(config.epochs, SMALL_DATA_EPOCHS))
 
 
 def dark_background(images: np.ndarray) -> bool:
