@@ -217,7 +217,8 @@ def test_bad_labels_are_reported(tmp_path: Path) -> None:
 
 
 ROW_KEYS = {"kind", "source", "n", "prevalence", "auc", "ece", "ece_floor", "note", "challenge_score", "auc_af",
-            "af_called_when_not_af", "af_found_when_af", "class_counts", "n_groups", "ood_flagged"}
+            "af_called_when_not_af", "af_found_when_af", "class_counts", "n_groups", "ood_flagged", "recall",
+            "confusion"}
 
 
 def test_evaluate_json_has_ece_beside_its_noise_floor(features_run: Path, folder: Path, tmp_path: Path) -> None:
@@ -256,6 +257,8 @@ def test_validate_internal_beside_collections_and_folders(features_run: Path, mi
     assert mitbih["kind"] == "other collection" and mitbih["n"] == 60 and mitbih["n_groups"] == 1
     assert mitbih["auc"]["value"] is None and mitbih["class_counts"]["N"] == 60  # one class: no AUC, no made-up one
     assert mitbih["collection"]["leads"] == {"100": "MLII"} and 0 <= mitbih["af_called_when_not_af"]["value"] <= 1
+    assert mitbih["af_called_when_not_af"]["low"] is None  # one record: no CI over patients
+    assert set(mitbih["recall"]) == {"N"} and sum(mitbih["confusion"][0]) == 60
     assert site["kind"] == "folder" and site["source"] == "other-site" and site["n"] == 8 and site["n_groups"] == 4
     assert site["auc_af"]["low"] <= site["auc_af"]["value"] <= site["auc_af"]["high"]
     assert site["ece_floor"] > 0 and site["prevalence"] == [0.5, 0.5, 0.0, 0.0]

@@ -761,6 +761,8 @@ def _boot_ci(stat: Any, n: int, groups: np.ndarray | None, *, n_boot: int, seed:
     if groups is not None:
         _, inverse = np.unique(np.asarray(groups), return_inverse=True)
         members = [np.flatnonzero(inverse == k) for k in range(int(inverse.max()) + 1)] if n else []
+        if len(members) < 2:  # one record: resampling it says nothing about other patients
+            n_boot = 0
     boots = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -783,8 +785,9 @@ def validation_row(kind: str, source: str, labels: Any, proba: np.ndarray, *, gr
                    n_boot: int = 1000, seed: int = 0, note: str = "", **extra: Any) -> dict[str, Any]:
     """One ``meddx validate`` row of a rhythm model (:func:`meddx.evaluation.validate.block`) with the
     rhythm figures beside it: the CinC challenge score (mean F1 of N, A, O), the AF-vs-rest AUC (the
-    clinically key one), the share of non-AF cases called AF and of AF cases found; CIs resample
-    ``groups`` (records / patients) when given."""
+    clinically key one), the share of non-AF cases called AF and of AF cases found, each class's recall
+    and the confusion matrix (rows: reference, columns: prediction, in :data:`~meddx.signals.rhythm.CLASSES`);
+    CIs resample ``groups`` (records / patients) when given, and are left out with fewer than two groups."""
     from meddx.evaluation.validate import auc_ci, block
 
     y = R._to_index(labels)
@@ -807,9 +810,12 @@ def validation_row(kind: str, source: str, labels: Any, proba: np.ndarray, *, gr
         n_groups=int(len(np.unique(g))) if g is not None else int(y.size),
         class_counts={c: int(np.sum(y == i)) for i, c in enumerate(R.CLASSES)},
         challenge_score=_boot_ci(score, y.size, g, n_boot=n_boot, seed=seed),
-        auc_af=auc_ci((y == a).astype(int), proba[:, a], n_boot=n_boot, seed=seed, groups=g),
+        auc_af=auc_ci((y == a).astype(int), proba[:, a], seed=seed, groups=g,
+                      n_boot=n_boot if g is None or len(np.unique(g)) > 1 else 0),
         af_called_when_not_af=_boot_ci(share(lambda t: t != a), y.size, g, n_boot=n_boot, seed=seed),
         af_found_when_af=_boot_ci(share(lambda t: t == a), y.size, g, n_boot=n_boot, seed=seed),
+        recall={c: float(np.mean(pred[y == i] == i)) for i, c in enumerate(R.CLASSES) if np.any(y == i)},
+        confusion=_confusion(y, pred),
         **extra,
     )
 
