@@ -263,6 +263,15 @@ def test_validate_internal_beside_collections_and_folders(features_run: Path, mi
     assert site["auc_af"]["low"] <= site["auc_af"]["value"] <= site["auc_af"]["high"]
     assert site["ece_floor"] > 0 and site["prevalence"] == [0.5, 0.5, 0.0, 0.0]
 
+    monkeypatch.setitem(SE._COLLECTIONS, "", [])
+    # a folder of WFDB records with rhythm annotations and no labels.csv is cut and labelled like MIT-BIH
+    holter = tmp_path / "holter"
+    holter.mkdir()
+    for ext in ("hea", "dat", "atr"):
+        (holter / f"100.{ext}").symlink_to(mirror / "ecg-mitbih-arrhythmia" / "wfdb_record_100" / f"100.{ext}")
+    row = SP.validate(features_run, pkg, folders=[str(holter)], n_boot=0)["external"][-1]
+    assert row["source"] == "holter" and row["n"] == 60 and row["collection"]["leads"] == {"100": "MLII"}
+
     # the training folder itself: only the records the model never learnt from are scored
     seen = SP.validate(features_run, pkg, folders=[pkg["data"]["source"]], n_boot=0)["external"][-1]
     assert seen["n"] == len(pkg["splits"]["test"]) and "left out" in seen["note"]

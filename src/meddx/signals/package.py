@@ -866,10 +866,12 @@ def validate(folder: Path, package: dict[str, Any], *, folders: list[str] | tupl
 
     External rows: each collection registered for the training set
     (:func:`meddx.signals.external.collections_for`; MIT-BIH Arrhythmia for ``ecg-cinc2017-af``),
-    then each folder in ``folders`` (WFDB records + labels.csv, optional ``patient`` column for the
-    CI groups). Records of the model's own training folder that it learnt from are left out.
+    then each folder in ``folders``: WFDB records + labels.csv (optional ``patient`` column for the
+    CI groups), or, without labels.csv, WFDB records with rhythm annotations (``.atr``), cut into
+    30-s segments and labelled as MIT-BIH is (:mod:`meddx.signals.external`). Records of the model's
+    own training folder that it learnt from are left out.
     """
-    from meddx.signals.external import collections_for
+    from meddx.signals.external import SEGMENT_S, annotated_records, collections_for, segment_wfdb_records
 
     say = (lambda m: print(m, flush=True)) if progress else (lambda _m: None)
     sm = SignalModel.load(folder)
@@ -898,6 +900,19 @@ def validate(folder: Path, package: dict[str, Any], *, folders: list[str] | tupl
     for item in folders:
         t0 = time.perf_counter()
         path = Path(item)
+        annotated = annotated_records(path) if path.is_dir() and not (path / "labels.csv").is_file() else []
+        if annotated:  # WFDB records with rhythm annotations: cut and labelled like MIT-BIH
+            ext = segment_wfdb_records(annotated, source=path.name)
+            if not ext.signals:
+                raise EmptyDataError("no segment with a rhythm label", path=path,
+                                     hint=f"Skipped: {ext.skipped}; left out: {ext.excluded}")
+            proba, flagged = _score(sm, ext.signals)
+            external.append(validation_row(
+                "folder", path.name, ext.labels, proba, groups=ext.groups, n_boot=n_boot, seed=seed,
+                note=f"WFDB records with rhythm annotations, {SEGMENT_S:g}-s segments labelled from them",
+                collection=ext.summary(), ood_flagged=flagged, seconds=round(time.perf_counter() - t0, 1)))
+            say(f"folder {path.name}: {len(ext.signals)} segments in {external[-1]['seconds']} s")
+            continue
         sigs, labs, names = load_folder(path)
         note = "user folder, scored as it is"
         if source is not None and path.resolve() == source:
