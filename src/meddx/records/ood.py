@@ -44,7 +44,7 @@ FOLDS = 5
 METHOD = "mahalanobis"
 """The records' distance: on one block of standardised inputs the layer-wise variant flags the same rows
 (a monotone rescaling), and a squared Mahalanobis distance reads directly (about D for a typical row)."""
-FEATURES = "standardised model inputs (imputed, missingness indicators, one-hot, scaled)"
+FEATURES = "standardised model inputs (imputed, indicators where the task's imputation adds them, one-hot)"
 
 
 def model_inputs(pipe: Any, frame: Any) -> np.ndarray:

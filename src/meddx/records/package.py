@@ -34,6 +34,8 @@ JOBLIB = "records.joblib"
 CALIBRATION = {"logreg": "logistic loss (no separate calibrator)", "hybrid": "mean of the members' Platt scaling",
                "blend": "both members fitted by logistic loss, probabilities averaged (no separate calibrator)"}
 """How each model kind's probabilities are calibrated (the rest: Platt scaling on a held-out 20%)."""
+RECALIBRATION_DRAWS = 20
+"""Random draws of local cases behind the ``over_draws`` figures of ``validate``'s recalibration rows."""
 REFER_MISSING_SHARE = 0.5
 """A record missing more than this share of the model's features is referred, not decided."""
 
@@ -444,10 +446,11 @@ def _recalibration_block(y: np.ndarray, p: np.ndarray, k: int, *, n_boot: int, s
     """Before/after an intercept update fitted on ``k`` local cases, both scored on the site's other cases.
 
     The ``k`` cases are drawn at random (``seed``): files are often sorted by outcome (the UCI
-    Hungarian rows are), and a clinic's first cases are not.
+    Hungarian rows are), and a clinic's first cases are not. ``over_draws`` repeats it for
+    :data:`RECALIBRATION_DRAWS` random draws, since one draw of a few dozen cases varies a lot.
     """
     from meddx.evaluation.validate import block
-    from meddx.records.sites import positive_ece, recalibrate_proba
+    from meddx.records.sites import positive_ece, recalibrate_proba, recalibration_curve
 
     order = np.random.default_rng(seed).permutation(len(y))
     loc, rest = order[:k], order[k:]
@@ -460,7 +463,11 @@ def _recalibration_block(y: np.ndarray, p: np.ndarray, k: int, *, n_boot: int, s
     return {"k": int(k), "method": "intercept", "b": params["b"],
             "fitted_on": f"{k} cases drawn at random (seed {seed})", "scored_on": f"the other {len(rest)} cases",
             "before": {**{x: before_row[x] for x in keep}, **positive_ece(y[rest], p[rest], seed=seed)},
-            "after": {**{x: after_row[x] for x in keep}, **positive_ece(y[rest], after, seed=seed)}}
+            "after": {**{x: after_row[x] for x in keep}, **positive_ece(y[rest], after, seed=seed)},
+            "over_draws": {"draws": RECALIBRATION_DRAWS,
+                           "note": f"ECE of P(positive) over {RECALIBRATION_DRAWS} random draws of {k} local cases "
+                                   "(one draw can be lucky or not)",
+                           **recalibration_curve(y, p, ks=(k,), repeats=RECALIBRATION_DRAWS, seed=seed)["rows"][0]}}
 
 
 def _data_files(item: str) -> list[str]:
