@@ -3,8 +3,9 @@
 Run: ``python -m bench.ood_records`` (``--quick``: one seed, 200 bootstrap resamples).
 Writes ``bench/results/ood_records.json`` and ``ood_records.md`` (``ood_records_quick.*`` with --quick).
 
-(a) In distribution: the default ``meddx train heart-disease-uci`` model (logistic regression,
-    seed 0; also seeds 1-4) evaluated by ``meddx evaluate`` on its own held-out 20% test split.
+(a) In distribution: the default ``meddx train heart-disease-uci`` model (since issue 17 the
+    LR + monotone boosting blend with conditional-mean imputation; seed 0; also seeds 1-4)
+    evaluated by ``meddx evaluate`` on its own held-out 20% test split.
     The gate's flag rate should be near its 5% target and the recommendation "use as is".
 (b) Leave one site out: the same recipe trained on one hospital's rows only (Cleveland or
     Hungary, from the data set's ``dataset`` column; 80% train, its own 20% test), evaluated on
@@ -84,7 +85,10 @@ def run(seeds: tuple[int, ...], n_boot: int) -> dict[str, Any]:
     for seed in seeds:
         t0 = time.perf_counter()
         run_dir = train(DATA, seed=seed, out=work / f"default-{seed}")
-        row = {"seed": seed, "model": "logreg (default)", **_evaluate(run_dir, DATA, None, n_boot)}
+        from meddx.packaging.registry import read_package
+
+        row = {"seed": seed, "model": f"{read_package(run_dir)['architecture']} (default)",
+               **_evaluate(run_dir, DATA, None, n_boot)}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         results["in_distribution"].append(row)
         print(f"(a) seed {seed}: flagged {row['flagged']['n']}/{row['n']} -> {row['recommendation']['action']}",
