@@ -331,7 +331,10 @@ def _missing_reasons(s: dict[str, Any]) -> dict[str, dict[str, int]]:
         from meddx.data.catalogue import fetch
 
         path = fetch(data) / str(task.file)
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except (OSError, ValueError, pd.errors.ParserError):  # the rows were read already; the counts are extra
+        return {}
     if task.target in raw:
         raw = raw[raw[task.target].str.strip() != ""].reset_index(drop=True)
     rows = s["rows"]
@@ -368,9 +371,21 @@ def _shift(folder: Path, package: dict[str, Any], bundle: dict[str, Any], s: dic
                     units={f.name: f.unit for f in s["task"].features})
     data = package.get("data") or {}
     prevalence = data.get("train_prevalence", data.get("positives", 0) / max(data.get("n", 1), 1))
-    return shift_summary(s["y"], s["p"], rows, reference=bundle.get("ood_reference"), train_prevalence=prevalence,
-                         flag_rate=gate.flag_rate if gate is not None else DEFAULT_FLAG_RATE, ece_value=ece_value,
-                         n_boot=n_boot, seed=seed)
+    summary = shift_summary(s["y"], s["p"], rows, reference=bundle.get("ood_reference"), train_prevalence=prevalence,
+                            flag_rate=gate.flag_rate if gate is not None else DEFAULT_FLAG_RATE, ece_value=ece_value,
+                            n_boot=n_boot, seed=seed)
+    rec = summary["recommendation"]
+    if rec["action"].startswith("recalibrate"):  # the records way and the measured number of cases
+        from meddx.records.sites import LOCAL_CASES
+
+        k = int(((package.get("site_robustness") or {}).get("recalibration") or {}).get("local_cases")
+                or LOCAL_CASES)
+        rec["local_cases"] = k
+        rec["why"] = (rec["why"].split(". Refit the calibrator")[0]
+                      + f". Recalibrate on about {k} local labelled cases: meddx.records.package.recalibrate(MODEL, "
+                      f"LOCAL_CSV, n_local={k}) (an intercept update; the number is measured in "
+                      "bench/results/records.md), then check with `meddx validate MODEL --data LOCAL_CSV`.")
+    return summary
 
 
 def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | None = None, n_boot: int = 1000,
