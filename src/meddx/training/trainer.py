@@ -48,7 +48,13 @@ SMALL_DATA_MIN = 100
 keeps the fast standard recipe (and the package warns that its trust layer rests on too few cases)."""
 SMALL_DATA_FOLDS = 5
 SMALL_DATA_EPOCHS = 25
-"""The small-data recipe trains each fold model for at most this many epochs (five of them run on 2 CPU cores)."""
+"""The small-data recipe trains each fold model for at most this many epochs ..."""
+SMALL_DATA_IMAGES = 5000
+"""... and shows it about this many training images in all (epochs = ceil(5000 / fold training images)): five
+members must train on 2 CPU cores, and BreastMNIST's (the demo's) about as fast as its old single model
+(brain MRI, 202 images a fold: 25 epochs; BreastMNIST, 499: 11 epochs at batch 64)."""
+SMALL_BATCH_BELOW = 400
+"""Fold training sets smaller than this train at batch ≤ 32 (more steps per epoch on a few hundred images)."""
 SMALL_DATA_MAX_SIZE = 64
 """The small-data recipe resizes larger images to this side (a 5-model CV ensemble must train on 2 CPU cores)."""
 SMALL_VAL_N = 200
@@ -579,7 +585,8 @@ def resolve_recipe(config: TrainConfig, sample: Any) -> TrainConfig:
     ``small-data`` (issue 17, chosen by ``bench/small_data.py``): a
     :data:`SMALL_DATA_FOLDS`-fold cross-validated ensemble over train + validation (each fold
     model trained for the fixed number of epochs, the last epoch kept: no selection on a tiny
-    validation split) for at most :data:`SMALL_DATA_EPOCHS` epochs, batch ≤ 32,
+    validation split) for at most :data:`SMALL_DATA_EPOCHS` epochs and about
+    :data:`SMALL_DATA_IMAGES` images, batch ≤ 32 below :data:`SMALL_BATCH_BELOW` fold images,
     :func:`~meddx.preprocess.shift_augment`, images larger than
     :data:`SMALL_DATA_MAX_SIZE` px resized to it, and, when most images lie on a dark
     background (:func:`~meddx.preprocess.dark_background`, e.g. brain MRI), the model's
@@ -597,9 +604,12 @@ def resolve_recipe(config: TrainConfig, sample: Any) -> TrainConfig:
     model = CROPPED.get(config.model, config.model) if dark_background(images[:500]) else config.model
     side = int(max(images.shape[1:3]))
     size = config.size if config.size is not None else (SMALL_DATA_MAX_SIZE if side > SMALL_DATA_MAX_SIZE else None)
+    folds = config.cv_folds or SMALL_DATA_FOLDS
+    fold_train = labelled_count(sample) * (folds - 1) / folds
+    epochs = min(config.epochs, SMALL_DATA_EPOCHS, max(1, int(np.ceil(SMALL_DATA_IMAGES / fold_train))))
+    batch = min(config.batch_size, 32) if fold_train < SMALL_BATCH_BELOW else config.batch_size
     return replace(config, recipe="small-data", model=model, size=size, select="last", augment_profile="shift",
-                   cv_folds=config.cv_folds or SMALL_DATA_FOLDS, batch_size=min(config.batch_size, 32),
-                   epochs=min(config.epochs, SMALL_DATA_EPOCHS))
+                   cv_folds=folds, batch_size=batch, epochs=epochs)
 
 
 def dark_background(images: np.ndarray) -> bool:
