@@ -188,9 +188,7 @@ def run_sites(seeds: tuple[int, ...] = (0, 1, 2), n_boot: int = 1000, repeats: i
     curves = {}
     y_all = task.label(frame[task.target])
     for site, tr, te in site_splits(task, frame):
-        from meddx.records.sites import CANDIDATES as C
-
-        pipe = C[chosen].make(task, 0).fit(frame.iloc[tr], y_all[tr])
+        pipe = CANDIDATES[chosen].make(task, 0).fit(frame.iloc[tr], y_all[tr])
         for label, rows_frame in (("as recorded", frame.iloc[te]),
                                   ("switzerland-va missingness", simulate(frame.iloc[te], PATTERNS["switzerland-va"]))):
             p = pipe.predict_proba(rows_frame)[:, 1]
