@@ -103,7 +103,9 @@ def _metrics_section(package: dict[str, Any]) -> list[str]:
                 v = values[key]
                 lines.append(f"| {label} | {_num(v.get('value'))} | {_num(v.get('low'))} – {_num(v.get('high'))} |")
     training = package.get("training") or {}
-    if training.get("best_val_auc") is not None:
+    if training.get("select") == "last":
+        lines += ["", "Each model kept its last training epoch: nothing was selected on validation data."]
+    elif training.get("best_val_auc") is not None:
         lines += [
             "",
             f"Validation AUC at the chosen epoch ({_fmt(training.get('best_epoch'))}): "

@@ -857,7 +857,7 @@ def _train_cv(config: TrainConfig, sample: Any, *, progress: bool) -> Path:
                        f"{names}; the package averages the {config.cv_folds} fold models",
                        "train": int(n - min(len(f[1]) for f in folds)), "val": int(n), "recipe": config.recipe}
     package["training"] = {**first["training"], "seed": config.seed, "members": config.cv_folds,
-                           "recipe": config.recipe, "select": config.select,
+                           "recipe": config.recipe, "select": config.select, "best_val_auc": None,
                            "augment_profile": config.augment_profile,
                            "best_epoch": [json.loads((m / "package.json").read_text())["training"]["best_epoch"]
                                           for m in members]}
