@@ -324,6 +324,13 @@ def _markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['row']} | {r['recipe']} | {r['model']} @ {r['size']} | {_fmt(r['oof_auc'])} | "
                      f"{_fmt(r['external']['seen']['auc'])} | {_fmt(r['external']['unseen']['auc'])} | "
                      f"{r['ece']:.3f} ({r['noise_floor_p95']:.3f}) | {t_text} | {r['seconds'] / 60:.1f} min |")
+    if not any(r["row"].startswith("brain-old") for r in rows):
+        lines += ["", "Old default on brain MRI, not re-run here (the run did not fit the session's CPU time; "
+                  "`python -m bench.small_data --merge --only brain-old`): issue 17 reports validation AUC 0.69 "
+                  "(37 images), AUC 0.49 and 0.57 on brain MRI from another collection and T = 29.2; "
+                  "`bench/results/transfer.md` (same 5-fold group CV, cnn-small from scratch at 128 px, old "
+                  "augmentation, early stopping on an inner 15% split, 25 epochs) has out-of-fold AUC "
+                  "0.643 [0.561, 0.723]."]
     other = [r for r in rows if not r["row"].startswith("brain")]
     if other:
         lines += ["", "MedMNIST under the new defaults (official test split, 95% bootstrap CI):", "",
