@@ -23,7 +23,7 @@ def _sample(n: int, size: int = 128, dark: bool = True) -> SimpleNamespace:
 
 def test_auto_picks_small_data_between_the_bounds_only() -> None:
     config = TrainConfig(data="x")
-    assert resolve_recipe(config, _sample(SMALL_DATA_MIN - 1, 16)).recipe == "standard"
+    assert resolve_recipe(config, _sample(SMALL_DATA_MIN - 1, 64)).recipe == "standard"
     small = resolve_recipe(config, _sample(SMALL_DATA_MIN, 128))
     assert (small.recipe, small.cv_folds, small.select, small.augment_profile) == ("small-data", 5, "last", "shift")
     assert small.model == "cnn-small-crop" and small.size == 64 and small.batch_size == 32
@@ -34,9 +34,11 @@ def test_auto_picks_small_data_between_the_bounds_only() -> None:
     assert resolve_recipe(TrainConfig(data="x", recipe="standard"), _sample(300)).recipe == "standard"
 
 
-def test_small_data_keeps_size_and_model_on_light_small_images() -> None:
-    resolved = resolve_recipe(TrainConfig(data="x"), _sample(200, 28, dark=False))
-    assert resolved.recipe == "small-data" and resolved.model == "cnn-small" and resolved.size is None
+def test_thumbnails_keep_the_standard_recipe() -> None:
+    assert resolve_recipe(TrainConfig(data="x"), _sample(624, 28, dark=False)).recipe == "standard"  # BreastMNIST
+    forced = resolve_recipe(TrainConfig(data="x", recipe="small-data"), _sample(624, 28, dark=False))
+    assert forced.recipe == "small-data" and forced.model == "cnn-small" and forced.size is None
+    assert forced.batch_size == 64 and forced.epochs == 11  # 499 images a fold: batch 64, ~5,000 images
 
 
 def test_config_rejects_unknown_recipe_and_one_fold() -> None:
@@ -65,9 +67,9 @@ def cv_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from meddx.training import train
 
     base = tmp_path_factory.mktemp("cv")
-    data = make_labelled_pngs(base / "data", n=SMALL_DATA_MIN, size=16)
+    data = make_labelled_pngs(base / "data", n=SMALL_DATA_MIN, size=16)  # 16 px: forced, auto would not pick it
     return train(TrainConfig(data=str(data), model="cnn-tiny", epochs=1, cv_folds=2, threads=1, export="none",
-                             out=str(base / "run")), progress=False)
+                             recipe="small-data", out=str(base / "run")), progress=False)
 
 
 def test_cv_ensemble_fits_trust_on_out_of_fold_predictions(cv_run: Path) -> None:

@@ -87,21 +87,21 @@ def test_unknown_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_breastmnist_catalogue_training_smoke(tmp_path: Path) -> None:
-    """The demo's path on the real data set (546 + 78 images: the small-data recipe), one epoch of the tiny model."""
+    """The demo's path on the real data set (28-px images: the standard recipe), one epoch of the tiny model."""
     run = tmp_path / "b"
     assert main(["train", "breastmnist", "--model", "cnn-tiny", "--epochs", "1", "--out", str(run),
                  "--no-progress"]) == 0
     package = json.loads((run / "package.json").read_text())
+    assert package["data"]["train"] == 546 and package["data"]["val"] == 78
+    assert package["class_names"] == ["malignant", "normal, benign"]
+    assert "n=78" in package["trust"]["warnings"][0]  # 78 < 200 validation cases: said in the package
+
+
+def test_small_data_recipe_on_breastmnist(tmp_path: Path) -> None:
+    run = tmp_path / "s"
+    assert main(["train", "breastmnist", "--model", "cnn-tiny", "--epochs", "1", "--recipe", "small-data",
+                 "--out", str(run), "--no-progress"]) == 0
+    package = json.loads((run / "package.json").read_text())
     assert package["training"]["recipe"] == "small-data" and len(package["members"]) == 5
     assert package["data"]["val"] == 546 + 78 == package["trust"]["n"]  # trust fitted out of fold on all
     assert package["architecture"] == "cnn-tiny" and package["preprocess"]["size"] == 28  # light images: no crop
-    assert package["class_names"] == ["malignant", "normal, benign"]
-
-
-def test_standard_recipe_keeps_the_official_split(tmp_path: Path) -> None:
-    run = tmp_path / "s"
-    assert main(["train", "breastmnist", "--model", "cnn-tiny", "--epochs", "1", "--recipe", "standard",
-                 "--out", str(run), "--no-progress"]) == 0
-    package = json.loads((run / "package.json").read_text())
-    assert package["data"]["train"] == 546 and package["data"]["val"] == 78
-    assert "n=78" in package["trust"]["warnings"][0]  # 78 < 200 validation cases: said in the package
