@@ -399,7 +399,8 @@ def main() -> None:
         rows[row["row"]] = row
         print(json.dumps(row), flush=True)
         ordered = [rows[k] for k in sorted(rows, key=lambda k: ROWS.index(k) if k in ROWS else 99)]
-        write_results(args.stem, {"args": _portable(vars(args)), "machine": machine(), "rows": ordered}, _markdown(ordered))
+        write_results(args.stem, {"args": _portable(vars(args)), "machine": machine(), "rows": ordered},
+                      _markdown(ordered))
     print(_markdown([rows[k] for k in sorted(rows, key=lambda k: ROWS.index(k) if k in ROWS else 99)]))
 
 

@@ -41,7 +41,8 @@ MIN_PER_CLASS = 20
 """Fewer cases than this in a class: its calibration and class-wise coverage are not supported by the data."""
 
 
-def small_n_warnings(n_per_class: np.ndarray, alpha: float, calibration: dict[str, Any]) -> tuple[list[str], list[float]]:
+def small_n_warnings(n_per_class: np.ndarray, alpha: float,
+                     calibration: dict[str, Any]) -> tuple[list[str], list[float]]:
     """Plain-language warnings for a trust layer fitted on few cases, and the 95% range of its realised coverage.
 
     Split-conformal coverage given the calibration set is Beta-distributed (Vovk 2012; Angelopoulos &

@@ -46,8 +46,10 @@ def _module() -> type:
             y0, y1 = _first(rows), h - 1 - _first(rows.flip(1))
             x0, x1 = _first(cols), w - 1 - _first(cols.flip(1))
             empty_y, empty_x = rows.sum(dim=1) == 0, cols.sum(dim=1) == 0
-            y0, y1 = torch.where(empty_y, torch.zeros_like(y0), y0), torch.where(empty_y, torch.full_like(y1, h - 1), y1)
-            x0, x1 = torch.where(empty_x, torch.zeros_like(x0), x0), torch.where(empty_x, torch.full_like(x1, w - 1), x1)
+            y0 = torch.where(empty_y, torch.zeros_like(y0), y0)
+            y1 = torch.where(empty_y, torch.full_like(y1, h - 1), y1)
+            x0 = torch.where(empty_x, torch.zeros_like(x0), x0)
+            x1 = torch.where(empty_x, torch.full_like(x1, w - 1), x1)
             # pixel centres -> normalised coordinates in [-1, 1] (align_corners=False), widened by the margin
             top, bottom = (2 * y0 + 1) / h - 1 - 2 * MARGIN, (2 * y1 + 1) / h - 1 + 2 * MARGIN
             left, right = (2 * x0 + 1) / w - 1 - 2 * MARGIN, (2 * x1 + 1) / w - 1 + 2 * MARGIN
