@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--package", action="append", default=[], help="SET=RUN: use this package for SET")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--stem", default="generalisation")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of other sets from the existing table (runs of several sessions)")
     args = parser.parse_args()
     from meddx.evaluation.validate import validate
 
@@ -140,7 +142,24 @@ def main() -> None:
         seconds[data] = time.perf_counter() - t0
     command = "python -m bench.generalisation" + (f" --only {args.only}" if args.only else "") + "".join(
         f" --package {k}=RUN" for k in given)
-    payload = {"command": command, "machine": machine(), "seconds": time.perf_counter() - start,
+    elapsed = time.perf_counter() - start
+    if args.merge:
+        from bench._common import RESULTS
+
+        old_path = RESULTS / f"{args.stem}.json"
+        if old_path.is_file():
+            import json
+
+            old = json.loads(old_path.read_text(encoding="utf-8"))
+            rows = [r for r in old["rows"] if r["set"] not in sets] + rows
+            seconds = {**{k: v for k, v in old["seconds_per_set"].items() if k not in sets}, **seconds}
+            skipped = {**{k: v for k, v in old.get("skipped", {}).items() if k not in sets and k not in seconds},
+                       **skipped}
+            command = f"{old['command']}; then {command} --merge"
+            elapsed += old["seconds"]
+        order = {name: i for i, name in enumerate(SETS)}
+        rows.sort(key=lambda r: order.get(r["set"], len(order)))
+    payload = {"command": command, "machine": machine(), "seconds": elapsed,
                "seconds_per_set": seconds, "rows": rows, "skipped": skipped}
     json_path, md_path = write_results(args.stem, payload, markdown(payload))
     print(md_path.read_text(encoding="utf-8"))
