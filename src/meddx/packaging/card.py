@@ -128,8 +128,12 @@ def _trust_section(package: dict[str, Any]) -> list[str]:
     if not trust:
         return []
     calibration = trust.get("calibration") or {}
+    if not isinstance(calibration, dict):  # record packages name their calibrator only
+        calibration = {"name": calibration}
     state = calibration.get("state") or {}
     conformal = trust.get("conformal") or {}
+    if not isinstance(conformal, dict):
+        conformal = {}
     alpha = conformal.get("alpha")
     lines = ["## Calibration and prediction sets", "",
              f"- Fitted on: {_fmt(trust.get('fitted_on'))}; n = {_fmt(trust.get('n'))}"
