@@ -64,3 +64,20 @@ def test_validate_runs_leave_one_source_out_and_folders(run: tuple[Path, Path], 
     hospital_c = result["external"][-1]
     assert hospital_c["n"] == 40 and hospital_c["auc"]["value"] > 0.8  # the easy cue transfers
     assert "largest internal - external AUC gap" in format_validation(result)
+
+
+def test_a_cross_validated_package_reports_its_out_of_fold_figure(run: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from meddx.evaluation.validate import validate
+
+    folder, _ = run
+    copy = tmp_path / "cv"
+    shutil.copytree(folder, copy)
+    package = json.loads((copy / "package.json").read_text())
+    package["cv"] = {"folds": 5, "n": 64, "note": "fold models on their held-out folds",
+                     "oof_auc": {"value": 0.9, "low": 0.8, "high": 0.97}}
+    (copy / "package.json").write_text(json.dumps(package))
+    result = validate(copy, n_boot=50)
+    assert "out-of-fold" in result["internal"]["source"] and result["internal"]["auc"]["value"] == 0.9
+    assert "out-of-fold" in format_validation(result)

@@ -151,7 +151,7 @@ def format_validation(result: dict[str, Any]) -> str:
         ece_s = f"{r['ece']:.3f}" if r.get("ece") is not None else "n/a"
         floor_s = f"{r['ece_floor']:.3f}" if r.get("ece_floor") is not None else "n/a"
         ood_s = f"{r['ood_flagged']:.2f}" if r.get("ood_flagged") is not None else "-"
-        lines.append(f"{label:44s} {r['n']:>6d} {prev_s:>6s}  {_ci(r.get('auc')):24s} {ece_s:>6s} {floor_s:>6s} "
+        lines.append(f"{label:44s} {r['n'] or 0:>6d} {prev_s:>6s}  {_ci(r.get('auc')):24s} {ece_s:>6s} {floor_s:>6s} "
                      f"{ood_s:>5s}")
     internal = (result["internal"].get("auc") or {}).get("value")
     gaps = [internal - r["auc"]["value"] for r in result.get("external", [])

@@ -184,11 +184,19 @@ def validate(folder: Path, package: dict[str, Any], *, folders: list[str], n_boo
     pre = pipe.package["preprocess"]
     own_folder = Path(dataset).is_dir()
     sample = load_images(dataset, size=pre["size"], channels=pre["in_chans"]) if own_folder else load_images(dataset)
-    part = choose_partition(folder, package, dataset, sample, None)
-    y = map_labels(part["labels"], pipe.class_names, sample.class_names, path=None)
-    proba, flags = _predict(pipe, np.asarray(part["images"]))
-    internal = _row("internal", f"{dataset} [{part['split']}]", y, proba, flags, n_boot=n_boot, seed=seed,
-                    groups=part["groups"])
+    cv = package.get("cv") or {}
+    if cv.get("oof_auc") and "test" not in sample.splits:
+        # a cross-validated ensemble saw every image of its set: its honest internal figure is the
+        # out-of-fold one recorded at training (each image scored by the fold model that never saw it)
+        internal = {"kind": "internal", "source": f"{dataset} [out-of-fold, {cv.get('folds')}-fold CV]",
+                    "n": int(cv.get("n") or 0), "prevalence": None, "auc": cv["oof_auc"], "ece": None,
+                    "ece_floor": None, "note": f"recorded at training: {cv.get('note', '')}"}
+    else:
+        part = choose_partition(folder, package, dataset, sample, None)
+        y = map_labels(part["labels"], pipe.class_names, sample.class_names, path=None)
+        proba, flags = _predict(pipe, np.asarray(part["images"]))
+        internal = _row("internal", f"{dataset} [{part['split']}]", y, proba, flags, n_boot=n_boot, seed=seed,
+                        groups=part["groups"])
     external: list[dict[str, Any]] = []
     for collection in COLLECTIONS.get(dataset, []):
         kind, source, images, labels, note = collection(pipe)
