@@ -95,11 +95,9 @@ def rows_of(data: str, result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ci(a: dict[str, Any] | None) -> str:
-    if not a or a.get("value") is None:
-        return "—"
-    if a.get("low") is None:
-        return f"{a['value']:.3f}"
-    return f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}]"
+    from meddx.evaluation.validate import format_ci
+
+    return format_ci(a, missing="—")
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -130,9 +130,10 @@ def validate(model: str | Path, *, folders: list[str] | tuple[str, ...] = (), n_
     return result
 
 
-def _ci(a: dict[str, Any] | None) -> str:
+def format_ci(a: dict[str, Any] | None, missing: str = "n/a") -> str:
+    """``{"value", "low", "high"}`` as ``0.912 [0.887, 0.934]`` (``missing`` when there is no value)."""
     if not a or a.get("value") is None:
-        return "n/a"
+        return missing
     if a.get("low") is None:
         return f"{a['value']:.3f}"
     return f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}]"
@@ -151,8 +152,8 @@ def format_validation(result: dict[str, Any]) -> str:
         ece_s = f"{r['ece']:.3f}" if r.get("ece") is not None else "n/a"
         floor_s = f"{r['ece_floor']:.3f}" if r.get("ece_floor") is not None else "n/a"
         ood_s = f"{r['ood_flagged']:.2f}" if r.get("ood_flagged") is not None else "-"
-        lines.append(f"{label:44s} {r['n'] or 0:>6d} {prev_s:>6s}  {_ci(r.get('auc')):24s} {ece_s:>6s} {floor_s:>6s} "
-                     f"{ood_s:>5s}")
+        auc = format_ci(r.get("auc"))
+        lines.append(f"{label:44s} {r['n'] or 0:>6d} {prev_s:>6s}  {auc:24s} {ece_s:>6s} {floor_s:>6s} {ood_s:>5s}")
     internal = (result["internal"].get("auc") or {}).get("value")
     gaps = [internal - r["auc"]["value"] for r in result.get("external", [])
             if internal is not None and (r.get("auc") or {}).get("value") is not None]
