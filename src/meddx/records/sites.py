@@ -211,19 +211,14 @@ def choose(summary: dict[str, dict[str, float]], *, margin: float = 0.005) -> tu
 
 
 def paired_auc_difference(y: Any, p: Any, q: Any, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """AUC(p) - AUC(q) on the same rows with a paired bootstrap 95% CI."""
+    """AUC(p) - AUC(q) on the same rows with a paired bootstrap 95% CI (both scored on each resample)."""
     from sklearn.metrics import roc_auc_score
 
-    y, p, q = np.asarray(y), np.asarray(p), np.asarray(q)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[i])) < 2:
-            continue
-        diffs.append(roc_auc_score(y[i], p[i]) - roc_auc_score(y[i], q[i]))
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return {"value": float(roc_auc_score(y, p) - roc_auc_score(y, q)), "low": float(low), "high": float(high)}
+    from meddx.records.stats import bootstrap
+
+    both = np.column_stack([np.asarray(p, dtype=float), np.asarray(q, dtype=float)])
+    return bootstrap(lambda yy, pq: roc_auc_score(yy, pq[:, 0]) - roc_auc_score(yy, pq[:, 1]), y, both,
+                     n_boot=n_boot, seed=seed)
 
 
 def positive_ece(y: Any, p: Any, *, seed: int = 0) -> dict[str, float]:
