@@ -23,7 +23,7 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench._common import RESULTS as RESULTS_DIR  # noqa: E402
+from bench._common import command_line, RESULTS as RESULTS_DIR  # noqa: E402
 from bench._common import machine, write_results  # noqa: E402
 
 KINDS = ("logreg", "mlp", "tabnet", "catboost", "hybrid", "blend")
@@ -243,6 +243,7 @@ def markdown(payload: dict[str, Any]) -> str:
     parts = "; ".join(f"{k} re-measured {v['date']} on {v['cpu']}" for k, v in
                       (payload.get("machine_by_part") or {}).items())
     lines = ["# Clinical records: models side by side, site shift, missing features, external checks", "",
+             f"Command: `{command_line()}`", "",
              f"Measured {m['date']} on {m['cpu']} ({m['threads']} torch thread), total wall time "
              f"{payload.get('wall_seconds', 0):.0f} s" + (f"; {parts}" if parts else "") + ".",
              "Each cell: mean over CV folds [Nadeau–Bengio corrected 95% CI]. Δ AUC vs LR: paired corrected "

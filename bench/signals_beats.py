@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import time  # noqa: E402
 
-from bench._common import machine, write_results  # noqa: E402
+from bench._common import command_line, machine, write_results  # noqa: E402
 
 
 def _f(v: float | None) -> str:
@@ -50,6 +50,8 @@ def render(payload: dict) -> str:
     r100 = next(r["detection"] for r in result["per_record"] if r["record"] == "100")
     lines = [
         "# MIT-BIH beats: R-peak detection + PVC classification (leave-one-record-out)",
+        "",
+        f"Command: `{command_line()}`",
         "",
         f"Machine: {payload['machine']['cpu']}, {payload['machine']['threads']} thread(s); "
         f"{payload['machine']['date']}. Wall time {wall:.1f} s (whole LORO, incl. detection and features).",

@@ -18,7 +18,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench._common import machine, write_results  # noqa: E402
+from bench._common import command_line, machine, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -47,6 +47,8 @@ def main() -> None:
                "heartpy_files": files, "synthetic": synth}
     lines = [
         "# PPG heart rate (HeartPy example files + synthetic)",
+        "",
+        f"Command: `{command_line()}`",
         "",
         f"Machine: {payload['machine']['cpu']}, {payload['machine']['threads']} thread(s); "
         f"{payload['machine']['date']}. Wall time {wall:.2f} s. Non-overlapping {window_s:g} s windows; "

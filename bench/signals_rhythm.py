@@ -33,7 +33,7 @@ import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench._common import RESULTS, machine  # noqa: E402
+from bench._common import command_line, RESULTS, machine  # noqa: E402
 
 
 def _f(v: float | None) -> str:
@@ -237,6 +237,8 @@ def _markdown(p: dict) -> str:
     m0 = p["machine"]
     lines = [
         "# CinC 2017 rhythm classification (N / A / O / ~), stratified 5-fold CV by record",
+        "",
+        f"Command: `{command_line()}`",
         "",
         f"Run {m0['date']} on {m0['cpu']}, {m0['cores']} cores, torch {m0['torch']}, "
         f"GPU {m0['cuda'] or 'none'}. {p.get('n_records', 1600)} records ({p['class_counts']}). All models share "

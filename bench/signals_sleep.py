@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from bench._common import machine, mean_sd, write_results
+from bench._common import command_line, machine, mean_sd, write_results
 
 WIDTH = 41
 SEEDS = (0, 1, 2)
@@ -95,6 +95,8 @@ def main() -> None:
 
     lines = [
         "# Sleep/wake scoring: agreement with Actiware device scoring",
+        "",
+        f"Command: `{command_line()}`",
         "",
         f"Data: `{path.name}`, {len(rec)} epochs of {rec.epoch_s:g} s; reference = the export's `Sleep/Wake` "
         f"column (sleep {int(np.nansum(ref))}, wake {int(np.nansum(1 - ref))}, unscored {int(np.isnan(ref).sum())}).",

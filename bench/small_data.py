@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import RUNS, machine, write_results
+from bench._common import command_line, RUNS, machine, write_results
 
 BRAIN = "brain-tumor-mri-navoneel"
 ROWS = ("brain-new", "brain-old", "brain-nocrop", "brain-noshift", "brain-old-128", "breast-new",
@@ -307,7 +307,7 @@ def _fmt(ci: dict | None) -> str:
 
 
 def _markdown(rows: list[dict]) -> str:
-    lines = ["# Small-data defaults (issue 17)", "",
+    lines = ["# Small-data defaults (issue 17)", "", f"Command: `{command_line()}`", "",
              "Brain MRI (brain-tumor-mri-navoneel, 253 images, 98 no / 155 tumour): AUC of pooled out-of-fold "
              "predictions of a 5-fold stratified group CV (near-duplicate groups kept together; 95% CI resampling "
              "groups). External estimate: the held-out images of each fold after simulated scanner shift "

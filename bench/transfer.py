@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import RUNS, machine, write_results
+from bench._common import command_line, RUNS, machine, write_results
 
 REGIMES = ("scratch", "finetune", "probe")
 
@@ -154,7 +154,7 @@ def main() -> None:
         rows += breastmnist(args, Path(backbone), stats)
     if "brain-tumor-mri-navoneel" in args.targets:
         rows += brain(args, Path(backbone), stats)
-    lines = [f"# Transfer learning on small data (`{args.arch}`)", "",
+    lines = [f"# Transfer learning on small data (`{args.arch}`)", "", f"Command: `{command_line()}`", "",
              f"Backbone: `meddx pretrain` package `{Path(backbone).name}` (tasks: "
              f"{', '.join(t['name'] if isinstance(t, dict) else str(t) for t in package.get('tasks', []))}; "
              f"targets excluded). AUC with 95% bootstrap CI. BreastMNIST: official test split (n=156), 28 px. "
