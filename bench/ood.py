@@ -139,10 +139,10 @@ def wilson(k: int, n: int) -> dict[str, float]:
     """Share k/n with its Wilson 95% interval."""
     if n == 0:
         return {"value": float("nan"), "low": float("nan"), "high": float("nan"), "k": 0, "n": 0}
-    z, p = 1.959964, k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half)), "k": k, "n": n}
+    from meddx.trust.drift import wilson_interval
+
+    low, high = wilson_interval(k / n, n)
+    return {"value": k / n, "low": low, "high": high, "k": k, "n": n}
 
 
 def method_table(pipeline: Any, in_set: str, id_images: np.ndarray, sets: dict[str, Any]) -> list[dict[str, Any]]:

@@ -145,10 +145,10 @@ def wilson(k: int, n: int, z: float = 1.959964) -> dict[str, float]:
     """The share ``k / n`` with its Wilson score 95% interval."""
     if n == 0:
         return {"value": math.nan, "low": math.nan, "high": math.nan}
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "low": max(0.0, centre - half), "high": min(1.0, centre + half)}
+    from meddx.trust.drift import wilson_interval
+
+    low, high = wilson_interval(k / n, n, z)
+    return {"value": k / n, "low": low, "high": high}
 
 
 def ece_noise_floor(p: Any, *, n_bins: int = 10, draws: int = 1000, seed: int = 0) -> dict[str, Any]:

@@ -168,11 +168,16 @@ class DriftMonitor:
         return cls(**{k: v for k, v in block.items() if k in cls.__dataclass_fields__})
 
 
-def wilson_upper(p: float, n: int, z: float = 1.959964) -> float:
-    """Upper end of the Wilson 95% interval of a proportion ``p`` observed on ``n`` cases."""
+def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score 95% interval ``(low, high)`` of a proportion ``p`` observed on ``n > 0`` cases."""
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(min(1.0, centre + half))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def wilson_upper(p: float, n: int, z: float = 1.959964) -> float:
+    """Upper end of the Wilson 95% interval of a proportion ``p`` observed on ``n`` cases."""
+    return wilson_interval(p, n, z)[1]
 
 
 def binomial_p_greater(k: int, n: int, p: float) -> float:
