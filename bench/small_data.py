@@ -44,7 +44,7 @@ import numpy as np
 from bench._common import command_line, RUNS, machine, write_results
 
 BRAIN = "brain-tumor-mri-navoneel"
-ROWS = ("brain-new", "brain-old", "brain-nocrop", "brain-noshift", "brain-old-128", "breast-new",
+ROWS = ("brain-new", "brain-old", "brain-nocrop", "brain-noshift", "brain-backbone", "brain-old-128", "breast-new",
         "breast-small-data", "pneumonia-new")
 
 
@@ -158,7 +158,13 @@ def brain_new(args, variant: str) -> dict:
     from meddx.training import TrainConfig, train
     from meddx.training.trainer import cv_folds_of, pooled_for_cv
 
-    config = TrainConfig(data=BRAIN, out=str(RUNS / f"small_data-{variant}"), seed=args.seed, **_smoke(args))
+    pretrained = None
+    if variant == "brain-backbone":
+        if not args.backbone:
+            raise SystemExit("brain-backbone needs --backbone (a `meddx pretrain` package)")
+        pretrained = str(args.backbone)
+    config = TrainConfig(data=BRAIN, out=str(RUNS / f"small_data-{variant}"), seed=args.seed, pretrained=pretrained,
+                         **_smoke(args))
     started = time.perf_counter()
     if variant == "brain-nocrop":
         from meddx.training import trainer
@@ -371,6 +377,8 @@ def main() -> None:
                         "instead of training one (its recorded training time is reported)")
     parser.add_argument("--breast-run", type=Path, help="score this `meddx train breastmnist` package (default "
                         "settings: the standard recipe) instead of training one")
+    parser.add_argument("--backbone", type=Path, help="brain-backbone: start the recipe from this `meddx pretrain` "
+                        "package (supervised or self-supervised)")
     parser.add_argument("--smoke", action="store_true", help="cnn-tiny, 1 epoch: checks the code only")
     parser.add_argument("--merge", action="store_true", help="keep rows of an earlier run not recomputed now")
     args = parser.parse_args()
@@ -385,7 +393,7 @@ def main() -> None:
         previous = {r["row"]: r for r in json.loads((RESULTS / f"{args.stem}.json").read_text())["rows"]}
     rows = dict(previous)
     for name in args.only:
-        if name in ("brain-new", "brain-nocrop", "brain-noshift"):
+        if name in ("brain-new", "brain-nocrop", "brain-noshift", "brain-backbone"):
             row = brain_new(args, name)
         elif name == "brain-old":
             row = brain_old(args, 64)

@@ -58,6 +58,11 @@ class PretrainConfig:
         augment: random shifts and intensity jitter (flips only where they keep the label).
         exclude: data sets that must not be used (the transfer benchmark's targets).
         threads: torch CPU threads (None = all cores).
+        objective: ``supervised`` (one head per task, this module) or ``simclr``
+            (self-supervised on the task images with labels unused, plus ``unlabelled``:
+            :mod:`meddx.training.selfsupervised`).
+        unlabelled: extra catalogue image sets or folders for ``simclr`` (training split only).
+        ssl_temperature: NT-Xent temperature of ``simclr``.
         out: run folder (default ``$MEDDX_HOME/runs/pretrain-<model>-<size>px-<time>``).
     """
 
@@ -74,10 +79,25 @@ class PretrainConfig:
     exclude: list[str] = field(default_factory=lambda: list(PRETRAIN_TARGETS))
     seed: int = 0
     threads: int | None = None
+    objective: str = "supervised"
+    unlabelled: list[str] = field(default_factory=list)
+    ssl_temperature: float = 0.2
     out: str | None = None
 
 
+OBJECTIVES = ("supervised", "simclr")
+"""Pretraining objectives ``meddx pretrain --objective`` accepts."""
+
+
 def _check(config: PretrainConfig) -> None:
+    if config.objective not in OBJECTIVES:
+        raise ConfigError(f"unknown pretraining objective {config.objective!r}", field="objective",
+                          hint=f"Use one of: {', '.join(OBJECTIVES)}")
+    if config.objective == "supervised" and config.unlabelled:
+        raise ConfigError("unlabelled images need a self-supervised objective", field="unlabelled",
+                          hint="Add --objective simclr, or drop --unlabelled")
+    if not config.ssl_temperature > 0:
+        raise ConfigError(f"ssl_temperature must be positive, not {config.ssl_temperature}", field="ssl_temperature")
     if not config.tasks:
         raise ConfigError("no pretraining task given", field="tasks", hint=f"Use some of: {', '.join(DEFAULT_TASKS)}")
     if len(set(config.tasks)) != len(config.tasks):
@@ -352,7 +372,8 @@ def _save(state: dict[str, Any], path: Path) -> None:
 def _default_run_dir(config: PretrainConfig) -> Path:
     from meddx.config import home_dir
 
-    return home_dir() / "runs" / f"pretrain-{config.model}-{config.size}px-{time.strftime('%Y%m%d-%H%M%S')}"
+    prefix = "pretrain" if config.objective == "supervised" else config.objective
+    return home_dir() / "runs" / f"{prefix}-{config.model}-{config.size}px-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-__all__ = ["PretrainConfig", "head_keys", "pretrain"]
+__all__ = ["OBJECTIVES", "PretrainConfig", "head_keys", "pretrain"]
