@@ -10,9 +10,21 @@ who drops the triggers first. Appends are serialised (SQLite ``BEGIN
 IMMEDIATE``, PostgreSQL transaction-level advisory lock), so concurrent
 writers cannot fork the chain.
 
-What the chain cannot show on its own is the loss of the *newest* entries
-(cutting the tail leaves a valid shorter chain): keep :attr:`VerifyResult.head_hash`
-and the entry count somewhere else (a ticket, an e-mail) now and then.
+A hash chain alone cannot stop someone with write access to the database:
+they can edit an entry and recompute every later hash, or cut the newest
+entries (a shorter chain is still valid). So the chain is *anchored* outside
+the database (:class:`AuditAnchor`):
+
+- every entry carries ``mac`` = HMAC-SHA256 of its hash under the audit key,
+  a file in ``$MEDDX_HOME/keys/audit.key`` (0600, made on first use, never in
+  the database): recomputed hashes without the key give wrong MACs;
+- after each commit the new head (id, hash) is appended, with its own MAC, to
+  a checkpoint file outside the database (``$MEDDX_HOME/audit/``, one file per
+  database): a rewritten entry differs from its checkpoint, and a checkpoint
+  beyond the database's last entry shows that the newest entries were deleted.
+
+Entries written before migration 0003 have no MAC; :func:`verify` checks them by
+the chain alone and says so (any rewrite reaching an anchored entry still shows).
 
 Entries hold digests and short summaries only: never patient identifiers,
 images or raw model outputs.
@@ -21,14 +33,18 @@ images or raw model outputs.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from meddx.exceptions import ConfigError
@@ -50,7 +66,155 @@ class VerifyResult:
     ok: bool
     entries: int
     problems: list[str] = field(default_factory=list)
-    head_hash: str | None = None  # hash of the last entry; record it elsewhere to detect a cut tail
+    head_hash: str | None = None  # hash of the last entry
+    notes: list[str] = field(default_factory=list)  # facts that are not problems (old unanchored entries)
+    anchored: int = 0  # entries carrying a MAC
+
+
+ENV_AUDIT_KEY = "MEDDX_AUDIT_KEY"
+_KEY_BYTES = 32
+_PENDING = "meddx_audit_checkpoints"
+_log = logging.getLogger(__name__)
+
+
+def _database_id(url: Any) -> str:
+    """A stable name for one database (its URL without password; SQLite: the absolute file path)."""
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).expanduser().resolve()))
+    return hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class AuditAnchor:
+    """The secret and the file that anchor one database's audit chain outside that database.
+
+    ``key`` is None when no key exists yet (a database that was never written to
+    with anchoring, or a host without the service's key file).
+    """
+
+    key: bytes | None
+    key_path: Path
+    checkpoints: Path
+
+    @classmethod
+    def for_url(cls, url: Any, *, home: Path | None = None, create: bool = True) -> AuditAnchor:
+        """The anchor of the database at ``url``: key ``HOME/keys/audit.key`` (or ``MEDDX_AUDIT_KEY``, hex),
+        checkpoints ``HOME/audit/checkpoints-<database id>.log``. ``create`` makes a missing key (0600)."""
+        from meddx.config import home_dir
+
+        home = home or home_dir()
+        key_path = home / "keys" / "audit.key"
+        checkpoints = home / "audit" / f"checkpoints-{_database_id(url)}.log"
+        env = os.environ.get(ENV_AUDIT_KEY, "").strip()
+        if env:
+            try:
+                key = bytes.fromhex(env)
+            except ValueError:
+                raise ConfigError("not hex", field=ENV_AUDIT_KEY,
+                                  hint="64 hex digits, e.g. from `python -c 'import secrets; "
+                                       "print(secrets.token_hex(32))'`") from None
+            if len(key) < 16:
+                raise ConfigError("shorter than 16 bytes", field=ENV_AUDIT_KEY, hint="use 32 random bytes (64 hex)")
+            return cls(key, key_path, checkpoints)
+        return cls(_load_key(key_path, create=create), key_path, checkpoints)
+
+    def mac(self, kind: str, entry_id: int, entry_hash_: str) -> str:
+        """HMAC-SHA256 (hex) of ``kind:id:hash`` under the key."""
+        if self.key is None:
+            raise ConfigError("no audit key", field="audit key", hint=f"create it by appending, or copy "
+                                                                       f"{self.key_path} from the service's home")
+        return hmac.new(self.key, f"meddx-audit-{kind}:{entry_id}:{entry_hash_}".encode(), hashlib.sha256).hexdigest()
+
+    def write_checkpoint(self, entry_id: int, entry_hash_: str) -> None:
+        """Append one signed checkpoint line (id, hash, MAC) to the checkpoint file (0600, append-only use)."""
+        line = json.dumps({"id": entry_id, "hash": entry_hash_, "mac": self.mac("checkpoint", entry_id, entry_hash_)},
+                          separators=(",", ":")) + "\n"
+        self.checkpoints.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.checkpoints, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())  # one write() of a short line: concurrent writers do not interleave
+        finally:
+            os.close(fd)
+
+    def read_checkpoints(self) -> tuple[dict[int, str], list[str]]:
+        """Checkpointed ``{id: hash}`` and the problems found reading the file (bad lines, forged MACs)."""
+        found: dict[int, str] = {}
+        problems: list[str] = []
+        if not self.checkpoints.is_file():
+            return found, problems
+        with open(self.checkpoints, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    record = json.loads(line)
+                    entry_id, digest, mac = int(record["id"]), str(record["hash"]), str(record["mac"])
+                except (ValueError, KeyError, TypeError):
+                    problems.append(f"checkpoint line {number}: unreadable (the checkpoint file was edited)")
+                    continue
+                if self.key is None or not hmac.compare_digest(mac, self.mac("checkpoint", entry_id, digest)):
+                    problems.append(f"checkpoint line {number}: its MAC does not match the audit key (forged)")
+                    continue
+                if found.get(entry_id, digest) != digest:
+                    problems.append(f"checkpoint line {number}: entry {entry_id} checkpointed with two hashes")
+                found[entry_id] = digest
+        return found, problems
+
+
+def _load_key(path: Path, *, create: bool) -> bytes | None:
+    """The audit key from ``path``; made (32 random bytes, 0600, folder 0700) when missing and ``create``."""
+    if path.is_file():
+        key = path.read_bytes()
+        if len(key) < 16:
+            raise ConfigError(f"{path} holds {len(key)} bytes", field="audit key",
+                              hint="restore the key file from a backup (a new key makes old MACs fail)")
+        return key
+    if not create:
+        return None
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(_KEY_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+_ANCHORS: dict[tuple[str, str, str], AuditAnchor] = {}
+
+
+def anchor_for(session: Session, *, create: bool = True) -> AuditAnchor:
+    """The anchor of the session's database under the current ``$MEDDX_HOME`` (cached once it has a key)."""
+    from meddx.config import home_dir
+
+    url = session.get_bind().engine.url
+    cache_key = (str(home_dir()), url.render_as_string(hide_password=True), os.environ.get(ENV_AUDIT_KEY, ""))
+    anchor = _ANCHORS.get(cache_key)
+    if anchor is None or anchor.key is None:
+        anchor = AuditAnchor.for_url(url, create=create)
+        if anchor.key is not None:
+            _ANCHORS[cache_key] = anchor
+    return anchor
+
+
+@event.listens_for(Session, "after_commit")
+def _write_checkpoints(session: Session) -> None:
+    """After a commit that appended entries, checkpoint the newest one outside the database."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    anchor, entry_id, digest = max(pending, key=lambda item: item[1])
+    try:
+        anchor.write_checkpoint(entry_id, digest)
+    except OSError:  # the entry is committed; a missing checkpoint only weakens the tail check
+        _log.exception("could not write the audit checkpoint to %s", anchor.checkpoints)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_checkpoints(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def output_digest(output: bytes | str | Mapping[str, Any] | Sequence[Any] | None) -> str | None:
@@ -161,18 +325,28 @@ def append(session: Session, *, user: str, action: str, patient_pseudonym: str |
     entry.hash = entry_hash(id=sequence, ts=ts, user=user_, action=action_, patient_pseudonym=pseudonym,
                             model_version=version, input_sha256=input_digest, output_sha256=out_digest,
                             summary=summary_, prev_hash=prev_hash)
+    anchor = anchor_for(session)
+    entry.mac = anchor.mac("entry", sequence, entry.hash)
     session.add(entry)
     session.flush()
+    session.info.setdefault(_PENDING, []).append((anchor, sequence, entry.hash))
     return entry
 
 
-def verify(session: Session) -> VerifyResult:
+def verify(session: Session, anchor: AuditAnchor | None = None) -> VerifyResult:
     """Walk the whole chain and report every entry that was altered, deleted or reordered.
 
-    Reads table rows directly (not cached ORM objects), in batches.
+    Besides the chain, checks each entry's MAC and the checkpoints against
+    ``anchor`` (default: :func:`anchor_for` the session, never creating a key),
+    so a chain rewritten with recomputed hashes, or cut at its newest end, is
+    reported too. Reads table rows directly (not cached ORM objects), in batches.
     """
+    anchor = anchor or anchor_for(session, create=False)
+    checkpoints, problems = anchor.read_checkpoints()
+    first_checkpoint = min(checkpoints) if checkpoints else None
+    legacy: list[int] = []
+    anchored = 0
     table = AuditEntry.__table__
-    problems: list[str] = []
     expected_id = 1
     prev_hash = GENESIS_HASH
     prev_id: int | None = None
@@ -198,10 +372,42 @@ def verify(session: Session) -> VerifyResult:
                               summary=row.summary, prev_hash=row.prev_hash)
         if expected != row.hash:
             problems.append(f"entry {row.id}: content does not match its hash (altered)")
+        if row.mac is None:
+            if anchored or (first_checkpoint is not None and row.id >= first_checkpoint):
+                problems.append(f"entry {row.id}: no MAC although the chain is anchored before it (rewritten)")
+            else:
+                legacy.append(row.id)
+        elif anchor.key is None:
+            if not anchored:
+                problems.append(f"entry {row.id}: carries a MAC but the audit key {anchor.key_path} is missing: "
+                                f"verify on the service's host (its MEDDX_HOME), or restore the key file")
+            anchored += 1
+        else:
+            anchored += 1
+            if not hmac.compare_digest(row.mac, anchor.mac("entry", row.id, row.hash)):
+                problems.append(f"entry {row.id}: MAC does not match the audit key (rewritten without the key)")
+        checkpointed = checkpoints.pop(row.id, None)
+        if checkpointed is not None and checkpointed != row.hash:
+            problems.append(f"entry {row.id}: differs from the checkpoint written when it was committed (rewritten)")
         expected_id = max(expected_id, row.id) + 1
         prev_hash, prev_id, prev_ts = row.hash, row.id, ts
+    last_id = expected_id - 1
+    for entry_id in sorted(checkpoints):
+        if entry_id > last_id:
+            problems.append(f"entry {entry_id} was checkpointed but the log ends at entry {last_id}: "
+                            f"the newest entries were deleted")
+            break
+        problems.append(f"entry {entry_id} was checkpointed but is missing (deleted)")
+    if anchored and anchor.key is not None and not anchor.checkpoints.is_file():
+        problems.append(f"the checkpoint file {anchor.checkpoints} is missing: deletion of the newest entries "
+                        f"cannot be ruled out (restore it from a backup)")
+    notes = []
+    if legacy:
+        span = f"entry {legacy[0]}" if len(legacy) == 1 else f"entries {legacy[0]}-{legacy[-1]}"
+        notes.append(f"{span} predate the audit anchor (written before migration 0003): checked by the hash "
+                     f"chain only; any rewrite reaching a later, anchored entry still shows")
     return VerifyResult(ok=not problems, entries=count, problems=problems,
-                        head_hash=prev_hash if count else None)
+                        head_hash=prev_hash if count else None, notes=notes, anchored=anchored)
 
 
 def tail(session: Session, n: int = 20) -> list[AuditEntry]:

@@ -262,9 +262,58 @@ class AuditEntry(Base):
     summary: Mapped[str | None] = mapped_column(String(255), nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # HMAC-SHA256 of the hash under the audit key kept outside the database (meddx.storage.audit);
+    # NULL only for entries written before migration 0003 anchored the chain
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     def __repr__(self) -> str:
         return f"AuditEntry(id={self.id!r}, user={self.user!r}, action={self.action!r}, hash={self.hash[:12]!r})"
+
+
+class CareTeam(Base):
+    """A care team or department an admin configures: its members see each other's studies."""
+
+    __tablename__ = "care_teams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    members: Mapped[list[CareTeamMember]] = relationship(back_populates="team", passive_deletes=True)
+
+
+class CareTeamMember(Base):
+    """One account's membership of one care team (managed by admins only)."""
+
+    __tablename__ = "care_team_members"
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("care_teams.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    team: Mapped[CareTeam] = relationship(back_populates="members")
+    user: Mapped[User] = relationship()
+
+
+class BreakGlassGrant(Base):
+    """An emergency access grant: one account reads studies outside its teams until ``expires_at``.
+
+    ``patient_pseudonym`` limits it to one patient (None: every patient). The
+    reason is AES-GCM ciphertext (people type names into free text); every use
+    is an ``access.break_glass_use`` audit entry naming the grant.
+    """
+
+    __tablename__ = "break_glass"
+    __table_args__ = (CheckConstraint("expires_at > created_at", name="window"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM, record_aad("break_glass.reason", id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    user: Mapped[User] = relationship()
 
 
 class DriftMonitorRecord(Base):
