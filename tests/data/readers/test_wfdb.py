@@ -276,3 +276,75 @@ def test_unknown_option_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         READER.read(header, allow_nans=True)
     assert "allow_nans" in str(info.value) and "opt.hea" in str(info.value)
+
+
+# -- issue 18: the reader contract on damaged and unusual headers ----------------------
+
+
+def _variant(folder: Path, edit_header=None, edit_data=None, encoding: str = "utf-8") -> Path:
+    """A copy of a written record as x.hea/x.dat, with the header text and/or data bytes edited."""
+    src = _write_record(folder, "src", n=317)  # not whole periods: the checksums are not 0
+    text = src.read_text(encoding="ascii").replace("src.dat", "x.dat").replace("src ", "x ", 1)
+    data = (folder / "src.dat").read_bytes()
+    (folder / "x.hea").write_bytes((edit_header(text) if edit_header else text).encode(encoding))
+    (folder / "x.dat").write_bytes(edit_data(data) if edit_data else data)
+    return folder / "x.hea"
+
+
+def test_zero_samples_per_frame_is_a_named_error_not_zero_division(tmp_path: Path) -> None:
+    path = _variant(tmp_path, lambda t: t.replace(" 16 ", " 16x0 ", 1))
+    with pytest.raises(CorruptFileError, match="samples per frame") as info:
+        READER.read(path)
+    assert info.value.field == "samples per frame of signal 1"
+
+
+def test_negative_byte_offset_is_refused_not_misaligned(tmp_path: Path) -> None:
+    path = _variant(tmp_path, lambda t: t.replace(" 16 ", " 16+-4 ", 1))
+    with pytest.raises(CorruptFileError, match="format field") as info:
+        READER.read(path)
+    assert info.value.field == "format of signal 1"
+    path = _variant(tmp_path, lambda t: t.replace(" 16 ", " 16-4 ", 1))
+    with pytest.raises(CorruptFileError, match="format field"):
+        READER.read(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "encoding", "units", "comment"),
+    [
+        (lambda t: t.replace("/mV", "/µV"), "utf-8", "µV", "made by a test"),
+        (lambda t: t + "# patient café\n", "latin-1", "mV", "patient café"),
+        (lambda t: t + "# patient café\n", "utf-8", "mV", "patient café"),
+        (lambda t: "\ufeff" + t, "utf-8", "mV", "made by a test"),
+    ],
+    ids=["micro-volt-units", "latin1-comment", "utf8-comment", "bom"],
+)
+def test_non_ascii_headers_read_as_wfdb_reads_them(tmp_path: Path, edit, encoding: str, units: str,
+                                                   comment: str) -> None:
+    path = _variant(tmp_path, edit, encoding=encoding)
+    sample = READER.read(path)
+    record = wfdb.rdrecord(str(path.with_suffix("")), physical=True)
+    np.testing.assert_array_equal(sample.data, record.p_signal)
+    assert sample.units[0] == units
+    assert comment in sample.meta["comments"]
+    assert sample.meta["checksum_verified"] is True
+
+
+def test_checksum_mismatch_is_an_error_naming_signal_and_file(tmp_path: Path) -> None:
+    path = _variant(tmp_path, edit_data=lambda d: d[:100] + bytes([d[100] ^ 4]) + d[101:])
+    with pytest.raises(CorruptFileError, match="checksum") as info:
+        READER.read(path)
+    assert info.value.field.startswith("checksum of signal")
+    assert info.value.path.endswith("x.dat")
+    assert "verify_checksum=False" in str(info.value)
+
+
+def test_checksum_opt_out_warns_and_says_so_in_meta(tmp_path: Path) -> None:
+    path = _variant(tmp_path, edit_data=lambda d: d[:100] + bytes([d[100] ^ 4]) + d[101:])
+    with pytest.warns(UserWarning, match="checksums not verified"):
+        sample = READER.read(path, verify_checksum=False)
+    assert sample.meta["checksum_verified"] is False
+
+
+def test_intact_record_is_checksum_verified(tmp_path: Path, format_samples: Path) -> None:
+    assert READER.read(_variant(tmp_path)).meta["checksum_verified"] is True
+    assert READER.read(format_samples / "wfdb" / "a103l.hea").meta["checksum_verified"] is True

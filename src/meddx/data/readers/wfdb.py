@@ -11,6 +11,13 @@ NaN. By default such samples are an error (a model cannot use them and would
 silently propagate NaN); pass ``allow_nan=True`` to keep them as NaN and get the
 count per channel in ``meta["nan_counts"]``.
 
+Each signal line is checked field by field before ``wfdb`` sees it (``wfdb``'s
+lenient pattern shifts a damaged field into the next one), and the samples are
+verified against the header's 16-bit checksums, so a corrupted signal file is an
+error rather than changed samples. Headers with non-ASCII bytes (``µV`` units,
+Latin-1 or UTF-8 comments, a BOM) are read; units and comments keep those
+characters.
+
 This module is ``meddx.data.readers.wfdb``; with absolute imports, ``import wfdb``
 below names the third-party library, not this module.
 """
@@ -39,7 +46,10 @@ from meddx.exceptions import (
     UnsupportedFormatError,
 )
 
-_OPTIONS = frozenset({"allow_nan", "annotations"})
+_OPTIONS = frozenset({"allow_nan", "annotations", "verify_checksum"})
+_BOM = b"\xef\xbb\xbf"
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+"""Largest ``.hea`` accepted (real headers are a few KB, long comment blocks included)."""
 
 # Bytes per sample of each WFDB storage format (212 packs 2 samples in 3 bytes,
 # 310/311 pack 3 in 4). The FLAC formats (508/516/524) are compressed: no check.
@@ -69,16 +79,46 @@ _RECORD_LINE = re.compile(
     re.VERBOSE,
 )
 
+# The format field of a signal line: fmt[xsamps_per_frame][:skew][+byte_offset].
+_FORMAT_FIELD = re.compile(r"^(?P<fmt>\d+)(x(?P<spf>\d+))?(:(?P<skew>\d+))?(\+(?P<offset>\d+))?$")
+# The gain field: gain[(baseline)][/units]; units may hold any non-blank character (µV).
+_GAIN_FIELD = re.compile(
+    r"^(?P<gain>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)(\((?P<baseline>-?\d+)\))?(/(?P<units>\S*))?$"
+)
+# The fields after the gain, in order: name and pattern.
+_INT_FIELDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("adc_res", re.compile(r"^\d+$")),
+    ("adc_zero", re.compile(r"^[-+]?\d+$")),
+    ("init_value", re.compile(r"^[-+]?\d+$")),
+    ("checksum", re.compile(r"^[-+]?\d+$")),
+    ("block_size", re.compile(r"^\d+$")),
+)
+_KNOWN_FORMATS = frozenset({"0", "8", "16", "24", "32", "61", "80", "160", "212", "310", "311", "508", "516", "524"})
+
 _HEADER_SUFFIX = ".hea"
 _SIGNAL_SUFFIXES = (".dat", ".mat")
 
 
+def decode_header(raw: bytes) -> str:
+    """Header bytes as text: a UTF-8 BOM dropped, UTF-8 if it decodes, else Latin-1.
+
+    WFDB headers are ASCII by the spec, but real ones carry ``µV`` units and
+    Latin-1 or UTF-8 comments; ``wfdb`` itself reads them (dropping those bytes).
+    """
+    raw = raw.removeprefix(_BOM)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(raw) - 3 and exc.reason == "unexpected end of data":  # a cut multi-byte char
+            return raw[: exc.start].decode("utf-8")
+        return raw.decode("latin-1")
+
+
 def looks_like_wfdb_header(head: bytes) -> bool:
     """True if the first non-comment line of ``head`` parses as a WFDB record line."""
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
+    if b"\x00" in head:
         return False
+    text = decode_header(head)
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -89,8 +129,100 @@ def looks_like_wfdb_header(head: bytes) -> bool:
 
 def _names_signal_file(head: bytes, name: str) -> bool:
     """True if a signal line of the header text ``head`` starts with the file name ``name``."""
-    text = head.decode("ascii", errors="replace")
+    text = decode_header(head)
     return any(line.split(None, 1)[:1] == [name] for line in text.splitlines()[1:])
+
+
+def _header_lines(text: str) -> list[str]:
+    """Non-blank lines that are not comments (the record line first)."""
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_signal_lines(text: str, header_path: Path) -> list[dict[str, Any]]:
+    """Check every signal line of a single-segment header field by field (the WFDB spec, strictly).
+
+    ``wfdb`` matches signal lines with a lenient pattern that silently shifts fields
+    (``16-24`` became a gain of -24); here each field must have its own syntax, so
+    a damaged line is refused naming the signal and the field. Returns one dict per
+    signal (``fmt``, ``samps_per_frame``, ``byte_offset``, ``units``, ``checksum``...).
+    Multi-segment headers (``name/segments``) give an empty list: their segments are
+    records of their own.
+    """
+    lines = _header_lines(text)
+    if not lines:
+        return []
+    record = lines[0].split()
+    if "/" in record[0] or len(record) < 2:
+        return []
+    try:
+        n_sig = int(record[1])
+    except ValueError:
+        raise CorruptFileError(
+            f"the record line gives {record[1]!r} signals, not a whole number", path=header_path, field="n_sig"
+        ) from None
+    signal_lines = lines[1:]
+    if len(signal_lines) < n_sig:
+        raise CorruptFileError(
+            f"the record line declares {n_sig} signals but {len(signal_lines)} signal lines follow",
+            path=header_path,
+            field="n_sig",
+            hint="The header is truncated or corrupt; re-download the record",
+        )
+    signals = []
+    for i, line in enumerate(signal_lines[:n_sig]):
+        where = f"signal {i + 1}"
+        tokens = line.split()
+
+        def bad(name: str, value: str, expected: str, where: str = where) -> CorruptFileError:
+            return CorruptFileError(
+                f"{where}: the {name} field is {value!r}, expected {expected}",
+                path=header_path,
+                field=f"{name} of {where}",
+                hint="The header is corrupt; re-download the record",
+            )
+
+        if len(tokens) < 2:
+            raise bad("format", "", "file name then fmt[xframe][:skew][+offset]")
+        match = _FORMAT_FIELD.match(tokens[1])
+        if match is None:
+            raise bad("format", tokens[1], "fmt[xsamples_per_frame][:skew][+byte_offset] with whole numbers >= 0")
+        fmt = match["fmt"]
+        if fmt not in _KNOWN_FORMATS:
+            raise bad("format", tokens[1], f"a WFDB storage format ({', '.join(sorted(_KNOWN_FORMATS, key=int))})")
+        spf = int(match["spf"]) if match["spf"] else 1
+        if spf < 1:
+            raise bad("samples per frame", tokens[1], "at least 1 sample per frame (fmt x N, N >= 1)")
+        info: dict[str, Any] = {
+            "file_name": tokens[0],
+            "fmt": fmt,
+            "samps_per_frame": spf,
+            "byte_offset": int(match["offset"]) if match["offset"] else 0,
+            "units": None,
+            "checksum": None,
+            "sig_name": None,
+        }
+        if len(tokens) > 2:
+            gain = _GAIN_FIELD.match(tokens[2])
+            if gain is None:
+                raise bad("gain", tokens[2], "gain[(baseline)][/units], e.g. 200(0)/mV")
+            if not math.isfinite(float(gain["gain"])):
+                raise bad("gain", tokens[2], "a finite number")
+            info["units"] = gain["units"] or None
+        rest = tokens[3:]
+        present = 0
+        for (name, pattern), token in zip(_INT_FIELDS, rest, strict=False):
+            if not pattern.match(token):
+                break
+            info[name] = int(token)
+            present += 1
+        if present < len(_INT_FIELDS) and present < len(rest):
+            # a description is allowed only after all the numeric fields (WFDB spec)
+            name = _INT_FIELDS[present][0]
+            raise bad(name, rest[present], "a whole number (the description may follow only after block size)")
+        if len(rest) > len(_INT_FIELDS):
+            info["sig_name"] = line.split(None, 3 + len(_INT_FIELDS))[-1].strip()
+        signals.append(info)
+    return signals
 
 
 def _header_path(path: Path) -> Path:
@@ -132,6 +264,10 @@ class WfdbReader(Reader):
         annotations: extension of the annotation file to attach (default
             ``"atr"``, used only if the file exists; naming one explicitly makes
             it required). ``None`` skips annotations.
+        verify_checksum: check every signal's samples against the header's
+            checksum and raise :class:`CorruptFileError` on a mismatch (default
+            True). False reads without the check and warns that it did so;
+            ``meta["checksum_verified"]`` says whether every signal was checked.
     """
 
     name = "wfdb"
@@ -189,12 +325,18 @@ class WfdbReader(Reader):
             )
         record_base = str(header_path.with_suffix(""))
 
-        header = self._read_header(_wfdb, header_path, record_base)
+        verify = options.get("verify_checksum", True)
+        if not isinstance(verify, bool):
+            raise ConfigError(
+                f"verify_checksum must be True or False, not {verify!r}", path=path, field="verify_checksum"
+            )
+        header, signals, header_text = self._read_header(_wfdb, header_path, record_base)
         if isinstance(header, _wfdb.Record):
             self._check_signal_files(header, header_path)
         try:
             with _quiet():
                 record = _wfdb.rdrecord(record_base, physical=True)
+                checksums = self._verify_checksums(_wfdb, record_base, header_path, signals, verify)
         except MeddxError:
             raise
         except FileNotFoundError as exc:
@@ -204,10 +346,13 @@ class WfdbReader(Reader):
                 path=missing if getattr(exc, "filename", None) else header_path,
                 hint="Keep every file the header names next to the .hea",
             ) from exc
-        except (ValueError, TypeError, IndexError, KeyError, OSError, EOFError, OverflowError) as exc:
+        except (
+            ValueError, TypeError, IndexError, KeyError, OSError, EOFError, OverflowError, ZeroDivisionError
+        ) as exc:
             raise CorruptFileError(
                 f"cannot decode the WFDB record: {type(exc).__name__}: {exc}",
                 path=header_path,
+                field="signal files",
                 hint="The header and the signal files disagree, or a file is corrupt",
             ) from exc
 
@@ -220,6 +365,12 @@ class WfdbReader(Reader):
             )
         names = [str(n) for n in (record.sig_name or [])]
         units = [str(u) for u in (record.units or [])]
+        comments = [str(c) for c in (record.comments or [])]
+        if not header_text.isascii():  # wfdb drops non-ASCII bytes: take units and comments from our decoding
+            units = [str(sig["units"] or u) for sig, u in zip(signals, units, strict=False)] + units[len(signals):]
+            comments = [
+                line.lstrip()[1:].strip() for line in header_text.splitlines() if line.lstrip().startswith("#")
+            ]
         if record.p_signal is None:
             data = np.zeros((0, 0), dtype=np.float64)
         else:
@@ -244,7 +395,7 @@ class WfdbReader(Reader):
         meta: dict[str, Any] = {
             "record_name": record.record_name,
             "header": str(header_path),
-            "comments": [str(c) for c in (record.comments or [])],
+            "comments": comments,
             "base_date": base_date.isoformat() if base_date is not None else None,
             "base_time": base_time.isoformat() if base_time is not None else None,
             "n_sig": int(record.n_sig or 0),
@@ -254,6 +405,7 @@ class WfdbReader(Reader):
             "fmt": [str(f) for f in (getattr(record, "fmt", None) or [])],
             "file_name": [str(f) for f in (getattr(record, "file_name", None) or [])],
         }
+        meta["checksum_verified"] = checksums
         if nan_counts:
             meta["nan_counts"] = nan_counts
         if ann_file is not None:
@@ -276,28 +428,91 @@ class WfdbReader(Reader):
     # -- helpers ---------------------------------------------------------------
 
     @staticmethod
-    def _read_header(_wfdb: Any, header_path: Path, record_base: str) -> Any:
-        """Parse the header with ``wfdb.rdheader``; malformed text is a CorruptFileError."""
+    def _read_header(_wfdb: Any, header_path: Path, record_base: str) -> tuple[Any, list[dict[str, Any]], str]:
+        """Parse the header: our strict field check first, then ``wfdb.rdheader``.
+
+        Returns the wfdb header, the checked signal lines and the decoded text.
+        """
         try:
-            with open(header_path, "rb") as fh:
-                head = fh.read(4096)
+            size = header_path.stat().st_size
+            if size > MAX_HEADER_BYTES:
+                raise CorruptFileError(
+                    f"the header is {size} bytes, more than the {MAX_HEADER_BYTES} a WFDB header may have",
+                    path=header_path,
+                    hint="Is this really a WFDB .hea header?",
+                )
+            raw = header_path.read_bytes()
         except OSError as exc:
             raise CorruptFileError(f"cannot open the header: {exc}", path=header_path) from exc
-        if not looks_like_wfdb_header(head):
+        if not looks_like_wfdb_header(raw[:4096]):
             raise CorruptFileError(
                 "the first line is not a WFDB record line (name n_sig fs sig_len ...)",
                 path=header_path,
+                field="record line",
                 hint="Is this really a WFDB .hea header?",
             )
+        text = decode_header(raw)
+        signals = parse_signal_lines(text, header_path)
         try:
             with _quiet():
-                return _wfdb.rdheader(record_base)
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+                header = _wfdb.rdheader(record_base)
+        except (
+            ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError, ZeroDivisionError
+        ) as exc:
             raise CorruptFileError(
                 f"malformed WFDB header: {type(exc).__name__}: {exc}",
                 path=header_path,
+                field="record line" if not signals else "signal lines",
                 hint="Each signal line needs: file format gain/units bits zero init checksum block name",
             ) from exc
+        return header, signals, text
+
+    @staticmethod
+    def _verify_checksums(
+        _wfdb: Any, record_base: str, header_path: Path, signals: list[dict[str, Any]], verify: bool
+    ) -> bool:
+        """Check each signal's samples against the header's 16-bit checksum; True if all were checked.
+
+        The checksum is the sum of a signal's digital samples modulo 65536 (WFDB
+        writes it signed, wfdb-python unsigned). A mismatch means the signal file
+        or the header changed since the record was written. Some tools write 0
+        for every signal instead of a checksum (the CinC 2017 records): when every
+        stored checksum is 0, a mismatch is taken as "no checksum", and the record
+        counts as not verified.
+        """
+        if not verify:
+            warnings.warn(
+                f"{header_path}: WFDB checksums not verified (verify_checksum=False); "
+                "a corrupted signal file would read as valid samples",
+                stacklevel=4,
+            )
+            return False
+        stored = [(i, sig) for i, sig in enumerate(signals) if sig["checksum"] is not None and sig["file_name"] != "~"]
+        if not stored:
+            return False
+        digital = _wfdb.rdrecord(record_base, physical=False, smooth_frames=False, return_res=64)
+        samples = digital.e_d_signal or []
+        checked = 0
+        placeholders = all(int(sig["checksum"]) == 0 for _, sig in stored)
+        for i, sig in stored:
+            if i >= len(samples):
+                return False
+            actual = int(np.asarray(samples[i], dtype=np.int64).sum()) % 65536
+            expected = int(sig["checksum"]) % 65536
+            if placeholders and actual != 0:
+                continue  # zeros written in place of checksums
+            checked += 1
+            if actual != expected:
+                label = sig["sig_name"] or f"signal {i + 1}"
+                raise CorruptFileError(
+                    f"signal {i + 1} ({label}) in {sig['file_name']}: the samples sum to checksum "
+                    f"{actual}, the header says {sig['checksum']}",
+                    path=header_path.parent / sig["file_name"],
+                    field=f"checksum of signal {i + 1} ({label})",
+                    hint="The signal file or its header is corrupt; re-download the record, "
+                    "or pass verify_checksum=False to read it anyway (with a warning)",
+                )
+        return checked == len(signals)
 
     @staticmethod
     def _check_signal_files(header: Any, header_path: Path) -> None:
@@ -421,4 +636,4 @@ class WfdbReader(Reader):
         return annotations, aux, ann_path
 
 
-__all__ = ["WfdbReader", "looks_like_wfdb_header"]
+__all__ = ["WfdbReader", "decode_header", "looks_like_wfdb_header", "parse_signal_lines"]
