@@ -249,3 +249,26 @@ def test_unknown_option(synthetic: Path) -> None:
     with pytest.raises(ConfigError) as info:
         READER.read(synthetic, rate=100)
     assert "rate" in str(info.value)
+
+
+def test_plain_edf_with_a_signal_labelled_edf_annotations_reads_it_as_a_signal(tmp_path: Path) -> None:
+    """Issue 18: only EDF+ gives "EDF Annotations" a meaning; in plain EDF it is an ordinary signal."""
+    path = tmp_path / "plain.edf"
+    writer = pyedflib.EdfWriter(str(path), 2, file_type=pyedflib.FILETYPE_EDF)
+    writer.setSignalHeaders([
+        {"label": label, "dimension": "uV", "sample_frequency": 100, "physical_max": 100.0,
+         "physical_min": -100.0, "digital_max": 32767, "digital_min": -32768}
+        for label in ("EEG", "EDF Annotations")
+    ])
+    signals = np.clip(np.random.default_rng(0).normal(size=(2, 1000)) * 20, -100, 100)
+    writer.writeSamples(list(signals))
+    writer.close()
+    sample = READER.read(path)
+    assert sample.meta["edf_type"] == "EDF"
+    assert sample.channel_names == ["EEG", "EDF Annotations"]
+    lib = pyedflib.EdfReader(str(path))
+    try:
+        expected = np.stack([lib.readSignal(i) for i in range(2)], axis=1)
+    finally:
+        lib.close()
+    np.testing.assert_array_equal(sample.data, expected)

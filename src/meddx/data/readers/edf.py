@@ -76,10 +76,12 @@ class EdfSignalHeader:
     prefilter: str
     n_samples: int  # samples per data record
     fs: float  # n_samples / record duration (0 if the duration is 0)
+    plus: bool = True  # the file is EDF+/BDF+ (only there is "EDF Annotations" special)
 
     @property
     def is_annotation(self) -> bool:
-        return self.label in _ANNOTATION_LABELS
+        """An EDF+ annotation channel; in a plain EDF/BDF that label is an ordinary signal."""
+        return self.plus and self.label in _ANNOTATION_LABELS
 
 
 @dataclass
@@ -230,6 +232,12 @@ def parse_edf_header(path: Path) -> EdfHeader:
         ]
         offset += width * n_signals
 
+    if family == "EDF" and reserved.startswith("EDF+"):
+        kind = reserved[:5]
+    elif family == "BDF" and reserved.startswith("BDF+"):
+        kind = reserved[:5]
+    else:
+        kind = family
     signals: list[EdfSignalHeader] = []
     for i in range(n_signals):
         label = _field_text(columns["label"][i])
@@ -269,6 +277,7 @@ def parse_edf_header(path: Path) -> EdfHeader:
                 prefilter=_field_text(columns["prefilter"][i]),
                 n_samples=nsamp,
                 fs=nsamp / record_duration if record_duration > 0 else 0.0,
+                plus="+" in kind,
             )
         )
 
@@ -296,12 +305,6 @@ def parse_edf_header(path: Path) -> EdfHeader:
             field="n_records",
             hint="The file is truncated; re-copy or re-export it",
         )
-    if family == "EDF" and reserved.startswith("EDF+"):
-        kind = reserved[:5]
-    elif family == "BDF" and reserved.startswith("BDF+"):
-        kind = reserved[:5]
-    else:
-        kind = family
     return EdfHeader(
         kind=kind,
         patient=patient,
