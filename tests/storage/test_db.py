@@ -20,8 +20,8 @@ from meddx.storage.crypto import Encryptor
 from meddx.storage.models import Base, Job, Patient, Result, Study, User, utcnow
 
 TABLES = {"users", "patients", "studies", "results", "jobs", "audit_log", "drift_monitors", "drift_points",
-          "drift_alarms", "care_teams", "care_team_members", "break_glass"}
-HEAD = "0003"  # the newest migration
+          "drift_alarms", "care_teams", "care_team_members", "break_glass", "login_sessions"}
+HEAD = "0004"  # the newest migration
 
 
 def _diff(engine, metadata: MetaData) -> list:  # noqa: ANN001

@@ -380,6 +380,24 @@ class DriftAlarm(Base):
     monitor: Mapped[DriftMonitorRecord] = relationship(back_populates="alarms")
 
 
+class LoginSession(Base):
+    """One login: every token names its session, and a request is refused once the session has ended.
+
+    Logout ends one session; a password change ends every other session of the
+    account; a reset or a disabled account ends them all (see
+    :mod:`meddx.service.sessions`). ``id`` is the SHA-256 of the random session id
+    the token carries, so a database reader learns no usable session id.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 def _dump_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
