@@ -266,3 +266,51 @@ def test_bad_option_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         READER.read(path, validate="sometimes")
     assert "p.json" in str(info.value)
+
+
+# -- issue 18: malformed primitive extensions and numbers that are not numbers ----------
+
+
+@pytest.mark.parametrize("extension", ["5", "[1]", "null", "x", 5, [1], True])
+def test_primitive_extension_that_is_not_an_object_is_named_not_a_raw_attribute_error(
+    tmp_path: Path, extension: Any
+) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"resourceType": "Patient", "id": "p", "birthDate": "2000-01-01",
+                                "_birthDate": extension}))
+    sample = READER.read(path)
+    assert any(issue.startswith("Patient/p: _birthDate: primitive extension") for issue in sample.meta["validation_issues"])
+    assert sample.patients.birth_date.tolist() == ["2000-01-01"]
+    with pytest.raises(InvalidValueError, match="primitive extension") as info:
+        READER.read(path, validate="strict")
+    assert info.value.field == "Patient._birthDate"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1_000", "0x10", " 12abc"])
+@pytest.mark.parametrize("validate", ["warn", "off"])
+def test_number_text_that_is_not_a_fhir_decimal_is_refused_naming_the_field(
+    tmp_path: Path, value: str, validate: str
+) -> None:
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"resourceType": "Observation", "id": "o", "status": "final",
+                                "code": {"text": "x"}, "valueQuantity": {"value": value}}))
+    with pytest.raises(InvalidValueError, match="not a FHIR decimal") as info:
+        READER.read(path, validate=validate)
+    assert info.value.field == "Observation/o.valueQuantity.value"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "1" + "0" * 400])
+def test_non_finite_or_overflowing_json_numbers_are_refused_naming_the_field(tmp_path: Path, literal: str) -> None:
+    path = tmp_path / "o.json"
+    path.write_text('{"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"}, '
+                    f'"valueInteger": {literal}}}')
+    with pytest.raises(InvalidValueError, match="not a finite number") as info:
+        READER.read(path, validate="off")
+    assert info.value.field == "Observation/o.valueInteger"
+
+
+def test_decimal_text_in_fhir_syntax_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"resourceType": "Observation", "id": "o", "status": "final",
+                                "code": {"text": "x"}, "valueQuantity": {"value": "-5.25e2"}}))
+    assert READER.read(path, validate="off").observations.value.tolist() == [-525.0]

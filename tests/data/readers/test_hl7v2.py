@@ -242,3 +242,36 @@ def test_parse_hl7_ts() -> None:
     assert parse_hl7_ts("DOB") == (None, None)
     assert parse_hl7_ts("20241341") == (None, None)
     assert parse_hl7_ts("") == (None, None)
+
+
+# -- issue 18: NM values that Python's float() takes but HL7 does not ------------------
+
+_MSG = "MSH|^~\\&|LAB|HOSP|||20240101||ORU^R01|1|P|2.5\rPID|||42||Doe^Jane||19700101|F\rOBX|1|{vt}|2345-7^Glucose^LN||{value}|mg/dL|||||F\r"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1_000", "1e5", "0x10"])
+def test_nm_text_that_float_accepts_is_refused_naming_obx5(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "m.hl7"
+    path.write_text(_MSG.format(vt="NM", value=value))
+    with pytest.raises(InvalidValueError, match="not an HL7 number") as info:
+        READER.read(path)
+    assert info.value.field.startswith("OBX-5")
+    sample = READER.read(path, strict=False)
+    assert math.isnan(sample.observations.value[0]) and sample.observations.value_string[0] == value
+    assert any("OBX-5 NM value" in w for w in sample.meta["warnings"])
+
+
+@pytest.mark.parametrize("value", ["nan", "1_000"])
+def test_sn_number_that_is_not_nm_is_kept_as_text_with_a_warning(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "m.hl7"
+    path.write_text(_MSG.format(vt="SN", value=f"^{value}"))
+    sample = READER.read(path)
+    assert math.isnan(sample.observations.value[0])
+    assert any("OBX-5 SN number" in w for w in sample.meta["warnings"])
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5.5", 5.5), ("-.5", -0.5), ("+12", 12.0), ("7.", 7.0)])
+def test_nm_numbers_in_hl7_syntax_read(tmp_path: Path, value: str, expected: float) -> None:
+    path = tmp_path / "m.hl7"
+    path.write_text(_MSG.format(vt="NM", value=value))
+    assert READER.read(path).observations.value[0] == expected

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,8 @@ MAX_DEPTH = 64
 MAX_ISSUES = 500  # validation issues kept in meta (the count is always exact)
 
 _OPTIONS = frozenset({"validate", "max_bytes", "max_depth"})
+_DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+"""FHIR's decimal syntax: ``nan``, ``inf``, ``1_000`` or ``0x10`` are not numbers here."""
 _VALIDATE_MODES = ("warn", "strict", "off")
 
 
@@ -142,6 +145,61 @@ def _iter_resources(
                 yield item
 
 
+def _primitive_extension_issues(value: Any, loc: str = "") -> tuple[Any, list[tuple[str, str]]]:
+    """Drop primitive extensions (``_birthDate``) that are not objects; report each as ``(field, message)``.
+
+    FHIR JSON puts a primitive's id and extensions in ``_name``: an object, or for a
+    repeating primitive a list of objects and nulls. The R4B models call ``.get``
+    on it and fail with a raw AttributeError otherwise, so such values are checked
+    here, reported with their location and left out of the model validation.
+    """
+    issues: list[tuple[str, str]] = []
+    root = _copy_containers(value)
+    stack: list[tuple[Any, str]] = [(root, loc)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key in list(item):
+                child = item[key]
+                here = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and key.startswith("_") and len(key) > 1:
+                    ok = isinstance(child, dict) or (
+                        isinstance(child, list) and all(isinstance(c, dict) or c is None for c in child)
+                    )
+                    if not ok:
+                        issues.append(
+                            (here, f"primitive extension is {type(child).__name__}, not an object (or a list of objects)")
+                        )
+                        del item[key]
+                        continue
+                if isinstance(child, dict | list):
+                    stack.append((child, here))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}.{i}") for i, child in enumerate(item) if isinstance(child, dict | list))
+    return root, issues
+
+
+def _copy_containers(value: Any) -> Any:
+    """A copy of the dict/list skeleton of ``value`` (leaves shared), built without recursion."""
+    if not isinstance(value, dict | list):
+        return value
+    root: Any = {} if isinstance(value, dict) else []
+    stack = [(value, root)]
+    while stack:
+        src, dst = stack.pop()
+        items = src.items() if isinstance(src, dict) else enumerate(src)
+        for key, child in items:
+            copy: Any = child
+            if isinstance(child, dict | list):
+                copy = {} if isinstance(child, dict) else []
+                stack.append((child, copy))
+            if isinstance(dst, dict):
+                dst[key] = copy
+            else:
+                dst.append(copy)
+    return root
+
+
 def _validation_issues(resource: dict[str, Any]) -> list[tuple[str, str]]:
     """``(field, message)`` problems of one resource against the R4B models."""
     try:
@@ -162,18 +220,23 @@ def _validation_issues(resource: dict[str, Any]) -> list[tuple[str, str]]:
     body = resource
     if rtype == "Bundle":  # entries are validated one by one
         body = dict(resource)
+        entries = resource.get("entry", [])
         body["entry"] = [
             {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
-            for e in resource.get("entry", [])
+            for e in (entries if isinstance(entries, list) else [])
         ]
+    body, issues = _primitive_extension_issues(body)
     try:
         model.model_validate(body)
     except ValidationError as exc:
-        return [
+        issues += [
             (".".join(str(p) for p in err.get("loc", ())) or "(resource)", str(err.get("msg", "")))
             for err in exc.errors()
         ]
-    return []
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        # a validator of the models failed on a shape it did not expect
+        issues.append(("(resource)", f"the R4B model could not check it: {type(exc).__name__}: {exc}"))
+    return issues
 
 
 def _pick_coding(concept: Any) -> dict[str, Any]:
@@ -195,18 +258,29 @@ def _concept_text(concept: Any) -> str | None:
 
 
 def _as_float(path: Path, value: Any, where: str) -> float:
+    """A FHIR number as float: a JSON number, or a string in FHIR decimal syntax; anything else raises."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidValueError(
             f"{where} is {value!r}, not a number", path=path, field=where, hint="FHIR decimals are JSON numbers"
         )
+    if isinstance(value, str) and not _DECIMAL.match(value.strip()):
+        raise InvalidValueError(
+            f"{where} is the text {value!r}, not a FHIR decimal (nan, inf, 1_000 or hex are not numbers)",
+            path=path,
+            field=where,
+            hint="FHIR decimals are JSON numbers such as 1000 or 5.25; fix the value at the source",
+        )
     try:
         number = float(value)
-    except ValueError:
-        raise InvalidValueError(
-            f"{where} is {value!r}, not a number", path=path, field=where, hint="FHIR decimals are JSON numbers"
-        ) from None
+    except (ValueError, OverflowError):
+        number = math.nan if isinstance(value, str) else math.inf
     if not math.isfinite(number):
-        raise InvalidValueError(f"{where} is not finite ({value!r})", path=path, field=where)
+        raise InvalidValueError(
+            f"{where} is not a finite number ({str(value)[:40]!r})",
+            path=path,
+            field=where,
+            hint="NaN, Infinity and numbers beyond 1e308 are not FHIR decimals; fix the value at the source",
+        )
     return number
 
 

@@ -62,6 +62,17 @@ _TS = re.compile(
     r"(?:\.(?P<f>\d{1,4}))?(?P<z>[+-]\d{4})?$"
 )
 _MLLP = str.maketrans("", "", "\x0b\x1c")
+_NM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+"""HL7's NM syntax: optional sign, digits, optional decimal point (``nan``, ``inf``, ``1_000``, ``1e5`` are not NM)."""
+
+
+def parse_nm(text: str) -> float | None:
+    """An HL7 NM value as float, or None when ``text`` is not NM syntax or overflows."""
+    text = text.strip()
+    if not _NM.match(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def parse_hl7_ts(text: str) -> tuple[str | None, str | None]:
@@ -351,27 +362,30 @@ class Hl7v2Reader(Reader):
         value = math.nan
         value_string: str | None = message.unescape(raw_value) if raw_value else None
         if value_type == "NM" and raw_value.strip():
-            try:
-                value = float(raw_value.strip())
+            number = parse_nm(raw_value)
+            if number is not None:
+                value = number
                 value_string = None
-            except ValueError:
+            else:
                 if strict:
                     raise InvalidValueError(
-                        f"{where}: OBX-5 value {raw_value!r} has type NM but is not a number",
+                        f"{where}: OBX-5 value {raw_value[:40]!r} has type NM but is not an HL7 number "
+                        "(digits with an optional sign and decimal point; nan, inf, 1_000, 1e5 are not)",
                         path=path,
-                        field="OBX-5",
+                        field=f"OBX-5 ({where})",
                         hint="Pass strict=False to keep such values as text",
-                    ) from None
-                warnings.append(f"{where}: OBX-5 NM value {raw_value!r} is not a number; kept as text")
-            if not math.isfinite(value):
-                value = math.nan
+                    )
+                warnings.append(f"{where}: OBX-5 NM value {raw_value[:40]!r} is not a number; kept as text")
         elif value_type == "SN" and raw_value:
-            comparator, number = _component(segment, 5, 1), _component(segment, 5, 2)
-            if comparator in ("", "=") and number and not _component(segment, 5, 3):
-                try:
-                    value = float(number)
-                except ValueError:
-                    pass
+            comparator, number_text = _component(segment, 5, 1), _component(segment, 5, 2)
+            if comparator in ("", "=") and number_text and not _component(segment, 5, 3):
+                number = parse_nm(number_text)
+                if number is not None:
+                    value = number
+                else:
+                    warnings.append(
+                        f"{where}: OBX-5 SN number {number_text[:40]!r} is not a number; kept as text"
+                    )
         elif value_type in ("CE", "CWE", "CNE", "CF") and raw_value:
             text = _component(segment, 5, 2) or _component(segment, 5, 1)
             value_string = text or None
@@ -413,4 +427,4 @@ def _component(segment: Any, n: int, c: int) -> str:
         return ""
 
 
-__all__ = ["Hl7v2Reader", "parse_hl7_ts"]
+__all__ = ["Hl7v2Reader", "parse_hl7_ts", "parse_nm"]
