@@ -359,12 +359,14 @@ def test_job_status_and_not_found(service: Service) -> None:
            ({"model": service.model, "data": "../etc/passwd"}, 422),
            ({"model": service.model, "data": ".hidden"}, 422),
            ({"model": service.model, "data": "breastmnist", "n_boot": 5}, 422),
-           ({"model": service.model}, 422)]
+           ({"model": service.model}, 422),
+           ({"model": service.model, "data": "no-such-dataset"}, 422),  # catalogue names only
+           ({"model": service.model, "data": "run"}, 422)]
     for body, code in bad:
         assert service.client.post("/api/jobs/report", json=body, headers=h).status_code == code, body
 
-    # a job that fails (an unknown data set) reports the failure; the service carries on
-    started = service.client.post("/api/jobs/report", json={"model": service.model, "data": "no-such-dataset",
+    # a job that fails (a catalogue set that holds no images) reports the failure; the service carries on
+    started = service.client.post("/api/jobs/report", json={"model": service.model, "data": "heart-disease-uci",
                                                             "n_boot": 10}, headers=h)
     assert started.status_code == 202, started.text
     job = started.json()

@@ -10,7 +10,10 @@ Every route except ``/api/health`` and ``/api/auth/token`` needs a valid token
 | jobs (validation reports) | engineer, admin |
 | users, audit log | admin |
 
-Every access to patient data is written to the hash-chained audit log.
+Patient data is scoped per clinician (:mod:`meddx.service.access`): own studies,
+care-team shares an admin configures, and audited, time-limited break-glass.
+Every access to patient data, every admin read and every refused request
+(413, 415, 429, 500) is written to the hash-chained audit log.
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile, status
 from fastapi.responses import PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
+from meddx.service.access import get_row_or_404
+from meddx.service.jobs import JobOut, job_report, job_status, submit_report
 from meddx.service.security import ROLES, TokenData, issue_token, read_token
 
 COOKIE = "meddx_session"
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
-router = APIRouter(prefix="/api")
 
 
 def ctx_of(request: Request) -> Any:
@@ -91,6 +95,65 @@ def audit(ctx: Any, user: str, action: str, **fields: Any) -> None:
         session.commit()
 
 
+AUDITED_REFUSALS = frozenset({413, 415, 429})
+"""Refusals written to the audit log (with every 500): what a probe or a misbehaving client leaves behind."""
+
+
+def refused(ctx: Any, user: str, code: int, detail: str, action: str = "request.refused",
+            headers: dict[str, str] | None = None) -> HTTPException:
+    """Audit a refusal (``action``, the status, no request content) and return its HTTPException to raise."""
+    audit(ctx, user[:64] or "anonymous", action, summary=f"HTTP {code}")
+    exc = HTTPException(code, detail, headers=headers)
+    exc.audited = True  # type: ignore[attr-defined]  # AuditedRoute must not write it twice
+    return exc
+
+
+def _caller(request: Request) -> str:
+    """The username in the request's token or session cookie, else ``anonymous`` (never the typed name)."""
+    auth = request.headers.get("authorization", "")
+    raw = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+    data = read_token(ctx_of(request).token_secret, raw) if raw else None
+    return data.username if data is not None else "anonymous"
+
+
+def _audit_failure(request: Request, route: str, code: int) -> None:
+    import logging
+
+    try:
+        audit(ctx_of(request), _caller(request), "request.refused" if code < 500 else "request.failed",
+              summary=f"{request.method} {route} -> HTTP {code}"[:255])
+    except Exception:  # noqa: BLE001 - a failing audit must not hide the original answer
+        logging.getLogger(__name__).exception("could not audit HTTP %s on %s", code, route)
+
+
+class AuditedRoute(APIRoute):
+    """An API route whose refusals (:data:`AUDITED_REFUSALS`) and unhandled errors (500) are audited.
+
+    The entry names the route's path template (never the URL, which may carry a
+    pseudonym), the method and the status, and the caller when the token is valid.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        route = self.path
+
+        async def audited(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                if exc.status_code in AUDITED_REFUSALS and not getattr(exc, "audited", False):
+                    await asyncio.to_thread(_audit_failure, request, route, exc.status_code)
+                raise
+            except Exception:
+                await asyncio.to_thread(_audit_failure, request, route, 500)
+                raise
+
+        return audited
+
+
+router = APIRouter(prefix="/api", route_class=AuditedRoute)
+
+
 # --- health and tokens -----------------------------------------------------------------------------
 
 
@@ -114,8 +177,8 @@ def login(ctx: Any, username: str, password: str, client: str) -> tuple[str, Any
 
     key = f"{client}|{username.lower()}"
     if not ctx.login_limiter.hit(key):
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many login attempts: wait a minute",
-                            headers={"Retry-After": str(ctx.login_limiter.retry_after(key))})
+        raise refused(ctx, "anonymous", status.HTTP_429_TOO_MANY_REQUESTS, "too many login attempts: wait a minute",
+                      "auth.rate_limited", headers={"Retry-After": str(ctx.login_limiter.retry_after(key))})
     with ctx.sessions() as session:
         user = authenticate(session, username, password)
         session.commit()
@@ -256,13 +319,13 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
         upload = await asyncio.to_thread(receive, file.file, ctx.upload_dir,
                                          max_bytes=settings.max_upload_mb << 20, max_pixels=settings.max_pixels)
     except UploadRejected as exc:
-        raise HTTPException(exc.status, exc.reason) from exc
+        raise refused(ctx, user, exc.status, exc.reason, "study.refused") from exc
     try:
         data, patient, suffix = await asyncio.to_thread(workflow.deidentify_upload, upload, ctx.pseudonym_key,
                                                         patient_id)
         screened = await asyncio.to_thread(workflow.screen_upload, pipeline, data, suffix, slice_index)
     except UploadRejected as exc:
-        raise HTTPException(exc.status, exc.reason) from exc
+        raise refused(ctx, user, exc.status, exc.reason, "study.refused") from exc
     finally:
         upload.discard()  # the original bytes (with identifiers) are never kept
     if screened.image is None:
@@ -417,28 +480,25 @@ async def upload_batch(
     return await run_batch(ctx_of(request), user.username, files, model, uncertainty, explain, patient_id)
 
 
-def get_row_or_404(session: Any, model: Any, row_id: str, what: str) -> Any:
-    """The row of ``model`` whose UUID is ``row_id``; 404 (never 500) for a malformed or unknown id."""
-    try:
-        key = uuid.UUID(row_id)
-    except ValueError as exc:
-        raise HTTPException(404, f"no such {what}") from exc
-    row = session.get(model, key)
-    if row is None:
-        raise HTTPException(404, f"no such {what}")
-    return row
-
-
 def load_result(ctx: Any, result_id: str, user: str, action: str) -> tuple[Any, dict[str, Any], str]:
-    """(Result row, stored payload, patient pseudonym); 404 when unknown. Audited."""
+    """(Result row, stored payload, patient pseudonym); 404 when unknown or not the caller's to read
+    (:func:`meddx.service.access.study_access`). Audited; a read through break-glass is audited as a use too."""
+    from meddx.service import access
     from meddx.storage.models import Result
 
     with ctx.sessions() as session:
         result = get_row_or_404(session, Result, result_id, "result")
+        allowed = access.study_access(session, access.account(session, user), result.study)
+        if allowed is None:
+            raise HTTPException(404, access.NOT_VISIBLE.format(what="result"))
         payload = json.loads(ctx.blobs.encryptor.decrypt(result.prediction, _aad(result.id)))
         patient = result.study.patient.pseudonym
         session.expunge(result)
-    audit(ctx, user, action, patient_pseudonym=patient, model_version=f"{result.model_name}:{result.model_version}")
+    model_version = f"{result.model_name}:{result.model_version}"
+    if allowed.grant_id is not None:
+        audit(ctx, user, "access.break_glass_use", patient_pseudonym=patient, model_version=model_version,
+              summary=access.use_summary(allowed.grant_id, action))
+    audit(ctx, user, action, patient_pseudonym=patient, model_version=model_version)
     return result, payload, patient
 
 
@@ -504,22 +564,38 @@ class StudySummary(BaseModel):
 
 
 def patient_studies(ctx: Any, pseudonym: str | None, user: str, limit: int = 50) -> list[StudySummary]:
+    """The studies ``user`` may read (all, or one patient's), newest first; a patient with none of them is a 404.
+    Studies listed through break-glass are audited as uses of their grant."""
+    from meddx.service import access
     from meddx.storage.models import Patient, Study
 
+    uses: dict[int, set[str]] = {}
     with ctx.sessions() as session:
-        query = session.query(Study).order_by(Study.created_at.desc())
+        viewer = access.account(session, user)
+        query = session.query(Study).filter(access.visible_studies(session, viewer)).order_by(Study.created_at.desc())
         if pseudonym is not None:
             person = session.query(Patient).filter_by(pseudonym=pseudonym).one_or_none()
             if person is None:
                 raise HTTPException(404, "no such patient")
             query = query.filter(Study.patient_id == person.id)
+        studies = query.limit(limit).all()
+        if pseudonym is not None and not studies:
+            raise HTTPException(404, access.NOT_VISIBLE.format(what="patient"))
+        for study_id, allowed in access.listed_access(session, viewer, studies).items():
+            if allowed.grant_id is not None:
+                uses.setdefault(allowed.grant_id, set()).add(
+                    next(s.patient.pseudonym for s in studies if s.id == study_id))
         rows = []
-        for study in query.limit(limit):
+        for study in studies:
             last = study.results[-1] if study.results else None
             rows.append(StudySummary(study_id=str(study.id), result_id=str(last.id) if last else None,
                                      created_at=study.created_at.isoformat(), modality=study.modality,
                                      model=f"{last.model_name}:{last.model_version}" if last else None,
                                      decision=last.decision if last else None))
+    for grant_id, patients in sorted(uses.items()):
+        for patient in sorted(patients):
+            audit(ctx, user, "access.break_glass_use", patient_pseudonym=patient,
+                  summary=access.use_summary(grant_id, "study.list"))
     audit(ctx, user, "study.list", patient_pseudonym=pseudonym)
     return rows
 
@@ -549,41 +625,27 @@ class ReportJob(BaseModel):
     n_boot: int = Field(200, ge=10, le=2000)
 
 
-class JobOut(BaseModel):
-    job_id: str
-    kind: str
-    status: str
-    progress: float
-    error: str | None = None
-    links: dict[str, str] = {}
-
-
 @router.post("/jobs/report", response_model=JobOut, status_code=202, tags=["jobs"])
 def start_report(request: Request, body: ReportJob, user: Engineering) -> JobOut:
-    """Build a validation report in the background; poll the job for status and progress."""
-    from meddx.service.jobs import submit_report
+    """Build a validation report of a catalogue data set in the background; poll the job for its progress.
 
+    ``data`` is a catalogue name only (``meddx data list``); a path, or a folder
+    on the server, is refused with 422. Jobs run one at a time; audited.
+    """
     ctx = ctx_of(request)
     _pipeline_or_404(ctx, body.model)
-    if "/" in body.data or "\\" in body.data or body.data.startswith("."):
-        raise HTTPException(422, "data must be a catalogue name (no paths)")
-    job = submit_report(ctx, user.username, body.model, body.data, body.split, body.n_boot)
-    return job
+    return submit_report(ctx, user.username, body.model, body.data, body.split, body.n_boot)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
 def get_job(request: Request, job_id: str, user: Engineering) -> JobOut:
-    from meddx.service.jobs import job_status
-
     return job_status(ctx_of(request), job_id)
 
 
 @router.get("/jobs/{job_id}/report.html", response_class=Response, tags=["jobs"],
             responses={200: {"content": {"text/html": {}}}})
 def get_job_report(request: Request, job_id: str, user: Engineering) -> Response:
-    from meddx.service.jobs import job_report
-
-    return Response(job_report(ctx_of(request), job_id), media_type="text/html")
+    return Response(job_report(ctx_of(request), job_id, user.username), media_type="text/html")
 
 
 # --- administration ---------------------------------------------------------------------------------------
@@ -609,9 +671,12 @@ class NewUserOut(UserOut):
 def list_users(request: Request, user: Admin) -> list[UserOut]:
     from meddx.storage.models import User
 
-    with ctx_of(request).sessions() as session:
-        return [UserOut(username=u.username, role=u.role, active=u.active, created_at=u.created_at.isoformat())
-                for u in session.query(User).order_by(User.username)]
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        out = [UserOut(username=u.username, role=u.role, active=u.active, created_at=u.created_at.isoformat())
+               for u in session.query(User).order_by(User.username)]
+    audit(ctx, user.username, "admin.users.read", summary=f"{len(out)} accounts")
+    return out
 
 
 @router.post("/admin/users", response_model=NewUserOut, status_code=201, tags=["admin"])
@@ -648,11 +713,14 @@ class AuditOut(BaseModel):
 def audit_log(request: Request, user: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
     from meddx.storage.models import AuditEntry
 
-    with ctx_of(request).sessions() as session:
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
         rows = session.query(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit).all()
-        return [AuditOut(id=r.id, ts=r.ts.isoformat(), user=r.user, action=r.action,
-                         patient_pseudonym=r.patient_pseudonym, model_version=r.model_version,
-                         input_sha256=r.input_sha256, hash=r.hash) for r in rows]
+        out = [AuditOut(id=r.id, ts=r.ts.isoformat(), user=r.user, action=r.action,
+                        patient_pseudonym=r.patient_pseudonym, model_version=r.model_version,
+                        input_sha256=r.input_sha256, hash=r.hash) for r in rows]
+    audit(ctx, user.username, "admin.audit.read", summary=f"{len(out)} entries")
+    return out
 
 
 class VerifyOut(BaseModel):
@@ -660,13 +728,167 @@ class VerifyOut(BaseModel):
     entries: int
     problems: list[str]
     checked_at: str
+    anchored: int = Field(0, description="entries carrying a MAC under the audit key kept outside the database")
+    notes: list[str] = []
 
 
 @router.get("/admin/audit/verify", response_model=VerifyOut, tags=["admin"])
 def audit_verify(request: Request, user: Admin) -> VerifyOut:
     from meddx.storage.audit import verify
 
-    with ctx_of(request).sessions() as session:
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
         result = verify(session)
+    audit(ctx, user.username, "admin.audit.verify", summary=f"ok={result.ok} entries={result.entries}")
     return VerifyOut(ok=result.ok, entries=result.entries, problems=list(result.problems),
-                     checked_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                     checked_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), anchored=result.anchored,
+                     notes=list(result.notes))
+
+
+# --- access: care teams and break-glass (see meddx.service.access) -------------------------------------------
+
+
+class TeamOut(BaseModel):
+    name: str
+    members: list[str]
+
+
+class NewTeam(BaseModel):
+    name: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]+$")
+
+
+def _config_error_to_http(exc: Exception, code: int = 422) -> HTTPException:
+    return HTTPException(code, str(exc))
+
+
+@router.get("/admin/teams", response_model=list[TeamOut], tags=["admin"])
+def list_teams(request: Request, user: Admin) -> list[TeamOut]:
+    """Care teams and their members: a clinician reads the studies of everyone in a team with them."""
+    from meddx.service import access
+
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        out = [TeamOut(name=name, members=members) for name, members in access.list_teams(session)]
+    audit(ctx, user.username, "admin.teams.read", summary=f"{len(out)} teams")
+    return out
+
+
+@router.post("/admin/teams", response_model=TeamOut, status_code=201, tags=["admin"])
+def create_team(request: Request, body: NewTeam, user: Admin) -> TeamOut:
+    """A new, empty care team (409 when the name is taken)."""
+    from meddx.exceptions import MeddxError
+    from meddx.service import access
+
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        try:
+            access.create_team(session, body.name)
+        except MeddxError as exc:
+            raise _config_error_to_http(exc, 409 if "exists" in str(exc) else 422) from exc
+        session.commit()
+    audit(ctx, user.username, "team.create", summary=body.name)
+    return TeamOut(name=body.name, members=[])
+
+
+@router.put("/admin/teams/{team}/members/{username}", status_code=204, tags=["admin"])
+def add_team_member(request: Request, team: str, username: str, user: Admin) -> Response:
+    """Put an account in a care team (it then reads the team's studies, and they its)."""
+    from meddx.service import access
+
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        added = access.add_member(session, team, username)
+        session.commit()
+    if added:
+        audit(ctx, user.username, "team.add", summary=f"{username[:64]} to {team[:64]}"[:255])
+    return Response(status_code=204)
+
+
+@router.delete("/admin/teams/{team}/members/{username}", status_code=204, tags=["admin"])
+def remove_team_member(request: Request, team: str, username: str, user: Admin) -> Response:
+    """Take an account out of a care team (its access to the team's studies ends at once)."""
+    from meddx.service import access
+
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        removed = access.remove_member(session, team, username)
+        session.commit()
+    if not removed:
+        raise HTTPException(404, f"{username!r} is not in {team!r}")
+    audit(ctx, user.username, "team.remove", summary=f"{username[:64]} from {team[:64]}"[:255])
+    return Response(status_code=204)
+
+
+class BreakGlassIn(BaseModel):
+    reason: str = Field(min_length=20, max_length=1000, description="why the record is needed now; admins "
+                                                                        "review every grant")
+    patient: str | None = Field(None, max_length=64, description="one patient's pseudonym; omit for every patient")
+    minutes: int = Field(60, ge=1, le=240, description="how long the grant lasts")
+
+
+class BreakGlassOut(BaseModel):
+    grant_id: int
+    patient: str | None
+    created_at: str
+    expires_at: str
+
+
+@router.post("/break-glass", response_model=BreakGlassOut, status_code=201, tags=["studies"])
+def break_glass(request: Request, body: BreakGlassIn, user: Clinical) -> BreakGlassOut:
+    """Emergency access to studies outside your care teams, for a while, with a reason (audited; every
+    study read through it is audited as a use, and admins review grants and uses)."""
+    from meddx.exceptions import MeddxError
+    from meddx.service import access
+
+    ctx = ctx_of(request)
+    with ctx.sessions() as session:
+        try:
+            grant = access.open_break_glass(session, ctx.blobs.encryptor, access.account(session, user.username),
+                                            body.reason, body.patient, body.minutes)
+        except MeddxError as exc:
+            raise _config_error_to_http(exc) from exc
+        session.commit()
+        out = BreakGlassOut(grant_id=grant.id, patient=grant.patient_pseudonym,
+                            created_at=grant.created_at.isoformat(), expires_at=grant.expires_at.isoformat())
+    audit(ctx, user.username, "access.break_glass", patient_pseudonym=out.patient,
+          summary=f"grant {out.grant_id} for {body.minutes} min" + ("" if out.patient else " (every patient)"))
+    return out
+
+
+class BreakGlassUse(BaseModel):
+    ts: str
+    patient: str | None
+    what: str
+
+
+class BreakGlassGrantOut(BreakGlassOut):
+    username: str
+    reason: str
+    active: bool
+    uses: list[BreakGlassUse]
+
+
+@router.get("/admin/break-glass", response_model=list[BreakGlassGrantOut], tags=["admin"])
+def break_glass_log(request: Request, user: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                    ) -> list[BreakGlassGrantOut]:
+    """Break-glass grants, newest first, with their reasons and every audited use."""
+    from meddx.service import access
+    from meddx.storage.models import AuditEntry, BreakGlassGrant, utcnow
+
+    ctx = ctx_of(request)
+    now = utcnow()
+    out = []
+    with ctx.sessions() as session:
+        for grant in session.query(BreakGlassGrant).order_by(BreakGlassGrant.id.desc()).limit(limit):
+            prefix = access.use_summary(grant.id, "")
+            uses = (session.query(AuditEntry).filter(AuditEntry.action == "access.break_glass_use",
+                                                     AuditEntry.summary.startswith(prefix, autoescape=True))
+                    .order_by(AuditEntry.id).all())
+            out.append(BreakGlassGrantOut(
+                grant_id=grant.id, patient=grant.patient_pseudonym, created_at=grant.created_at.isoformat(),
+                expires_at=grant.expires_at.isoformat(), username=grant.user.username,
+                reason=access.grant_reason(ctx.blobs.encryptor, grant), active=grant.expires_at > now,
+                uses=[BreakGlassUse(ts=u.ts.isoformat(), patient=u.patient_pseudonym,
+                                    what=(u.summary or "")[len(prefix):]) for u in uses]))
+    audit(ctx, user.username, "admin.break_glass.read", summary=f"{len(out)} grants")
+    return out
