@@ -80,14 +80,106 @@ class Reader(ABC):
         """Read ``path``; raise a :class:`~meddx.exceptions.MeddxError` on bad input."""
 
 
+_DEFAULT_FIELDS: dict[str, str] = {
+    "dicom": "DICOM data set",
+    "nifti": "NIfTI header or voxel data",
+    "image": "image data",
+    "npz": "archive member",
+    "wfdb": "signal files",
+    "edf": "data records",
+    "fhir": "JSON document",
+    "hl7v2": "segments",
+    "table": "table cells",
+}
+"""What a wrapped library error is about when nothing more precise is known, per reader."""
+
+
+@contextmanager
+def decoding_field(field: str) -> Iterator[None]:
+    """Mark library exceptions raised inside the block as concerning ``field`` (innermost mark wins).
+
+    :func:`read` and :func:`decoding` name that field in the CorruptFileError they
+    raise, so a wrapped library error says which tag, header field or member failed.
+    """
+    try:
+        yield
+    except MeddxError:
+        raise
+    except Exception as exc:
+        if getattr(exc, "meddx_field", None) is None:
+            try:
+                exc.meddx_field = field  # type: ignore[attr-defined]
+            except AttributeError:  # pragma: no cover - exceptions with __slots__
+                pass
+        raise
+
+
+def _tag_text(tag: Any) -> str | None:
+    """``(7FE0,0010) PixelData`` for a DICOM tag local of pydicom's parser (if pydicom is loaded)."""
+    try:
+        value = int(tag)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not 0 <= value <= 0xFFFFFFFF:
+        return None
+    text = f"({value >> 16:04X},{value & 0xFFFF:04X})"
+    datadict = sys.modules.get("pydicom.datadict")
+    if datadict is not None:
+        try:
+            keyword = datadict.keyword_for_tag(value)
+        except Exception:  # noqa: BLE001 - a name is a nicety, never a reason to fail
+            keyword = ""
+        if keyword:
+            text = f"{text} {keyword}"
+    return text
+
+
+def field_of(exc: BaseException, default: str | None = None) -> str | None:
+    """The field a library exception concerns, as precisely as can be told.
+
+    In order: a field marked with :func:`decoding_field`; the DICOM tag or PNG
+    chunk that the library was parsing (read from its frames' variables); the key
+    of a KeyError; ``default``.
+    """
+    marked = getattr(exc, "meddx_field", None)
+    if isinstance(marked, str) and marked:
+        return marked
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first
+        module = frame.f_globals.get("__name__", "")
+        local = frame.f_locals
+        if module.startswith("pydicom") and "tag" in local:
+            text = _tag_text(local["tag"])
+            if text:
+                return f"tag {text}"
+        if module.startswith("PIL") and isinstance(local.get("cid"), bytes):
+            return f"{local['cid'].decode('latin-1')} chunk"
+        if module.startswith("nibabel") and isinstance(local.get("key"), str):
+            return f"header field {local['key']}"
+    if isinstance(exc, KeyError) and exc.args:
+        return f"key {str(exc.args[0])[:60]!r}"
+    return default
+
+
 @contextmanager
 def decoding(
-    path: Path, errors: tuple[type[BaseException], ...], *, what: str, hint: str, row: str = ""
+    path: Path,
+    errors: tuple[type[BaseException], ...],
+    *,
+    what: str,
+    hint: str,
+    row: str = "",
+    field: str | None = None,
 ) -> Iterator[None]:
     """Turn a decoding library's exceptions on malformed bytes into CorruptFileError naming ``path``.
 
     ``what`` completes "cannot decode ..." (e.g. ``"as DICOM"``); ``row`` prefixes
-    the message when one file of a collection failed.
+    the message when one file of a collection failed; ``field`` is what the block
+    decodes (a tag, a header field), used when the exception tells nothing better.
     """
     try:
         yield
@@ -95,11 +187,13 @@ def decoding(
         raise
     except MemoryError as exc:
         raise CorruptFileError(
-            f"{row}declares more data than fits in memory", path=path, hint="The header is probably corrupt"
+            f"{row}declares more data than fits in memory", path=path, field=field,
+            hint="The header is probably corrupt",
         ) from exc
     except errors as exc:
+        named = field_of(exc, field or what.removeprefix("as ").removeprefix("the "))
         raise CorruptFileError(
-            f"{row}cannot decode {what}: {type(exc).__name__}: {exc}", path=path, hint=hint
+            f"{row}cannot decode {what} ({named}): {type(exc).__name__}: {exc}", path=path, field=named, hint=hint
         ) from exc
 
 
@@ -226,16 +320,21 @@ def read(path: str | Path, *, reader: str | None = None, **options: Any) -> Samp
         raise
     except MemoryError as exc:
         raise CorruptFileError(
-            "declares more data than fits in memory", path=path, hint="The header is probably corrupt"
+            "declares more data than fits in memory", path=path, field=field_of(exc, "declared size"),
+            hint="The header is probably corrupt",
         ) from exc
     except RecursionError as exc:
         raise CorruptFileError(
-            f"{chosen.name} structure is nested too deeply", path=path, hint="The file is probably corrupt"
+            f"{chosen.name} structure is nested too deeply", path=path,
+            field=field_of(exc, _DEFAULT_FIELDS.get(chosen.name, f"{chosen.name} structure")),
+            hint="The file is probably corrupt",
         ) from exc
     except chosen.decode_errors as exc:
+        field = field_of(exc, _DEFAULT_FIELDS.get(chosen.name, f"{chosen.name} content"))
         raise CorruptFileError(
-            f"cannot decode as {chosen.name}: {type(exc).__name__}: {exc}",
+            f"cannot decode as {chosen.name} ({field}): {type(exc).__name__}: {exc}",
             path=path,
+            field=field,
             hint="The file is truncated or corrupt; re-export or re-download it",
         ) from exc
 

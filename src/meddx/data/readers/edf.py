@@ -389,6 +389,7 @@ class EdfReader(Reader):
             raise CorruptFileError(
                 f"pyedflib rejects the file: {exc}",
                 path=path,
+                field="EDF header",
                 hint="The file does not follow the EDF(+)/BDF(+) specification; re-export it",
             ) from exc
         try:

@@ -443,7 +443,7 @@ class WfdbReader(Reader):
                 )
             raw = header_path.read_bytes()
         except OSError as exc:
-            raise CorruptFileError(f"cannot open the header: {exc}", path=header_path) from exc
+            raise CorruptFileError(f"cannot open the header: {exc}", path=header_path, field="header") from exc
         if not looks_like_wfdb_header(raw[:4096]):
             raise CorruptFileError(
                 "the first line is not a WFDB record line (name n_sig fs sig_len ...)",
@@ -624,6 +624,7 @@ class WfdbReader(Reader):
             raise CorruptFileError(
                 f"cannot decode the annotation file: {type(exc).__name__}: {exc}",
                 path=ann_path,
+                field="annotations",
                 hint="Pass annotations=None to read the signals without annotations",
             ) from exc
         samples = np.asarray(ann.sample, dtype=np.int64)
