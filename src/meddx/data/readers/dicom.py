@@ -16,8 +16,11 @@ reader therefore:
   :class:`~meddx.data.sample.SignalSample` in physical units.
 
 Headers are checked before decoding so that a corrupt ``Rows``/``Columns``/
-``NumberOfFrames`` cannot make the reader allocate absurd amounts of memory.
-pydicom is imported lazily: meddx works without the ``dicom`` extra until a
+``NumberOfFrames`` cannot make the reader allocate absurd amounts of memory, and
+every file is opened through :func:`open_dataset`, which counts how far a
+Deflated data set inflates (streaming, nothing kept) before pydicom inflates it,
+so a decompression bomb is refused at the limits of
+:mod:`meddx.data.readers.limits`. pydicom is imported lazily: meddx works without the ``dicom`` extra until a
 DICOM file is actually read.
 """
 
@@ -39,6 +42,7 @@ from meddx.data.readers._base import (
     import_optional,
     register_reader,
 )
+from meddx.data.readers.limits import DecodeLimits, check_expansion, decode_limits, inflate_counted
 from meddx.data.sample import ImageSample, Sample, SignalSample
 from meddx.exceptions import (
     ConfigError,
@@ -55,14 +59,10 @@ if TYPE_CHECKING:  # pragma: no cover
 DICM_OFFSET = 128
 """The ``DICM`` prefix follows the 128-byte preamble of a DICOM Part 10 file."""
 
-MAX_COMPRESSION_RATIO = 1000
-"""A compressed frame set may decode to at most this many times its encoded size.
+DEFLATED = "1.2.840.10008.1.2.1.99"
+"""Deflated Explicit VR Little Endian: the whole data set after the file meta is deflated."""
 
-Real JPEG/JPEG 2000/RLE data stays far below; a larger ratio means a corrupt
-header that would otherwise make the decoder allocate gigabytes."""
-
-MIN_DECODED_ALLOWANCE = 64 * 2**20
-"""Encapsulated data may always decode to this many bytes, whatever its ratio."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 SPACING_TOLERANCE = 0.01
 """Relative deviation from the median slice distance still counted as even."""
@@ -258,11 +258,11 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
     return 0.0, float(2**bits - 1)
 
 
-def _rescale(ds: Dataset, n_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _rescale(ds: Dataset, n_frames: int, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-frame (slope, intercept), from the top level or the functional groups."""
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope = _number(ds, "RescaleSlope", 1.0, path)
+        intercept = _number(ds, "RescaleIntercept", 0.0, path)
         return np.full(n_frames, slope), np.full(n_frames, intercept)
     if not (ds.get("SharedFunctionalGroupsSequence") or ds.get("PerFrameFunctionalGroupsSequence")):
         return None
@@ -270,8 +270,8 @@ def _rescale(ds: Dataset, n_frames: int) -> tuple[np.ndarray, np.ndarray] | None
     for frame in range(n_frames):
         item = _functional_item(ds, "PixelValueTransformationSequence", frame)
         if item is not None and ("RescaleSlope" in item or "RescaleIntercept" in item):
-            slopes[frame] = float(item.get("RescaleSlope", 1.0) or 1.0)
-            intercepts[frame] = float(item.get("RescaleIntercept", 0.0) or 0.0)
+            slopes[frame] = _number(item, "RescaleSlope", 1.0, path)
+            intercepts[frame] = _number(item, "RescaleIntercept", 0.0, path)
             found = True
     return (slopes, intercepts) if found else None
 
@@ -333,6 +333,7 @@ def _check_pixel_header(ds: Dataset, path: Path, keyword: str) -> int:
         f"Rows {rows} x Columns {cols} x NumberOfFrames {frames} x SamplesPerPixel {samples} "
         f"x BitsAllocated {bits}"
     )
+    size_field = "NumberOfFrames" if frames > 1 else "Rows"
     if not compressed and present < expected:
         raise CorruptFileError(
             f"{keyword} holds {present:,} bytes but the header declares {declared} = {expected:,} bytes",
@@ -340,23 +341,37 @@ def _check_pixel_header(ds: Dataset, path: Path, keyword: str) -> int:
             field=keyword,
             hint="The file is truncated or its header is corrupt; re-export it",
         )
-    if compressed and expected > max(MIN_DECODED_ALLOWANCE, MAX_COMPRESSION_RATIO * present):
-        raise CorruptFileError(
-            f"{present:,} bytes of compressed {keyword} cannot hold {declared} = {expected:,} bytes",
-            path=path,
-            field="NumberOfFrames" if frames > 1 else "Rows",
-            hint="The header is corrupt",
+    if not compressed and present - expected > 1:  # one byte pads an odd length to even
+        frame_bytes = max(expected // frames, 1)
+        if present - expected >= frame_bytes:
+            raise CorruptFileError(
+                f"{keyword} holds {present:,} bytes, enough for {present // frame_bytes} frames, but the header "
+                f"declares {declared} = {expected:,} bytes",
+                path=path,
+                field=size_field,
+                hint="Rows, Columns or NumberOfFrames is wrong; the pixels cannot be laid out safely. "
+                "Re-export the file",
+            )
+        warnings.warn(
+            f"{path}: {keyword} holds {present - expected} byte(s) more than {declared} = {expected:,} "
+            "bytes; the excess is ignored as padding",
+            UserWarning,
+            stacklevel=4,
         )
+    check_expansion(expected, present if compressed else None, path=path, field=size_field,
+                    what=f"{keyword} ({declared})")
     return frames
 
 
-def _check_truncation(ds: Dataset, path: Path) -> None:
+def _check_truncation(ds: Dataset, path: Path, inflated: int | None = None) -> None:
     """Raise CorruptFileError if the last element read runs past the end of the file.
 
     pydicom stops quietly at the end of a file, so a file cut in the middle of an
-    element (or of a tag) otherwise looks like a shorter, valid dataset.
+    element (or of a tag) otherwise looks like a shorter, valid dataset. In a
+    Deflated file the data set's positions count in the ``inflated`` bytes.
     """
-    size = path.stat().st_size
+    size = path.stat().st_size if inflated is None else inflated
+    where = "file" if inflated is None else "inflated data set"
     if not list(ds.keys()):
         raise CorruptFileError(
             "the file holds no data elements after its file meta information",
@@ -364,7 +379,7 @@ def _check_truncation(ds: Dataset, path: Path) -> None:
             hint="The file is truncated or empty; copy or download it again",
         )
     last_tell, last_length = -1, 0
-    sources = [ds, ds.file_meta] if getattr(ds, "file_meta", None) is not None else [ds]
+    sources = [ds, ds.file_meta] if getattr(ds, "file_meta", None) is not None and inflated is None else [ds]
     for source in sources:
         for tag in list(source.keys()):
             elem = source.get_item(tag, keep_deferred=True)
@@ -376,13 +391,13 @@ def _check_truncation(ds: Dataset, path: Path) -> None:
     end = last_tell + last_length
     if end > size:
         raise CorruptFileError(
-            f"the file ends at byte {size:,}, inside an element that needs {end:,} bytes",
+            f"the {where} ends at byte {size:,}, inside an element that needs {end:,} bytes",
             path=path,
             hint="The file is truncated; copy or download it again",
         )
     if 0 < size - end < 8:
         raise CorruptFileError(
-            f"the file ends with {size - end} stray byte(s) after its last element, a cut-off tag",
+            f"the {where} ends with {size - end} stray byte(s) after its last element, a cut-off tag",
             path=path,
             hint="The file is truncated; copy or download it again",
         )
@@ -408,27 +423,16 @@ def _pixels(ds: Dataset, path: Path, voi: bool) -> tuple[np.ndarray, dict[str, A
     keyword = next(k for k in _PIXEL_KEYWORDS if k in ds)
     frames = _check_pixel_header(ds, path, keyword)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    try:
-        arr = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as exc:
-        syntax = ds.file_meta.get("TransferSyntaxUID")
-        if syntax is not None and syntax.is_compressed and syntax.name != syntax:
-            raise UnsupportedFormatError(
-                f"cannot decode {syntax.name} pixel data: {exc}",
-                path=path,
-                field="TransferSyntaxUID",
-                hint="Install a decoder plugin (pip install pylibjpeg pylibjpeg-libjpeg "
-                "pylibjpeg-openjpeg), or decompress the file with dcmdjpeg/gdcmconv",
-            ) from exc
-        raise
+    arr = _decode(ds, path, keyword, frames)
     info: dict[str, Any] = {"photometric": photometric, "inverted": False, "window": _window(ds)}
     monochrome = photometric in ("MONOCHROME1", "MONOCHROME2")
     low, high = _stored_range(ds)
 
     if monochrome:
-        rescale = _rescale(ds, frames)
+        rescale = _rescale(ds, frames, path)
         if rescale is not None:
             slope, intercept = rescale
+            low, high = _checked_rescale(slope, intercept, low, high, path)
             out = arr.astype(np.float32)
             if frames > 1 and arr.shape[0] == frames:
                 shape = (frames,) + (1,) * (arr.ndim - 1)
@@ -438,8 +442,6 @@ def _pixels(ds: Dataset, path: Path, voi: bool) -> tuple[np.ndarray, dict[str, A
                 out *= np.float32(slope[0])
                 out += np.float32(intercept[0])
             arr = out
-            ends = (low * slope[0] + intercept[0], high * slope[0] + intercept[0])
-            low, high = min(ends), max(ends)
         elif ds.get("ModalityLUTSequence"):
             arr = apply_modality_lut(arr, ds)
             low, high = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
@@ -466,6 +468,95 @@ def _pixels(ds: Dataset, path: Path, voi: bool) -> tuple[np.ndarray, dict[str, A
     info["source_photometric"] = photometric
     info["frames"] = frames
     return arr, info
+
+
+def _decode(ds: Dataset, path: Path, keyword: str, frames: int) -> np.ndarray:
+    """``ds.pixel_array``, with a missing decoder, corrupt compressed data and missing frames told apart."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    compressed = syntax is not None and syntax.is_compressed
+    try:
+        return ds.pixel_array
+    except StopIteration as exc:  # the decoder ran out of fragments
+        raise CorruptFileError(
+            f"NumberOfFrames is {frames} but the compressed {keyword} holds fewer frames",
+            path=path,
+            field="NumberOfFrames",
+            hint="The file is truncated or NumberOfFrames is wrong; re-export it",
+        ) from exc
+    except (NotImplementedError, RuntimeError, ValueError) as exc:
+        if not compressed:
+            raise
+        name = getattr(syntax, "name", str(syntax))
+        if not _complete_decoder(syntax):
+            raise UnsupportedFormatError(
+                f"no installed decoder can decode this {name} pixel data: {exc}",
+                path=path,
+                field="TransferSyntaxUID",
+                hint="Install a decoder plugin (pip install pylibjpeg pylibjpeg-libjpeg "
+                "pylibjpeg-openjpeg), or decompress the file with dcmdjpeg/gdcmconv",
+            ) from exc
+        raise CorruptFileError(
+            f"the {name} {keyword} cannot be decoded: {exc}",
+            path=path,
+            field=keyword,
+            hint="The compressed pixel data is corrupt or truncated; re-export the file",
+        ) from exc
+
+
+_PARTIAL_PLUGINS = frozenset({"pillow"})
+"""Decoder plugins that cover only part of their syntaxes (Pillow: no 12-bit JPEG, some J2K streams):
+when only these fail, the data may be fine and another plugin needed."""
+
+
+def _complete_decoder(syntax: Any) -> bool:
+    """True if a decoder plugin that handles every valid stream of ``syntax`` is installed.
+
+    Then a failure means corrupt data (e.g. RLE, which pydicom decodes itself);
+    otherwise a missing plugin is the likelier cause.
+    """
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+
+        plugins = set(get_decoder(syntax).available_plugins)
+    except Exception:  # noqa: BLE001 - no decoder class at all for this syntax
+        return False
+    return bool(plugins - _PARTIAL_PLUGINS)
+
+
+def _checked_rescale(
+    slope: np.ndarray, intercept: np.ndarray, low: float, high: float, path: Path
+) -> tuple[float, float]:
+    """The modality-unit range of stored values ``low..high``; NaN/inf or float32 overflow is an error."""
+    for name, values in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        if not np.all(np.isfinite(values)):
+            raise InvalidValueError(
+                f"{name} is {values[~np.isfinite(values)][0]}, not a finite number",
+                path=path,
+                field=name,
+                hint="The header is corrupt; the image would be all NaN or inf. Fix the tag and re-export",
+            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        ends = np.concatenate([low * slope + intercept, high * slope + intercept])
+    if not np.all(np.isfinite(ends)) or float(np.max(np.abs(ends))) > FLOAT32_MAX:
+        raise InvalidValueError(
+            f"RescaleSlope {slope[0]:g} and RescaleIntercept {intercept[0]:g} take stored values "
+            f"{low:g}..{high:g} beyond the float32 range",
+            path=path,
+            field="RescaleSlope",
+            hint="The header is corrupt; the image would overflow to inf. Fix the tag and re-export",
+        )
+    return float(ends.min()), float(ends.max())
+
+
+def _number(item: Any, keyword: str, default: float, path: Path) -> float:
+    """A numeric header value (DS) as float; a malformed one is a CorruptFileError naming it."""
+    value = item.get(keyword, default)
+    try:
+        return float(value or default)
+    except (TypeError, ValueError, OverflowError):
+        raise CorruptFileError(
+            f"{keyword} is {_plain(value)!r}, not a number", path=path, field=keyword, hint="The header is corrupt"
+        ) from None
 
 
 def _invert(arr: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -511,6 +602,70 @@ def _code_value(item: Any, sequence: str) -> str | None:
         code = seq[0]
         return str(code.get("CodeValue") or code.get("CodeMeaning") or "").strip() or None
     return None
+
+
+def _deflated_size(path: Path, force: bool, limits: DecodeLimits) -> int | None:
+    """For a Deflated file, the size its data set inflates to (counted, not kept); else None.
+
+    The inflation streams and stops at the allowance of ``limits``, so a
+    decompression bomb is refused before pydicom inflates it in one piece.
+    """
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with open(path, "rb") as fh:
+        try:
+            read_preamble(fh, force)
+            meta = _read_file_meta_info(fh)
+        except Exception:  # noqa: BLE001 - not parseable here: dcmread reports it properly
+            return None
+        if str(meta.get("TransferSyntaxUID") or "").strip("\x00 ") != DEFLATED:
+            return None
+        encoded = path.stat().st_size - fh.tell()
+        return inflate_counted(fh, encoded=encoded, path=path, field="TransferSyntaxUID",
+                               what="Deflated data set", limits=limits)
+
+
+def open_dataset(
+    path: str | Path,
+    *,
+    force: bool = False,
+    stop_before_pixels: bool = False,
+    limits: DecodeLimits | None = None,
+) -> Dataset:
+    """Open a DICOM file with pydicom, guarded: the one way meddx opens DICOM.
+
+    The reader, the upload check and de-identification all come through here.
+    A Deflated data set is first inflated in bounded steps and counted (nothing
+    kept): past the allowance of ``limits`` (default :func:`decode_limits`) it
+    is an InvalidValueError, a broken stream a CorruptFileError. Only then does
+    pydicom read it. Truncated files are refused (:func:`_check_truncation`);
+    not DICOM is a CorruptFileError, other pydicom failures too, each naming
+    the file.
+    """
+    path = Path(path)
+    pydicom = _import_pydicom(path)
+    errors = DicomReader.decode_errors
+    with _decoding(path, errors):
+        inflated = _deflated_size(path, force, limits or decode_limits())
+        try:
+            ds = pydicom.dcmread(path, force=force, stop_before_pixels=stop_before_pixels)
+        except pydicom.errors.InvalidDicomError as exc:
+            raise CorruptFileError(
+                "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble)",
+                path=path,
+                hint="If it is a raw DICOM data set without preamble, pass force=True",
+            ) from exc
+        if not stop_before_pixels:
+            _check_truncation(ds, path, inflated)
+        if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+            # force=True on a preamble-less file: pydicom guessed the encoding
+            from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+            ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
+            )
+    return ds
 
 
 @register_reader
@@ -564,28 +719,8 @@ class DicomReader(Reader):
     # -- single files ---------------------------------------------------------------
 
     def _dataset(self, path: Path, *, force: bool = False, stop_before_pixels: bool = False) -> Dataset:
-        """dcmread with corrupt/truncated files turned into CorruptFileError."""
-        pydicom = _import_pydicom(path)
-        with _decoding(path, self.decode_errors):
-            try:
-                ds = pydicom.dcmread(path, force=force, stop_before_pixels=stop_before_pixels)
-            except pydicom.errors.InvalidDicomError as exc:
-                raise CorruptFileError(
-                    "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble)",
-                    path=path,
-                    hint="If it is a raw DICOM data set without preamble, pass force=True",
-                ) from exc
-            if not stop_before_pixels:
-                _check_truncation(ds, path)
-            if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
-                # force=True on a preamble-less file: pydicom guessed the encoding
-                from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-                ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
-                ds.file_meta.TransferSyntaxUID = (
-                    ImplicitVRLittleEndian if ds.is_implicit_VR else ExplicitVRLittleEndian
-                )
-        return ds
+        """:func:`open_dataset`: dcmread with bombs, corrupt and truncated files refused."""
+        return open_dataset(path, force=force, stop_before_pixels=stop_before_pixels)
 
     def _image(self, ds: Dataset, path: Path, *, voi: bool) -> ImageSample:
         arr, info = _pixels(ds, path, voi)
@@ -1002,4 +1137,4 @@ def _waveform_annotations(
     return findings, measurements, events
 
 
-__all__ = ["DicomReader"]
+__all__ = ["DicomReader", "open_dataset"]

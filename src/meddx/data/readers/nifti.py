@@ -12,7 +12,12 @@ float32 for everything.
 
 The header is checked against the file before any data is read: a truncated
 file, or a corrupt ``dim`` that declares gigabytes, is a CorruptFileError and
-never a huge allocation.
+never a huge allocation. A ``.nii.gz`` whose declared size is beyond the
+decompression limits (:mod:`meddx.data.readers.limits`) is refused before
+anything is decompressed, and the voxels are streamed into one preallocated
+array (never the whole decompressed file plus a copy). Zero or negative
+dimensions, a single file whose ``vox_offset`` points into its own header,
+scaling that overflows float32 and CIFTI-2 files (unsupported) are errors.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ from meddx.data.readers._base import (
     import_optional,
     register_reader,
 )
+from meddx.data.readers.limits import check_expansion
 from meddx.data.sample import ImageSample
 from meddx.exceptions import (
     ConfigError,
     CorruptFileError,
+    EmptyDataError,
     InvalidValueError,
     UnsupportedFormatError,
 )
@@ -47,6 +54,17 @@ NIFTI2_MAGIC = b"n+2\x00\r\n\x1a\n"
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DEFLATE_RATIO = 1032
 """Deflate cannot expand data by more than about 1032:1; more means a corrupt header."""
+
+READ_CHUNK = 1 << 22
+"""Bytes read (and decompressed) per step while filling the voxel array."""
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SINGLE_FILE_HEADER = {1: 352, 2: 544}
+"""Smallest vox_offset of a single-file NIfTI-1/-2: the header plus the 4-byte extension flag."""
+
+CIFTI_INTENTS = range(3000, 3100)
+"""NIFTI_INTENT_CONNECTIVITY_* codes: the file is CIFTI-2, a NIfTI-2 container for surface data."""
+CIFTI_EXTENSION = 32
 
 _OPTIONS = frozenset({"as_float", "canonical"})
 _TIME_UNIT_SECONDS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
@@ -111,6 +129,21 @@ def _check_data_size(img: Any, path: Path) -> None:
         raise CorruptFileError(
             f"negative dimension in {shape}", path=path, field="dim", hint="The header is corrupt"
         )
+    if not shape:
+        raise CorruptFileError(
+            f"dim[0] is {int(header['dim'][0])}: the header declares no dimensions",
+            path=path,
+            field="dim[0]",
+            hint="The header is corrupt; dim[0] must be 1 to 7",
+        )
+    if 0 in shape:
+        axis = shape.index(0)
+        raise EmptyDataError(
+            f"dim[{axis + 1}] is 0: the volume {list(shape)} holds no voxels",
+            path=path,
+            field=f"dim[{axis + 1}]",
+            hint="The file is empty or its header is corrupt; re-export it",
+        )
     dtype = np.dtype(getattr(proxy, "dtype", header.get_data_dtype()))
     raw_offset = float(getattr(proxy, "offset", header.get_data_offset()))
     if not math.isfinite(raw_offset) or raw_offset < 0:
@@ -124,6 +157,16 @@ def _check_data_size(img: Any, path: Path) -> None:
     needed = math.prod(shape) * dtype.itemsize
     holder = img.file_map.get("image")
     data_path = Path(holder.filename) if holder is not None and holder.filename else path
+    version = 2 if header.sizeof_hdr == 540 else 1
+    single = bytes(np.asarray(header["magic"]).tobytes())[:3] in (b"n+1", b"n+2")
+    if single and data_path == path and offset < SINGLE_FILE_HEADER[version]:
+        raise CorruptFileError(
+            f"vox_offset is {raw_offset:g}, inside the {SINGLE_FILE_HEADER[version]}-byte header of this "
+            "single-file NIfTI: the header would be read as voxels",
+            path=path,
+            field="vox_offset",
+            hint=f"The header is corrupt; a .nii file's vox_offset is at least {SINGLE_FILE_HEADER[version]}",
+        )
     if not data_path.exists():
         raise CorruptFileError(
             f"the data file {data_path.name} of this header is missing",
@@ -136,6 +179,10 @@ def _check_data_size(img: Any, path: Path) -> None:
     with open(data_path, "rb") as fh:
         compressed = fh.read(2) == GZIP_MAGIC
     if compressed:
+        size = data_path.stat().st_size
+        if offset + needed <= MAX_DEFLATE_RATIO * size + 1024:  # else no gzip file could hold it: corrupt
+            check_expansion(offset + needed, size, path=path, field="dim",
+                            what=f"the compressed volume ({declared})")
         if not _gzip_holds_at_least(data_path, offset + needed):
             raise CorruptFileError(
                 f"the compressed file cannot hold {declared}",
@@ -150,6 +197,79 @@ def _check_data_size(img: Any, path: Path) -> None:
             field="dim",
             hint="The file is truncated or its header is corrupt; re-export or re-download it",
         )
+
+
+def _check_cifti(img: Any, path: Path) -> None:
+    """CIFTI-2 (a NIfTI-2 container for surface/grayordinate data) is UnsupportedFormatError."""
+    header = getattr(img, "nifti_header", None) or img.header  # nib.load gives a Cifti2Image for CIFTI-2
+    intent = int(header["intent_code"]) if "intent_code" in header else 0
+    codes = [int(getattr(e, "get_code", lambda: -1)()) for e in getattr(header, "extensions", [])]
+    if type(img).__name__ == "Cifti2Image" or intent in CIFTI_INTENTS or CIFTI_EXTENSION in codes:
+        raise UnsupportedFormatError(
+            f"this is a CIFTI-2 file (intent_code {intent}), not a volume",
+            path=path,
+            field="intent_code",
+            hint="meddx reads NIfTI volumes only; read CIFTI-2 with nibabel (nib.load gives a Cifti2Image) "
+            "or convert it to a volume with wb_command -cifti-separate",
+        )
+
+
+def _read_voxels(img: Any, path: Path) -> np.ndarray:
+    """The unscaled voxels, streamed from the file into one preallocated array.
+
+    nibabel reads a ``.nii.gz`` into one bytes object and then copies it into
+    the array (twice the volume at the peak); this reads and decompresses
+    :data:`READ_CHUNK` bytes at a time straight into the array.
+    """
+    proxy = img.dataobj
+    shape = tuple(int(n) for n in proxy.shape)
+    dtype = np.dtype(proxy.dtype)
+    order = str(getattr(proxy, "order", "F"))
+    offset = int(float(proxy.offset))
+    holder = img.file_map.get("image")
+    data_path = Path(holder.filename) if holder is not None and holder.filename else path
+    with open(data_path, "rb") as fh:
+        gzipped = fh.read(2) == GZIP_MAGIC
+    buffer = np.empty(math.prod(shape) * dtype.itemsize, dtype=np.uint8)
+    view = memoryview(buffer)
+    opened = gzip.open(data_path, "rb") if gzipped else open(data_path, "rb")  # noqa: SIM115
+    with opened as stream:
+        stream.seek(offset)
+        filled = 0
+        while filled < buffer.size:
+            count = stream.readinto(view[filled : filled + READ_CHUNK])
+            if not count:
+                raise CorruptFileError(
+                    f"the voxel data ends after {filled:,} of {buffer.size:,} bytes",
+                    path=path,
+                    field="dim",
+                    hint="The file is truncated or its header is corrupt; re-export or re-download it",
+                )
+            filled += count
+    return buffer.view(dtype).reshape(shape, order=order)  # type: ignore[call-overload]
+
+
+def _scaled(raw: np.ndarray, slope: float, inter: float, path: Path) -> np.ndarray:
+    """``raw * slope + inter`` as float32; scaling that leaves the float32 range is InvalidValueError."""
+    if raw.size and np.issubdtype(raw.dtype, np.number):
+        finite = raw if np.issubdtype(raw.dtype, np.integer) else raw[np.isfinite(raw)]
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            ends = (low * slope + inter, high * slope + inter)
+            if not all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in ends):
+                raise InvalidValueError(
+                    f"scl_slope {slope:g} and scl_inter {inter:g} take stored values {low:g}..{high:g} beyond "
+                    "the float32 range",
+                    path=path,
+                    field="scl_slope",
+                    hint="The header is corrupt; the volume would overflow to inf. Fix scl_slope/scl_inter",
+                )
+    out = raw.astype(np.float32)
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if inter != 0.0:
+        out += np.float32(inter)
+    return out
 
 
 def _load(nib: Any, path: Path, head: bytes, stack: ExitStack) -> Any:
@@ -220,6 +340,7 @@ class NiftiReader(Reader):
             head = fh.read(540)
         with _decoding(path, self.decode_errors), ExitStack() as stack:
             img = _load(nib, path, head, stack)
+            _check_cifti(img, path)
             _check_data_size(img, path)
             as_float = bool(options.get("as_float", False))
             return self._sample(nib, img, path, as_float, bool(options.get("canonical", True)))
@@ -244,11 +365,29 @@ class NiftiReader(Reader):
         original = tuple(str(c) for c in nib.aff2axcodes(affine))
         ndim = len(img.shape)
         reoriented = bool(canonical) and ndim >= 3
-        out = nib.as_closest_canonical(img) if reoriented else img
         # nibabel moves scl_slope/scl_inter from the header into the array proxy on load
         slope = float(getattr(img.dataobj, "slope", 1.0))
         inter = float(getattr(img.dataobj, "inter", 0.0))
+        for name, value in (("scl_slope", slope), ("scl_inter", inter)):
+            if not math.isfinite(value):
+                raise InvalidValueError(
+                    f"{name} is {value}", path=path, field=name,
+                    hint="The header is corrupt; set scl_slope 1 and scl_inter 0 (or the true scaling)",
+                )
         scaled = slope != 1.0 or inter != 0.0
+        raw = _read_voxels(img, path)
+        if scaled and not raw.dtype.fields:
+            raw = _scaled(raw, slope, inter, path)
+        loaded = type(img)(raw, img.affine, img.header)  # voxels in memory: reorienting reads nothing again
+        try:
+            out = nib.as_closest_canonical(loaded) if reoriented else loaded
+        except nib.orientations.OrientationError as exc:
+            raise InvalidValueError(
+                f"cannot reorient to RAS: {exc}",
+                path=path,
+                field="sform/qform",
+                hint="Fix the header's qform/sform, or pass canonical=False to keep the stored order",
+            ) from exc
         data = _as_array(np.asarray(out.dataobj), scaled, as_float, path)
 
         zooms = tuple(float(z) for z in out.header.get_zooms())
