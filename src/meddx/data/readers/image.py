@@ -25,14 +25,20 @@ plus optional ``split`` and ``patient_id``/``group``) into a
 Only the formats above are decoded, whatever a file's content claims, so an
 exotic Pillow plugin (EPS runs Ghostscript) is never reached from here. Images
 larger than ``Image.MAX_IMAGE_PIXELS`` (or ``max_pixels=``) are refused before
-decoding: a tiny file can otherwise declare a gigapixel image.
+decoding: a tiny file can otherwise declare a gigapixel image. The decoded size
+must also be a plausible expansion of the file (:mod:`meddx.data.readers.limits`),
+and a PNG's compressed rows are counted (streaming, nothing kept) against the
+height its header declares, so a PNG with missing rows is a CorruptFileError
+instead of an image whose lower part Pillow fills with zeros.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -46,6 +52,7 @@ from meddx.data.readers._base import (
     decoding,
     register_reader,
 )
+from meddx.data.readers.limits import check_expansion
 from meddx.data.sample import ImageSample, LabelledImagesSample
 from meddx.exceptions import (
     ConfigError,
@@ -66,6 +73,10 @@ GROUP_COLUMNS = ("patient_id", "group")
 _FILE_OPTIONS = frozenset({"max_pixels"})
 _FOLDER_OPTIONS = frozenset({"size", "channels", "max_pixels"})
 _GREY = "MONOCHROME2"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+"""Samples per pixel of each PNG colour type (grey, RGB, palette, grey+alpha, RGBA)."""
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_MODE_BYTES = {"1": 0.125, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
 
 
 def _decoding(path: Path, errors: tuple[type[BaseException], ...], row: str = "") -> Any:
@@ -125,7 +136,92 @@ def _open(path: Path, max_pixels: int | None, row: str = "") -> Any:
             field="size",
             hint=hint,
         )
+    per_pixel = _MODE_BYTES.get(img.mode, len(img.getbands()))
+    try:
+        check_expansion(int(width * height * frames * per_pixel), path.stat().st_size, path=path, field="size",
+                        what=f"{row}the {img.format} image ({width}x{height} {img.mode} x {frames} frame(s))")
+        if img.format == "PNG":
+            check_png_rows(path, row)
+    except BaseException:
+        img.close()
+        raise
     return img
+
+
+def _png_data_size(width: int, height: int, bit_depth: int, colour: int, interlace: int) -> int:
+    """Bytes the IDAT stream of a PNG inflates to (filter byte plus packed samples per row, Adam7 passes)."""
+    bits = _PNG_CHANNELS.get(colour, 4) * bit_depth
+    passes = _ADAM7 if interlace == 1 else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        pass_width = max(0, -(-(width - x0) // dx))
+        pass_height = max(0, -(-(height - y0) // dy))
+        if pass_width and pass_height:
+            total += pass_height * (1 + -(-pass_width * bits // 8))
+    return total
+
+
+def check_png_rows(path: Path, row: str = "") -> None:
+    """Raise CorruptFileError if a PNG's image data holds fewer rows than IHDR declares.
+
+    The IDAT stream is inflated in bounded steps and only counted, up to the
+    size the header declares, so this costs no memory whatever the file.
+    Pillow itself fills missing rows with zeros when the stream ends early.
+    """
+    with open(path, "rb") as fh:
+        if fh.read(8) != PNG_MAGIC:
+            return
+        inflater = zlib.decompressobj()
+        expected = produced = 0
+        header: tuple[int, ...] = ()
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                break
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IHDR":
+                data = fh.read(length)
+                if len(data) < 13:
+                    return  # Pillow has already refused or will refuse it
+                header = struct.unpack(">IIBBBBB", data[:13])
+                width, height, depth, colour, _, _, interlace = header
+                expected = _png_data_size(width, height, depth, colour, interlace)
+            elif kind == b"IDAT":
+                remaining = length
+                while remaining and produced < expected and not inflater.eof:
+                    chunk = fh.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    try:
+                        out = inflater.decompress(chunk, expected - produced + 1)
+                        produced += len(out)
+                        while inflater.unconsumed_tail and produced < expected:
+                            out = inflater.decompress(inflater.unconsumed_tail, expected - produced + 1)
+                            produced += len(out)
+                    except zlib.error as exc:
+                        raise CorruptFileError(
+                            f"{row}the PNG image data (IDAT) is corrupt: {exc}", path=path, field="IDAT",
+                            hint="The file is damaged; re-export it",
+                        ) from exc
+                fh.seek(remaining, 1)
+            elif kind == b"IEND":
+                break
+            else:
+                fh.seek(length, 1)
+            fh.seek(4, 1)  # CRC
+            if produced >= expected and header:
+                return
+    if header and produced < expected:
+        width, height = header[0], header[1]
+        line = expected / max(height, 1)
+        raise CorruptFileError(
+            f"{row}the PNG image data holds about {int(produced // line):,} of the {height:,} rows its header "
+            f"declares ({width}x{height}); the rest would be filled with zeros",
+            path=path,
+            field="IHDR height",
+            hint="The file is truncated or its header is corrupt; re-export it",
+        )
 
 
 def _exif_upright(img: Any) -> tuple[Any, bool]:
@@ -499,4 +595,4 @@ class ImageFolderReader(Reader):
         return rows
 
 
-__all__ = ["ImageFileReader", "ImageFolderReader"]
+__all__ = ["ImageFileReader", "ImageFolderReader", "check_png_rows"]

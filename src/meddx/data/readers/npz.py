@@ -12,7 +12,8 @@ instead of ``(N, 1)``, extra splits), so this reader accepts:
 It never unpickles (``np.load(allow_pickle=False)``): an object array is an
 UnsupportedFormatError. Every member's ``.npy`` header is checked against the
 ZIP directory before loading, so a corrupt shape cannot trigger a huge
-allocation.
+allocation, and a compressed member's size must stay within the decompression
+limits of :mod:`meddx.data.readers.limits` (zipfile never inflates past it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from meddx.data.readers._base import DEFAULT_DECODE_ERRORS, Reader, decoding, register_reader
+from meddx.data.readers.limits import check_expansion
 from meddx.data.sample import LabelledImagesSample
 from meddx.exceptions import (
     ConfigError,
@@ -56,6 +58,9 @@ def _header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[int, 
             field=key,
             hint="The archive is corrupt",
         )
+    if info.compress_type != zipfile.ZIP_STORED:  # zipfile never inflates past file_size; bound that
+        check_expansion(info.file_size, info.compress_size, path=path, field=key,
+                        what=f"ZIP entry {info.filename}")
     with archive.open(info) as fh:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
