@@ -1150,16 +1150,15 @@ def deidentify_file(
     if _same_file(src, dst):
         raise ConfigError("the output is the input file", path=dst, field="output",
                           hint="Write the de-identified copy somewhere else")
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    from meddx.data.readers.dicom import open_dataset
 
-    try:
-        ds = pydicom.dcmread(src)
-    except InvalidDicomError:
-        raise UnsupportedFormatError("not a DICOM file", path=src,
-                                     hint="Only DICOM Part 10 files (with the DICM preamble) are read") from None
-    except (OSError, ValueError, EOFError, TypeError, KeyError, AttributeError) as exc:
-        raise CorruptFileError(f"cannot read the DICOM file ({type(exc).__name__})", path=src) from None
+    with open(src, "rb") as handle:
+        if handle.read(132)[128:132] != b"DICM":
+            raise UnsupportedFormatError("not a DICOM file", path=src,
+                                         hint="Only DICOM Part 10 files (with the DICM preamble) are read")
+    # the guarded open: a Deflated data set's inflation is counted and capped before pydicom inflates it
+    # (a decompression bomb is a LimitExceededError), truncated files are refused
+    ds = open_dataset(src)
     try:
         report = _deidentify(ds, key, allow_burned_in=allow_burned_in, modified_dates=modified_dates, path=src)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
