@@ -213,7 +213,7 @@ def read_bounded(path: Path, max_bytes: int, *, hint: str = "Pass max_bytes= to 
     """The bytes of ``path``, refusing an empty file or one larger than ``max_bytes`` (text formats)."""
     size = path.stat().st_size
     if size == 0:
-        raise EmptyDataError("the file is empty", path=path)
+        raise EmptyDataError("the file is empty", path=path, field="size")
     if size > max_bytes:
         raise InvalidValueError(
             f"file is {size} bytes, more than the {max_bytes} bytes allowed", path=path, field="max_bytes", hint=hint
@@ -276,6 +276,7 @@ def find_reader(path: Path) -> Reader:
             "no reader takes this folder",
             path=path,
             hint="A folder must hold a DICOM series, or images with a labels.csv (file,label)",
+            field="folder contents",
         )
     with open(path, "rb") as fh:
         head = fh.read(HEAD_BYTES)
@@ -290,6 +291,7 @@ def find_reader(path: Path) -> Reader:
         "unsupported format (content not recognised, suffix not known)",
         path=path,
         hint=f"meddx reads {', '.join(known)}; pass reader=NAME to force one of {', '.join(_REGISTRY)}",
+        field="format",
     )
 
 
@@ -311,7 +313,8 @@ def read(path: str | Path, *, reader: str | None = None, **options: Any) -> Samp
     path = Path(path)
     if not path.exists():
         raise DataFileNotFoundError(
-            "no such file or folder", path=path, hint="Check the path and the current directory"
+            "no such file or folder", path=path, hint="Check the path and the current directory",
+            field="path",
         )
     chosen = get_reader(reader) if reader else find_reader(path)
     try:

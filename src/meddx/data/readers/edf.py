@@ -170,6 +170,7 @@ def parse_edf_header(path: Path) -> EdfHeader:
                 f"truncated: the fixed EDF header needs 256 bytes, the file has {file_size}",
                 path=path,
                 hint="The file is truncated; re-copy or re-export it",
+                field="fixed header",
             )
         version = fixed[0:8]
         if version == EDF_MAGIC:

@@ -495,6 +495,7 @@ class FhirReader(Reader):
                 f"not UTF-8 text ({exc.reason} at byte {exc.start})",
                 path=path,
                 hint="FHIR JSON must be UTF-8",
+                field="encoding",
             ) from exc
         try:
             document = json.loads(text)
@@ -503,13 +504,15 @@ class FhirReader(Reader):
                 f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                 path=path,
                 hint="The file is truncated or not JSON",
+                field=f"JSON syntax at line {exc.lineno} column {exc.colno}",
             ) from exc
         except RecursionError as exc:
             raise CorruptFileError(
-                "JSON is nested too deeply to parse", path=path, hint="The file is probably corrupt"
+                "JSON is nested too deeply to parse", path=path, hint="The file is probably corrupt",
+                field="max_depth",
             ) from exc
         except ValueError as exc:  # e.g. integers longer than Python's digit limit
-            raise CorruptFileError(f"invalid JSON: {exc}", path=path) from exc
+            raise CorruptFileError(f"invalid JSON: {exc}", path=path, field="JSON syntax") from exc
         if _max_depth_exceeds(document, max_depth):
             raise CorruptFileError(
                 f"JSON nests deeper than {max_depth} levels",

@@ -198,7 +198,7 @@ class Hl7v2Reader(Reader):
 
         chunks = _split_messages(text)
         if not chunks:
-            raise EmptyDataError("the file holds no segments", path=path)
+            raise EmptyDataError("the file holds no segments", path=path, field="segments")
         if not any(chunk.startswith("MSH") for chunk in chunks):
             first = chunks[0][:3]
             raise MissingFieldError(
@@ -262,7 +262,8 @@ class Hl7v2Reader(Reader):
         raw = read_bounded(path, max_bytes, hint="Pass max_bytes= to read a larger file")
         if b"\x00" in raw:
             raise UnsupportedFormatError(
-                "binary content (NUL bytes): not an HL7 v2 text message", path=path
+                "binary content (NUL bytes): not an HL7 v2 text message", path=path,
+                field="encoding",
             )
         try:
             text, encoding = raw.decode("utf-8-sig"), "utf-8"
@@ -270,7 +271,7 @@ class Hl7v2Reader(Reader):
             text, encoding = raw.decode("latin-1"), "latin-1"  # HL7's usual 8859/1
         text = text.translate(_MLLP).replace("\r\n", "\r").replace("\n", "\r").strip()
         if not text:
-            raise EmptyDataError("the file holds only whitespace", path=path)
+            raise EmptyDataError("the file holds only whitespace", path=path, field="segments")
         return text, encoding
 
     @staticmethod

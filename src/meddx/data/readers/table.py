@@ -104,7 +104,9 @@ class ColumnSpec:
                     hint=f"Valid keys: {', '.join(cls.__dataclass_fields__)}",
                 )
             return cls(**value)
-        raise ConfigError(f"a column spec must be a ColumnSpec, dtype name or dict, not {value!r}")
+        raise ConfigError(
+            f"a column spec must be a ColumnSpec, dtype name or dict, not {value!r}", field="schema"
+        )
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,9 @@ class TableReader(Reader):
         encoding = options.get("encoding") or "utf-8-sig"
 
         if path.stat().st_size == 0:
-            raise EmptyDataError("the file is empty", path=path, hint="Expected a header line and data rows")
+            raise EmptyDataError(
+                "the file is empty", path=path, hint="Expected a header line and data rows", field="rows"
+            )
         try:
             with open(path, encoding=encoding, newline="") as fh:
                 sample = fh.read(65536)
@@ -331,11 +335,12 @@ class TableReader(Reader):
                 f"not valid {encoding} text: {exc.reason} at byte {exc.start}",
                 path=path,
                 hint="Pass encoding='latin-1' (or the file's real encoding)",
+                field="encoding",
             ) from exc
         except LookupError as exc:
             raise ConfigError(f"unknown encoding {encoding!r}", path=path, field="encoding") from exc
         if not sample.strip():
-            raise EmptyDataError("the file holds only blank lines", path=path)
+            raise EmptyDataError("the file holds only blank lines", path=path, field="rows")
         delimiter = options.get("delimiter") or _sniff_delimiter(path, sample)
 
         common: dict[str, Any] = {"sep": delimiter, "encoding": encoding, "skip_blank_lines": True}
@@ -345,18 +350,20 @@ class TableReader(Reader):
             else:
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, **common)
         except pd.errors.EmptyDataError as exc:
-            raise EmptyDataError("no header and no data", path=path) from exc
+            raise EmptyDataError("no header and no data", path=path, field="header row") from exc
         except pd.errors.ParserError as exc:
             raise CorruptFileError(
                 f"malformed {('TSV' if delimiter == chr(9) else 'CSV')}: {exc}",
                 path=path,
                 hint="A row has more fields than the header, or a quote is not closed",
+                field="rows",
             ) from exc
         except UnicodeDecodeError as exc:
             raise CorruptFileError(
                 f"not valid {encoding} text: {exc.reason}",
                 path=path,
                 hint="Pass encoding='latin-1' (or the file's real encoding)",
+                field="encoding",
             ) from exc
 
         header = next(csv.reader([sample.lstrip("\r\n").splitlines()[0]], delimiter=delimiter), [])
@@ -372,7 +379,8 @@ class TableReader(Reader):
             seen.add(column)
         if len(frame) == 0:
             raise EmptyDataError(
-                f"the table has a header ({len(frame.columns)} columns) but no data rows", path=path
+                f"the table has a header ({len(frame.columns)} columns) but no data rows", path=path,
+                field="rows",
             )
 
         units: dict[str, str] = {}

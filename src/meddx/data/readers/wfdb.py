@@ -322,6 +322,7 @@ class WfdbReader(Reader):
                 f"the WFDB header {header_path.name} is missing",
                 path=header_path,
                 hint="A WFDB record needs its .hea header next to the signal files",
+                field="header",
             )
         record_base = str(header_path.with_suffix(""))
 
@@ -345,6 +346,7 @@ class WfdbReader(Reader):
                 f"a file of the record is missing: {missing}",
                 path=missing if getattr(exc, "filename", None) else header_path,
                 hint="Keep every file the header names next to the .hea",
+                field="file_name",
             ) from exc
         except (
             ValueError, TypeError, IndexError, KeyError, OSError, EOFError, OverflowError, ZeroDivisionError
@@ -388,6 +390,7 @@ class WfdbReader(Reader):
                 "the record holds neither signal samples nor annotations",
                 path=header_path,
                 hint="Check that the header lists signals and a non-zero length",
+                field="sig_len",
             )
 
         base_date = getattr(record, "base_date", None)
@@ -440,6 +443,7 @@ class WfdbReader(Reader):
                     f"the header is {size} bytes, more than the {MAX_HEADER_BYTES} a WFDB header may have",
                     path=header_path,
                     hint="Is this really a WFDB .hea header?",
+                    field="header",
                 )
             raw = header_path.read_bytes()
         except OSError as exc:
