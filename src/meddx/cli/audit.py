@@ -10,7 +10,12 @@ app = typer.Typer(help="The service's audit log: verify the hash chain, show the
 
 @app.command("verify")
 def verify() -> None:
-    """Check every entry's hash and link; exit 0 when intact, 2 (listing the problems) otherwise."""
+    """Check every entry's hash, link and MAC, and the head checkpoints kept outside the database.
+
+    Exit 0 when intact, 2 (listing the problems) otherwise. Run it where the
+    service's ``MEDDX_HOME`` is (its ``keys/audit.key`` and ``audit/`` checkpoints):
+    elsewhere a rewritten chain or a cut tail cannot be told from an intact one.
+    """
     from meddx.storage import audit
     from meddx.storage.db import open_database
 
@@ -22,11 +27,16 @@ def verify() -> None:
         engine.dispose()
     if result.ok:
         head = f"; head {result.head_hash}" if result.head_hash else ""
-        typer.echo(f"audit log intact: {result.entries} {'entry' if result.entries == 1 else 'entries'}{head}")
+        typer.echo(f"audit log intact: {result.entries} {'entry' if result.entries == 1 else 'entries'}, "
+                   f"{result.anchored} anchored (keyed MAC and checkpoints){head}")
+        for note in result.notes:
+            typer.echo(f"  note: {note}")
         return
     typer.echo(f"audit log BROKEN: {len(result.problems)} problem(s) in {result.entries} entries")
     for problem in result.problems:
         typer.echo(f"  {problem}")
+    for note in result.notes:
+        typer.echo(f"  note: {note}")
     raise typer.Exit(2)
 
 

@@ -1,4 +1,4 @@
-"""``meddx users``: service accounts (create, list, disable, enable, reset-password).
+"""``meddx users``: service accounts (create, list, disable, enable, reset-password) and care teams.
 
 There is never a default password: ``create`` prints a random one-time password
 once (unless ``--password-stdin`` gives one), and the account must change it at
@@ -12,7 +12,8 @@ from enum import Enum
 
 import typer
 
-app = typer.Typer(help="Accounts of the clinician service: create, list, disable.", no_args_is_help=True)
+app = typer.Typer(help="Accounts of the clinician service: create, list, disable; care teams; break-glass log.",
+                  no_args_is_help=True)
 
 
 class Role(str, Enum):
@@ -153,3 +154,124 @@ def reset_password(username: str = typer.Argument(..., help="The account whose p
     typer.echo(f"new one-time password for {user.username} (shown only now; it must be changed at first login):",
                err=True)
     typer.echo(one_time)
+
+
+# --- care teams and break-glass (the access model: meddx.service.access, docs/security.md) -------------------
+
+
+def _team_change(team: str, username: str, add: bool) -> bool:
+    from fastapi import HTTPException
+
+    from meddx.exceptions import ConfigError
+    from meddx.service import access
+    from meddx.storage import audit
+    from meddx.storage.db import open_database
+
+    engine, sessions = open_database()
+    try:
+        with sessions() as session:
+            try:
+                changed = (access.add_member if add else access.remove_member)(session, team, username)
+            except HTTPException as exc:
+                raise ConfigError(str(exc.detail), field="team" if "team" in str(exc.detail) else "username",
+                                  hint="see `meddx users teams` and `meddx users list`") from None
+            if changed:
+                audit.append(session, user=_operator(), action="team.add" if add else "team.remove",
+                             summary=f"{username[:64]} {'to' if add else 'from'} {team[:64]}")
+            session.commit()
+    finally:
+        engine.dispose()
+    return changed
+
+
+@app.command("teams")
+def teams() -> None:
+    """List care teams and their members (a clinician reads the studies of everyone in a team with them)."""
+    from meddx.service import access
+    from meddx.storage.db import open_database
+
+    engine, sessions = open_database()
+    try:
+        with sessions() as session:
+            found = access.list_teams(session)
+    finally:
+        engine.dispose()
+    if not found:
+        typer.echo("no care teams yet; create one with `meddx users team-create NAME`")
+        return
+    for name, members in found:
+        typer.echo(f"{name}: {', '.join(members) or '(no members)'}")
+
+
+@app.command("team-create")
+def team_create(name: str = typer.Argument(..., help="Team or department name, e.g. 'radiology'.")) -> None:
+    """Create an empty care team."""
+    from meddx.service import access
+    from meddx.storage import audit
+    from meddx.storage.db import open_database
+
+    engine, sessions = open_database()
+    try:
+        with sessions() as session:
+            access.create_team(session, name)
+            audit.append(session, user=_operator(), action="team.create", summary=name)
+            session.commit()
+    finally:
+        engine.dispose()
+    typer.echo(f"created care team {name}")
+
+
+@app.command("team-add")
+def team_add(team: str = typer.Argument(..., help="The care team."),
+             username: str = typer.Argument(..., help="The account to add.")) -> None:
+    """Add an account to a care team: it reads the team's studies from now on, and they its."""
+    changed = _team_change(team, username, add=True)
+    typer.echo(f"added {username} to {team}" if changed else f"{username} was already in {team}")
+
+
+@app.command("team-remove")
+def team_remove(team: str = typer.Argument(..., help="The care team."),
+                username: str = typer.Argument(..., help="The account to take out.")) -> None:
+    """Take an account out of a care team (its access to the team's studies ends at once)."""
+    from meddx.exceptions import ConfigError
+
+    if not _team_change(team, username, add=False):
+        raise ConfigError(f"{username!r} is not in {team!r}", field="username", hint="see `meddx users teams`")
+    typer.echo(f"removed {username} from {team}")
+
+
+@app.command("break-glass")
+def break_glass_log(n: int = typer.Option(50, "-n", "--grants", min=1, help="How many of the newest grants.")
+                    ) -> None:
+    """List break-glass grants, newest first: who, which patient, until when, why, and each audited use."""
+    from sqlalchemy import select
+
+    from meddx.service import access
+    from meddx.storage import audit
+    from meddx.storage.crypto import Encryptor
+    from meddx.storage.db import open_database
+    from meddx.storage.models import AuditEntry, BreakGlassGrant, utcnow
+
+    encryptor = Encryptor.from_config(create=False)
+    engine, sessions = open_database()
+    try:
+        with sessions() as session:
+            grants = session.scalars(select(BreakGlassGrant).order_by(BreakGlassGrant.id.desc()).limit(n)).all()
+            now = utcnow()
+            if not grants:
+                typer.echo("no break-glass grants")
+            for grant in grants:
+                state = "active" if grant.expires_at > now else "expired"
+                typer.echo(f"grant {grant.id}  {grant.user.username}  patient {grant.patient_pseudonym or 'ALL'}  "
+                           f"{grant.created_at:%Y-%m-%d %H:%M}-{grant.expires_at:%H:%M} UTC ({state})")
+                typer.echo(f"  reason: {access.grant_reason(encryptor, grant)}")
+                prefix = access.use_summary(grant.id, "")
+                for use in session.scalars(select(AuditEntry).where(
+                        AuditEntry.action == "access.break_glass_use",
+                        AuditEntry.summary.startswith(prefix, autoescape=True)).order_by(AuditEntry.id)):
+                    typer.echo(f"  used {use.ts:%Y-%m-%d %H:%M:%S}  {use.patient_pseudonym or '-'}  "
+                               f"{(use.summary or '')[len(prefix):]}")
+            audit.append(session, user=_operator(), action="admin.break_glass.read", summary=f"{len(grants)} grants")
+            session.commit()
+    finally:
+        engine.dispose()

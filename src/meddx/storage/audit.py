@@ -392,12 +392,12 @@ def verify(session: Session, anchor: AuditAnchor | None = None) -> VerifyResult:
         expected_id = max(expected_id, row.id) + 1
         prev_hash, prev_id, prev_ts = row.hash, row.id, ts
     last_id = expected_id - 1
-    for entry_id in sorted(checkpoints):
-        if entry_id > last_id:
-            problems.append(f"entry {entry_id} was checkpointed but the log ends at entry {last_id}: "
-                            f"the newest entries were deleted")
-            break
+    for entry_id in sorted(i for i in checkpoints if i <= last_id):
         problems.append(f"entry {entry_id} was checkpointed but is missing (deleted)")
+    beyond = [i for i in checkpoints if i > last_id]
+    if beyond:
+        problems.append(f"entry {max(beyond)} was checkpointed but the log ends at entry {last_id}: "
+                        f"the newest entries were deleted")
     if anchored and anchor.key is not None and not anchor.checkpoints.is_file():
         problems.append(f"the checkpoint file {anchor.checkpoints} is missing: deletion of the newest entries "
                         f"cannot be ruled out (restore it from a backup)")
