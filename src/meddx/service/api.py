@@ -32,9 +32,10 @@ from pydantic import BaseModel, Field
 
 from meddx.service.access import get_row_or_404
 from meddx.service.jobs import JobOut, job_report, job_status, submit_report
-from meddx.service.security import ROLES, TokenData, issue_token, read_token
+from meddx.service import sessions
+from meddx.service.security import ROLES, TokenData, login_key, read_token
 
-COOKIE = "meddx_session"
+COOKIE = sessions.SESSION_COOKIE
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
@@ -43,27 +44,14 @@ def ctx_of(request: Request) -> Any:
 
 
 def current_user(request: Request, token: Annotated[str | None, Depends(oauth2)]) -> TokenData:
-    """The caller, from the bearer token or the session cookie; 401 otherwise."""
-    ctx = ctx_of(request)
-    raw = token or request.cookies.get(COOKIE)
-    data = read_token(ctx.token_secret, raw) if raw else None
-    if data is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not authenticated: log in for a token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    from meddx.storage.models import User
-
-    with ctx.sessions() as session:
-        user = session.query(User).filter_by(username=data.username).one_or_none()
-        if user is None or not user.active or user.role != data.role:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the account is disabled or changed: log in again",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if user.must_change_password and request.url.path not in PASSWORD_PENDING_PATHS:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "this account still has its one-time password: "
-                                "set your own first (POST /api/me/password, or log in on the web page)")
-    return data
+    """The caller, from the bearer token or the session cookie, with a live login session; 401 otherwise
+    (a cookie-only state-changing call also needs the CSRF header: :func:`meddx.service.sessions.authenticate`)."""
+    cookie = None if token else request.cookies.get(COOKIE)
+    return sessions.authenticate(ctx_of(request), request, token or cookie, from_cookie=cookie is not None,
+                                 one_time_ok=request.url.path in PASSWORD_PENDING_PATHS)
 
 
-PASSWORD_PENDING_PATHS = frozenset({"/api/me", "/api/me/password", "/password", "/logout"})
+PASSWORD_PENDING_PATHS = frozenset({"/api/me", "/api/me/password", "/api/auth/logout", "/password", "/logout"})
 """What an account still on its one-time password may reach (the web page sends it to /password)."""
 
 
@@ -175,18 +163,18 @@ def login(ctx: Any, username: str, password: str, client: str) -> tuple[str, Any
     """Check credentials with the rate limit; return (token, user) or raise 401/429."""
     from meddx.storage.users import authenticate
 
-    key = f"{client}|{username.lower()}"
+    key = login_key(client, username)
     if not ctx.login_limiter.hit(key):
         raise refused(ctx, "anonymous", status.HTTP_429_TOO_MANY_REQUESTS, "too many login attempts: wait a minute",
                       "auth.rate_limited", headers={"Retry-After": str(ctx.login_limiter.retry_after(key))})
     with ctx.sessions() as session:
         user = authenticate(session, username, password)
         session.commit()
-        if user is None:  # audit the name as typed, without control characters (PostgreSQL text cannot hold NUL)
-            audit(ctx, "".join(ch for ch in username[:64] if ch.isprintable()) or "-", "auth.login_failed")
+        if user is None:  # never the name as typed: a password typed into the name field would be kept
+            audit(ctx, sessions.failed_login_name(ctx, session, username), "auth.login_failed")
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password",
                                 headers={"WWW-Authenticate": "Bearer"})
-        token = issue_token(ctx.token_secret, user.username, user.role, ctx.settings.token_minutes)
+        token = sessions.start(ctx, session, user)
         audit(ctx, user.username, "auth.login")
         return token, user
 
@@ -198,6 +186,15 @@ def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()
     value, user = login(ctx, form.username, form.password, request.client.host if request.client else "-")
     return Token(access_token=value, expires_in=ctx.settings.token_minutes * 60, role=user.role,
                  must_change_password=bool(user.must_change_password))
+
+
+@router.post("/auth/logout", status_code=204, tags=["auth"])
+def logout(request: Request, user: Anyone) -> Response:
+    """End the caller's login session: this token (bearer or cookie) stops working at once."""
+    ctx = ctx_of(request)
+    sessions.end(ctx, user.session_id)
+    audit(ctx, user.username, "auth.logout")
+    return Response(status_code=204)
 
 
 class Me(BaseModel):
@@ -227,7 +224,7 @@ def change_password(request: Request, body: PasswordChange, user: Anyone) -> Res
             session.commit()
             raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
         try:
-            set_password(session, account, body.new_password)
+            set_password(session, account, body.new_password, keep_session=user.session_id)
         except Exception as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
         session.commit()
@@ -486,15 +483,11 @@ def load_result(ctx: Any, result_id: str, user: str, action: str) -> tuple[Any, 
     from meddx.service import access
     from meddx.storage.models import Result
 
-    hidden = HTTPException(404, access.NOT_VISIBLE.format(what="result"))  # unknown and not yours read alike
     with ctx.sessions() as session:
-        try:
-            result = get_row_or_404(session, Result, result_id, "result")
-        except HTTPException:
-            raise hidden from None
+        result = get_row_or_404(session, Result, result_id, "result")
         allowed = access.study_access(session, access.account(session, user), result.study)
         if allowed is None:
-            raise hidden
+            raise HTTPException(404, access.NOT_VISIBLE.format(what="result"))
         payload = json.loads(ctx.blobs.encryptor.decrypt(result.prediction, _aad(result.id)))
         patient = result.study.patient.pseudonym
         session.expunge(result)
@@ -580,7 +573,7 @@ def patient_studies(ctx: Any, pseudonym: str | None, user: str, limit: int = 50)
         if pseudonym is not None:
             person = session.query(Patient).filter_by(pseudonym=pseudonym).one_or_none()
             if person is None:
-                raise HTTPException(404, access.NOT_VISIBLE.format(what="patient"))
+                raise HTTPException(404, "no such patient")
             query = query.filter(Study.patient_id == person.id)
         studies = query.limit(limit).all()
         if pseudonym is not None and not studies:

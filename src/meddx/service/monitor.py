@@ -3,9 +3,10 @@
 ``meddx stream run`` writes to its SQLite store (WAL); the service reads the same
 file (``MEDDX_STREAM_STORE``, default ``$MEDDX_HOME/stream/stream.db``), so the
 runner and the web service scale and restart independently. The page opens
-``/ws/monitor`` (session cookie, clinician or admin) and receives a snapshot -
-latest window per device, open and recent alerts - once a second; a nurse
-acknowledges an alert with one button (CSRF-checked form, audited).
+``/ws/monitor`` (session cookie of a live login session, clinician or admin, from
+this site only) and receives a snapshot - latest window per device, open and
+recent alerts - once a second, until the session ends; a nurse acknowledges an
+alert with one button (CSRF-checked form, audited). No answer names a server path.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from meddx.service import api
+from meddx.service import api, sessions
 
 router = APIRouter()
 PUSH_EVERY_S = 1.0
+RECHECK_EVERY = 10  # pushes between checks that the socket's login session is still live
 
 
 def store_path(request_or_ws: Any) -> Path:
@@ -29,15 +31,18 @@ def store_path(request_or_ws: Any) -> Path:
 
 
 def snapshot(path: Path, *, devices: int = 200, alerts: int = 50) -> dict[str, Any]:
-    """Latest window per device stream, open alerts and the most recent alerts (no store yet: empty)."""
+    """Latest window per device stream, open alerts and the most recent alerts (no store yet: empty).
+
+    ``store`` says whether the runner's store exists ("connected" or "not started"), never where it is.
+    """
     if not path.is_file():
-        return {"devices": [], "open_alerts": [], "alerts": [], "counts": {}, "store": str(path)}
+        return {"devices": [], "open_alerts": [], "alerts": [], "counts": {}, "store": "not started"}
     from meddx.stream.store import StreamStore
 
     store = StreamStore(path)
     try:
         return {"devices": store.latest(devices), "open_alerts": store.alerts(state="open", limit=alerts),
-                "alerts": store.alerts(limit=alerts), "counts": store.counts(), "store": str(path)}
+                "alerts": store.alerts(limit=alerts), "counts": store.counts(), "store": "connected"}
     finally:
         store.close()
 
@@ -70,32 +75,39 @@ def ack(alert_id: int, request: Request, user: api.Clinical) -> Response:
     return Response(status_code=204)
 
 
-def _active(ctx: Any, data: Any) -> bool:
-    """The token's account exists, is active, has that role and no pending one-time password."""
-    from meddx.storage.models import User
-
-    with ctx.sessions() as session:
-        user = session.query(User).filter_by(username=data.username).one_or_none()
-        return bool(user is not None and user.active and user.role == data.role and not user.must_change_password)
+def _live(ctx: Any, raw: str | None) -> bool:
+    """The cookie's token names a live session of an active clinician or admin with their own password."""
+    data, _ = sessions.identify(ctx, raw)
+    return data is not None and data.role in ("clinician", "admin")
 
 
 @router.websocket("/ws/monitor")
 async def monitor_socket(websocket: WebSocket) -> None:
-    """Push a snapshot every second to a logged-in clinician (session cookie)."""
-    from meddx.service.security import read_token
+    """Push a snapshot every second to a logged-in clinician (session cookie; this site's pages only).
 
+    A foreign ``Origin`` is refused (4403: another site's page must not read the
+    monitor with the user's cookie), a missing or ended session too (4401); the
+    session is checked again every :data:`RECHECK_EVERY` pushes, so logout closes the socket.
+    """
     ctx = api.ctx_of(websocket)
+    if not sessions.from_this_site(websocket):
+        await websocket.close(code=4403)
+        return
     raw = websocket.cookies.get(api.COOKIE)
-    data = read_token(ctx.token_secret, raw) if raw else None
-    if data is None or data.role not in ("clinician", "admin") or not await asyncio.to_thread(_active, ctx, data):
+    if not await asyncio.to_thread(_live, ctx, raw):
         await websocket.close(code=4401)
         return
     await websocket.accept()
     path = store_path(websocket)
     try:
+        pushes = 0
         while True:
+            if pushes and pushes % RECHECK_EVERY == 0 and not await asyncio.to_thread(_live, ctx, raw):
+                await websocket.close(code=4401)
+                return
             body = await asyncio.to_thread(snapshot, path)
             await websocket.send_text(json.dumps(body))
+            pushes += 1
             await asyncio.sleep(PUSH_EVERY_S)
     except (WebSocketDisconnect, RuntimeError):
         return

@@ -6,8 +6,10 @@ result card leads with the decision in plain words (:func:`headline`): a file th
 model was not made for says "Not analysed" and why, an image outside the training
 data says it was referred for that reason. The admin page shows each model's
 drift monitor, with a banner while an alarm is open. The
-session is the API's token in an HttpOnly, SameSite=Strict cookie; every form
-carries a double-submit CSRF token.
+session is the API's token in an HttpOnly, SameSite=Strict cookie (``Secure``
+whenever the service is served beyond this machine, see
+:func:`meddx.service.app.serve`); every form carries the session's CSRF token
+and is refused from another site (:mod:`meddx.service.sessions`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from meddx.service import api
-from meddx.service.security import csrf_ok, new_csrf_token
+from meddx.service import api, sessions
 
 router = APIRouter(include_in_schema=False)
-CSRF_COOKIE = "meddx_csrf"
 HERE = Path(__file__).resolve().parent
 STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
 
@@ -41,11 +41,14 @@ _ENV: Any = None
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    """The page, its forms carrying the session's CSRF token (before login: a double-submit cookie's)."""
+    ctx = api.ctx_of(request)
+    csrf, pre_login = sessions.form_token(ctx, request)
     html = _templates().get_template(template).render(csrf=csrf, user=context.pop("user", None), **context)
     response = HTMLResponse(html, status_code=status_code)
-    ctx = api.ctx_of(request)
-    response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure)
+    if pre_login:
+        response.set_cookie(sessions.PRE_LOGIN_CSRF_COOKIE, csrf, httponly=True, samesite="strict",
+                            secure=ctx.settings.cookie_secure)
     return response
 
 
@@ -85,8 +88,8 @@ Csrf = Annotated[str | None, Form(max_length=64)]
 
 
 def _check_csrf(request: Request, value: str | None) -> None:
-    if not csrf_ok(request.cookies.get(CSRF_COOKIE), value):
-        raise HTTPException(403, "the form expired or came from another site: reload the page")
+    """403 unless the form came from this site with its page's CSRF token (:func:`sessions.check_form`)."""
+    sessions.check_form(api.ctx_of(request), request, value)
 
 
 @router.get("/static/{name}")
@@ -117,10 +120,14 @@ def login_form(request: Request, username: Annotated[str, Form(max_length=64)],
         token, user = api.login(ctx, username, password, request.client.host if request.client else "-")
     except HTTPException as exc:
         return render(request, "login.html", status_code=exc.status_code, error=exc.detail)
+    sessions.end(ctx, sessions.cookie_session_id(ctx, request))  # a new login replaces this browser's old one
     response = RedirectResponse("/password" if user.must_change_password else _start_page(user.role),
                                 status_code=303)
     response.set_cookie(api.COOKIE, token, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure,
                         max_age=ctx.settings.token_minutes * 60)
+    # the pre-login CSRF token is spent: the pages now carry the new session's token
+    response.delete_cookie(sessions.PRE_LOGIN_CSRF_COOKIE, httponly=True, samesite="strict",
+                           secure=ctx.settings.cookie_secure)
     return response
 
 
@@ -163,12 +170,15 @@ def password_form(request: Request, current_password: Annotated[str, Form(max_le
 
 @router.post("/logout")
 def logout(request: Request, csrf: Csrf = None) -> Response:
+    """End the session on the server (the cookie's token is refused from now on, as a bearer too)."""
     _check_csrf(request, csrf)
+    ctx = api.ctx_of(request)
     user = session_user(request)
+    sessions.end(ctx, sessions.cookie_session_id(ctx, request))
     if user is not None:
-        api.audit(api.ctx_of(request), user.username, "auth.logout")
+        api.audit(ctx, user.username, "auth.logout")
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(api.COOKIE)
+    response.delete_cookie(api.COOKIE, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure)
     return response
 
 

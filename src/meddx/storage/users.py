@@ -1,25 +1,32 @@
-"""Accounts: argon2id password hashes, one-time passwords, login with lockout.
+"""Accounts: argon2id password hashes, one-time passwords, login with lockout, login sessions.
 
 There is no default account and no default password: the first admin is made
 with ``meddx users create NAME --admin``, which prints a random one-time
 password once (the account must change it at first login). Passwords are never
-logged, printed back or stored; only argon2id hashes are.
+logged, printed back or stored; only argon2id hashes are. A password must have
+12 characters, must not be a common or breached one or a trivial pattern
+(``aaaaaaaaaaaa``, ``123456789012``), and must differ from the current one.
+
+Every login opens a :class:`~meddx.storage.models.LoginSession`; setting or
+resetting a password, or disabling the account, ends the account's sessions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
+import unicodedata
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from meddx.exceptions import ConfigError
 from meddx.storage.db import begin_write
-from meddx.storage.models import ROLES, User, utcnow
+from meddx.storage.models import ROLES, LoginSession, User, utcnow
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024  # hashing megabytes of "password" is a denial of service
@@ -33,7 +40,7 @@ _DUMMY: dict[tuple[int, int, int], str] = {}
 
 
 class PasswordPolicyError(ConfigError):
-    """The password does not meet the policy (length, not the username)."""
+    """The password does not meet the policy (length, not common or trivial, not the username, not the current)."""
 
 
 class UserExistsError(ConfigError):
@@ -59,7 +66,8 @@ def normalise_username(username: str) -> str:
 
 
 def check_password_policy(password: str, username: str | None = None) -> None:
-    """Raise PasswordPolicyError unless ``password`` has 12 to 1024 characters and is not the username."""
+    """Raise PasswordPolicyError unless ``password`` has 12 to 1024 characters, is not the username, and is
+    neither a common or breached password nor a trivial pattern (see :func:`trivial_password`)."""
     if not isinstance(password, str):
         raise PasswordPolicyError("password must be text", field="password")
     if len(password) < MIN_PASSWORD_LENGTH:
@@ -69,6 +77,46 @@ def check_password_policy(password: str, username: str | None = None) -> None:
         raise PasswordPolicyError(f"password too long: at most {MAX_PASSWORD_LENGTH} characters", field="password")
     if username and username.lower() in password.lower():
         raise PasswordPolicyError("password must not contain the username", field="password")
+    reason = trivial_password(password)
+    if reason:
+        raise PasswordPolicyError(f"password too easy to guess: {reason}", field="password",
+                                  hint="a passphrase of four or more unrelated words is easy to remember")
+
+
+# Character orders people type as "patterns": digits (with 0 after 9, as on a keyboard), the alphabet,
+# the keyboard's letter rows and its diagonal columns.
+_SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiopasdfghjklzxcvbnm",
+              "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p")
+_MIN_DISTINCT = 5
+
+
+def trivial_password(password: str) -> str | None:
+    """Why ``password`` is trivially guessable, or None.
+
+    Refused: a common or breached password (Django's list of the 20,000 most
+    common, see :mod:`meddx.storage._common_passwords`), such a word padded with
+    digits or symbols (``monkey123456``), fewer than 5 different characters
+    (``aaaaaaaaaaaa``), a repeated block (``qwertyqwerty``) and a run along the
+    digits, the alphabet or the keyboard (``123456789012``, ``qwertyuiopas``).
+    Case and Unicode width do not matter.
+    """
+    from meddx.storage._common_passwords import LONG, WORDS
+
+    text = unicodedata.normalize("NFKC", password).casefold()
+    if text in LONG or text.strip() in LONG:
+        return "it is on a list of common and breached passwords"
+    core = text.strip("0123456789 !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+    if core in WORDS or core in LONG:
+        return f"a common password ({core!r}) with digits or symbols added"
+    if len(set(text)) < _MIN_DISTINCT:
+        return f"fewer than {_MIN_DISTINCT} different characters"
+    if text in (text + text)[1:-1]:
+        return "one block of characters repeated"
+    for order in _SEQUENCES:
+        cycle = order * (len(text) // len(order) + 2)
+        if text in cycle or text in cycle[::-1]:
+            return "a run of neighbouring keys or consecutive characters"
+    return None
 
 
 def hash_password(password: str) -> str:
@@ -137,23 +185,36 @@ def create_user(session: Session, username: str, role: str,
     return user, generated
 
 
-def set_password(session: Session, user: User, password: str, *, must_change: bool = False) -> None:
-    """Replace the password (after the policy check); clears failed logins and any lockout."""
+def set_password(session: Session, user: User, password: str, *, must_change: bool = False,
+                 keep_session: str | None = None) -> None:
+    """Replace the password (after the policy check) and end the account's login sessions.
+
+    The new password must differ from the current one (a one-time password an
+    admin saw must not stay valid). Every login session of the account ends except
+    ``keep_session`` (the one making the change), so a stolen token or an
+    unattended browser stops working. Clears failed logins and any lockout.
+    """
     check_password_policy(password, user.username)
+    if _verify(user.password_hash, password):
+        raise PasswordPolicyError("the new password must differ from the current one", field="new_password",
+                                  hint="choose a password you have not used on this account")
     user.password_hash = hash_password(password)
     user.must_change_password = must_change
     user.failed_logins = 0
     user.locked_until = None
+    end_login_sessions(session, user, keep=keep_session)
     session.flush()
 
 
 def reset_password(session: Session, user: User) -> str:
-    """Give the account a new one-time password (returned, to show once); it must be changed at login."""
+    """Give the account a new one-time password (returned, to show once); it must be changed at login.
+    Every login session of the account ends."""
     password = one_time_password()
     user.password_hash = hash_password(password)
     user.must_change_password = True
     user.failed_logins = 0
     user.locked_until = None
+    end_login_sessions(session, user)
     session.flush()
     return password
 
@@ -165,6 +226,8 @@ def set_active(session: Session, username: str, active: bool) -> User:
     if user is None:
         raise UnknownUserError(f"no user {username!r}", field="username", hint="see `meddx users list`")
     user.active = active
+    if not active:
+        end_login_sessions(session, user)
     session.flush()
     return user
 
@@ -225,3 +288,50 @@ def unlock(session: Session, username: str) -> User:
     user.failed_logins, user.locked_until = 0, None
     session.flush()
     return user
+
+
+# --- login sessions ------------------------------------------------------------------------------------------
+
+
+def _session_key(session_id: str) -> str:
+    """The stored key of a session id (its SHA-256): a database reader learns no usable id."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def open_login_session(session: Session, user: User, lifetime: timedelta, *, now: datetime | None = None) -> str:
+    """Start a login session for ``user`` that lasts ``lifetime``; return its random id (for the token).
+
+    Sessions that expired more than a day ago are deleted on the way (the
+    table holds about one row per login of the last day). Flushed, not committed.
+    """
+    now = now or utcnow()
+    session_id = secrets.token_urlsafe(24)
+    session.execute(delete(LoginSession).where(LoginSession.expires_at < now - timedelta(days=1)))
+    session.add(LoginSession(id=_session_key(session_id), user_id=user.id, created_at=now, expires_at=now + lifetime,
+                             ended_at=None))
+    session.flush()
+    return session_id
+
+
+def login_session_active(session: Session, session_id: str, user: User, *, now: datetime | None = None) -> bool:
+    """True while ``session_id`` is a session of ``user`` that has neither ended nor expired."""
+    if not session_id:
+        return False
+    row = session.get(LoginSession, _session_key(session_id))
+    now = now or utcnow()
+    return row is not None and row.user_id == user.id and row.ended_at is None and row.expires_at > now
+
+
+def end_login_session(session: Session, session_id: str) -> bool:
+    """End one login session (logout); False when there was no live one. Flushed, not committed."""
+    result = session.execute(update(LoginSession).where(LoginSession.id == _session_key(session_id),
+                                                        LoginSession.ended_at.is_(None)).values(ended_at=utcnow()))
+    return bool(result.rowcount)
+
+
+def end_login_sessions(session: Session, user: User, *, keep: str | None = None) -> int:
+    """End every live login session of ``user`` except ``keep``; return how many ended."""
+    query = update(LoginSession).where(LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))
+    if keep:
+        query = query.where(LoginSession.id != _session_key(keep))
+    return int(session.execute(query.values(ended_at=utcnow())).rowcount or 0)
