@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from meddx import __version__
     from meddx.exceptions import MeddxError
     from meddx.service import api, drift, monitor, web
+    from meddx.service.limits import UploadLimits
 
     settings = settings or Settings.from_env()
 
@@ -99,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web.router)
     app.include_router(monitor.router)
     app.include_router(drift.router)
+    # auth before an upload's body is read, 413 as soon as a body passes its limit (inside the
+    # security-headers middleware, so these answers carry the headers too)
+    app.add_middleware(UploadLimits)
 
     app.add_middleware(SecurityHeaders)
 
