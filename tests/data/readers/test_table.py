@@ -296,3 +296,16 @@ def test_undecodable_text_is_corrupt(tmp_path: Path) -> None:
         READER.read(path)
     assert "latin.csv" in str(info.value) and "latin-1" in str(info.value)
     assert READER.read(path, encoding="latin-1").frame["name"].tolist() == ["José"]
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf", "Infinity"])
+def test_inferred_float_column_with_infinite_text_is_refused_naming_column_and_row(tmp_path: Path, cell: str) -> None:
+    """Issue 18: pandas reads 'inf' as infinity; without a schema that was a silent infinite measurement."""
+    from meddx.data.readers import read
+    from meddx.exceptions import InvalidValueError
+
+    path = tmp_path / "t.csv"
+    path.write_text(f"age,glucose\n61,5.5\n72,{cell}\n")
+    with pytest.raises(InvalidValueError, match="row 2") as info:
+        read(path)
+    assert info.value.field == "glucose"

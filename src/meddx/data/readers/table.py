@@ -385,6 +385,8 @@ class TableReader(Reader):
 
         units: dict[str, str] = {}
         meta: dict[str, Any] = {"delimiter": delimiter, "encoding": encoding}
+        if schema is None:
+            _refuse_infinite(path, frame)
         if schema is not None:
             frame = self._apply_schema(path, frame, schema)
             units = schema.units
@@ -445,6 +447,29 @@ class TableReader(Reader):
             order = [c for c in frame.columns if c in schema.columns or c in extra]
             typed = pd.concat([typed, rest], axis=1)[order]
         return typed
+
+
+def _refuse_infinite(path: Path, frame: pd.DataFrame) -> None:
+    """An inferred float column holding ``inf``/``-inf`` text is an error naming the column and row.
+
+    pandas reads ``inf`` as infinity; no clinical measurement is infinite, so such a
+    cell is a data-entry or export fault, not a value to train on.
+    """
+    import numpy as np
+
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind != "f":
+            continue
+        infinite = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0]) + 1
+            raise InvalidValueError(
+                f"row {row}: value {values.iloc[row - 1]!r} is infinite ({int(infinite.sum())} such cells)",
+                path=path,
+                field=str(column),
+                hint="Fix the cells, or read with a schema whose column declares the code in missing=[...]",
+            )
 
 
 def _numeric_codes(spec: ColumnSpec) -> list[float]:
