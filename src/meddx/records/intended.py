@@ -18,6 +18,7 @@ Genuinely missing values (an empty cell, ``NA``, a declared missing code such as
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,9 @@ from meddx.trust.intended import IntendedInput, register_check
 KIND = "record"
 NA_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 """Cell text that means "not measured" in every record column."""
+_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+"""A number written as text: digits, sign, decimal point, exponent (``1_000``, ``0x10``, ``nan`` are not)."""
+
 TRUE_TEXT = {"1": 1.0, "1.0": 1.0, "true": 1.0, "t": 1.0, "yes": 1.0, "y": 1.0}
 FALSE_TEXT = {"0": 0.0, "0.0": 0.0, "false": 0.0, "f": 0.0, "no": 0.0, "n": 0.0}
 UNIT_SUFFIX = "_unit"
@@ -131,8 +135,12 @@ def parse(name: str, spec: dict[str, Any], raw: Any, unit: str | None = None) ->
             return TRUE_TEXT.get(text, FALSE_TEXT.get(text)), None
         return None, f"{name}={raw!r} is not a yes/no value: give 0/1 or true/false, or leave {name} empty if unknown"
     try:
+        if isinstance(raw, str) and not _DECIMAL_TEXT.match(raw.strip()) and raw.strip().lower() not in (
+            "nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"
+        ):
+            raise ValueError(raw)  # float() would take '1_000' or ' 1e5 '-like oddities silently
         value = float(raw.strip() if isinstance(raw, str) else raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None, (f"{name}={raw!r} is not a number: give {_units_hint(name, spec)}, "
                       f"or leave {name} empty if not measured")
     if not math.isfinite(value):
