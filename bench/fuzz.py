@@ -202,8 +202,9 @@ def generated_seeds(work: Path) -> list[Seed]:
                           checkable="png chunk CRC + zlib Adler-32" if fmt == "PNG" else None))
 
     buf = io.BytesIO()
-    np.savez(buf, **{f"{s}_images": rng.integers(0, 255, (6, 28, 28), dtype=np.uint8) for s in ("train", "val", "test")},
-             **{f"{s}_labels": rng.integers(0, 2, (6, 1), dtype=np.uint8) for s in ("train", "val", "test")})
+    splits = ("train", "val", "test")
+    np.savez(buf, **{f"{s}_images": rng.integers(0, 255, (6, 28, 28), dtype=np.uint8) for s in splits},
+             **{f"{s}_labels": rng.integers(0, 2, (6, 1), dtype=np.uint8) for s in splits})
     seeds.append(Seed("npz", "gen.npz", buf.getvalue(), text=True, checkable="zip CRC-32"))
 
     from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
@@ -420,7 +421,9 @@ def mutate(seed: Seed, data: bytes, rnd: random.Random, kind: str) -> bytes:
     return data[:pos] + chunk + data[pos:]
 
 
-def mutants(seeds: list[Seed], n: int, start: int = 0, base_seed: int = 18) -> Iterator[tuple[int, Seed, str, str | None, bytes]]:
+def mutants(
+    seeds: list[Seed], n: int, start: int = 0, base_seed: int = 18
+) -> Iterator[tuple[int, Seed, str, str | None, bytes]]:
     """``(index, seed, kind, mutated companion or None, bytes)`` for mutants ``start .. n-1`` (deterministic)."""
     for i in range(start, n):
         rnd = random.Random(base_seed * 1_000_003 + i)
@@ -828,7 +831,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "# Reader fuzzing and third-party corpora (issue 18)",
         "",
         f"Command: `{payload['command']}`  ",
-        f"Machine: {payload['machine']}; {payload['seconds']:.0f} s; mutants per format: {payload['mutants_per_format']}",
+        f"Machine: {payload['machine']}; {payload['seconds']:.0f} s; "
+        f"mutants per format: {payload['mutants_per_format']}",
         "",
         "Contract: `meddx.read` returns correct data or raises a meddx error naming the file (and field); "
         "never a raw exception, a hang (over "

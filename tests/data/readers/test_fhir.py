@@ -279,7 +279,8 @@ def test_primitive_extension_that_is_not_an_object_is_named_not_a_raw_attribute_
     path.write_text(json.dumps({"resourceType": "Patient", "id": "p", "birthDate": "2000-01-01",
                                 "_birthDate": extension}))
     sample = READER.read(path)
-    assert any(issue.startswith("Patient/p: _birthDate: primitive extension") for issue in sample.meta["validation_issues"])
+    issues = sample.meta["validation_issues"]
+    assert any(issue.startswith("Patient/p: _birthDate: primitive extension") for issue in issues)
     assert sample.patients.birth_date.tolist() == ["2000-01-01"]
     with pytest.raises(InvalidValueError, match="primitive extension") as info:
         READER.read(path, validate="strict")

@@ -246,7 +246,10 @@ def test_parse_hl7_ts() -> None:
 
 # -- issue 18: NM values that Python's float() takes but HL7 does not ------------------
 
-_MSG = "MSH|^~\\&|LAB|HOSP|||20240101||ORU^R01|1|P|2.5\rPID|||42||Doe^Jane||19700101|F\rOBX|1|{vt}|2345-7^Glucose^LN||{value}|mg/dL|||||F\r"
+_MSG = (
+    "MSH|^~\\&|LAB|HOSP|||20240101||ORU^R01|1|P|2.5\rPID|||42||Doe^Jane||19700101|F\r"
+    "OBX|1|{vt}|2345-7^Glucose^LN||{value}|mg/dL|||||F\r"
+)
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1_000", "1e5", "0x10"])

@@ -168,7 +168,8 @@ def _primitive_extension_issues(value: Any, loc: str = "") -> tuple[Any, list[tu
                     )
                     if not ok:
                         issues.append(
-                            (here, f"primitive extension is {type(child).__name__}, not an object (or a list of objects)")
+                            (here, f"primitive extension is {type(child).__name__}, "
+                                   "not an object (or a list of objects)")
                         )
                         del item[key]
                         continue
