@@ -116,8 +116,6 @@ def decode_header(raw: bytes) -> str:
 
 def looks_like_wfdb_header(head: bytes) -> bool:
     """True if the first non-comment line of ``head`` parses as a WFDB record line."""
-    if b"\x00" in head:
-        return False
     text = decode_header(head)
     for line in text.splitlines():
         stripped = line.strip()
