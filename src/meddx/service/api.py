@@ -483,11 +483,15 @@ def load_result(ctx: Any, result_id: str, user: str, action: str) -> tuple[Any, 
     from meddx.service import access
     from meddx.storage.models import Result
 
+    hidden = HTTPException(404, access.NOT_VISIBLE.format(what="result"))  # unknown and not yours read alike
     with ctx.sessions() as session:
-        result = get_row_or_404(session, Result, result_id, "result")
+        try:
+            result = get_row_or_404(session, Result, result_id, "result")
+        except HTTPException:
+            raise hidden from None
         allowed = access.study_access(session, access.account(session, user), result.study)
         if allowed is None:
-            raise HTTPException(404, access.NOT_VISIBLE.format(what="result"))
+            raise hidden
         payload = json.loads(ctx.blobs.encryptor.decrypt(result.prediction, _aad(result.id)))
         patient = result.study.patient.pseudonym
         session.expunge(result)
@@ -573,7 +577,7 @@ def patient_studies(ctx: Any, pseudonym: str | None, user: str, limit: int = 50)
         if pseudonym is not None:
             person = session.query(Patient).filter_by(pseudonym=pseudonym).one_or_none()
             if person is None:
-                raise HTTPException(404, "no such patient")
+                raise HTTPException(404, access.NOT_VISIBLE.format(what="patient"))
             query = query.filter(Study.patient_id == person.id)
         studies = query.limit(limit).all()
         if pseudonym is not None and not studies:
