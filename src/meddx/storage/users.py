@@ -194,6 +194,7 @@ def set_password(session: Session, user: User, password: str, *, must_change: bo
     ``keep_session`` (the one making the change), so a stolen token or an
     unattended browser stops working. Clears failed logins and any lockout.
     """
+    begin_write(session, User.__tablename__)  # SQLite: read the current hash and write the new one in one lock
     check_password_policy(password, user.username)
     if _verify(user.password_hash, password):
         raise PasswordPolicyError("the new password must differ from the current one", field="new_password",
@@ -304,6 +305,7 @@ def open_login_session(session: Session, user: User, lifetime: timedelta, *, now
     Sessions that expired more than a day ago are deleted on the way (the
     table holds about one row per login of the last day). Flushed, not committed.
     """
+    begin_write(session, LoginSession.__tablename__)  # SQLite: the lock before the user row is (re)read
     now = now or utcnow()
     session_id = secrets.token_urlsafe(24)
     session.execute(delete(LoginSession).where(LoginSession.expires_at < now - timedelta(days=1)))
