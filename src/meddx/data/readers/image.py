@@ -196,8 +196,10 @@ def check_png_rows(path: Path, row: str = "") -> None:
                     try:
                         out = inflater.decompress(chunk, expected - produced + 1)
                         produced += len(out)
-                        while inflater.unconsumed_tail and produced < expected:
+                        while produced < expected and not inflater.eof:  # an empty tail drains held output
                             out = inflater.decompress(inflater.unconsumed_tail, expected - produced + 1)
+                            if not out:
+                                break
                             produced += len(out)
                     except zlib.error as exc:
                         raise CorruptFileError(

@@ -154,12 +154,12 @@ def inflate_counted(
     try:
         while not inflater.eof:
             data = inflater.unconsumed_tail or stream.read(CHUNK)
-            if not data:
+            out = inflater.decompress(data, OUT_CHUNK)  # b"": output zlib still holds from consumed input
+            if not data and not out:
                 raise CorruptFileError(
                     f"the compressed {what} ends before its end-of-stream marker",
                     path=path, field=field, hint="The file is truncated; copy or download it again",
                 )
-            out = inflater.decompress(data, OUT_CHUNK)
             total += len(out)
             if total > cap:
                 raise LimitExceededError(
