@@ -126,7 +126,8 @@ def test_cookie_only_api_writes_need_the_sessions_csrf_token(live: Live) -> None
         assert _upload(browser, {}).status_code == 403  # no Origin at all: still needs the token
         assert _upload(browser, {"X-CSRF-Token": "0" * 48}).status_code == 403  # a wrong token
         token = form_csrf(browser.get("/"))
-        assert _upload(browser, {"X-CSRF-Token": token, "Origin": FOREIGN}).status_code == 403  # right token, wrong site
+        wrong_site = {"X-CSRF-Token": token, "Origin": FOREIGN}  # the right token from another site
+        assert _upload(browser, wrong_site).status_code == 403
         assert _study_count(live, audit_token) == before  # nothing was stored
         assert _upload(browser, {"X-CSRF-Token": token, "Origin": live.url}).status_code == 201  # the page's own call
         assert browser.post("/api/stream/alerts/1/ack").status_code == 403  # every cookie-only /api write
