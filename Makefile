@@ -46,7 +46,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/meddx info
 	$(BIN)/python -m meddx.service.demo
-	$(BIN)/meddx serve --host 127.0.0.1 --port 8000 --model pneumoniamnist-cnn-small --model breastmnist-cnn-small
+	$(BIN)/meddx serve --host 127.0.0.1 --port 8000 --model pneumoniamnist-cnn-small --model breastmnist-cnn-small-ensemble5
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q

@@ -13,6 +13,8 @@ Rows (each one `meddx train` default or an ablation of it):
   (``brain-old-128``: at its own 128 px).
 * ``brain-nocrop`` / ``brain-noshift``: the new recipe without the foreground crop / with the old
   augmentation (ablations).
+* ``brain-backbone`` (``--backbone RUN``): the new recipe started from a `meddx pretrain` backbone
+  (row ``brain-backbone-supervised`` or ``brain-backbone-simclr`` after its objective).
 * ``breast-new`` / ``pneumonia-new``: `meddx train breastmnist|pneumoniamnist` defaults, official
   test split (both keep the standard recipe: 28-px images; PneumoniaMNIST also has > 2,000 images).
   ``--breast-run``/``--pneumonia-run`` score existing packages trained with those defaults instead.
@@ -209,7 +211,11 @@ def brain_new(args, variant: str) -> dict:
 
     oof = predict(images, np.arange(len(labels)))
     t = package["trust"]["calibration"].get("state", {}).get("temperature")
+    if variant == "brain-backbone":  # one row per backbone kind: brain-backbone-supervised / -simclr
+        objective = json.loads((Path(pretrained) / "package.json").read_text()).get("objective", "supervised")
+        variant = f"brain-backbone-{'simclr' if 'SimCLR' in objective else 'supervised'}"
     return {"row": variant, "recipe": package["training"].get("recipe"), "model": package["architecture"],
+            "backbone": Path(pretrained).name if pretrained else None,
             "size": package["preprocess"]["size"], "n": int(len(labels)),
             "oof_auc": _auc(labels, oof, groups, args.n_boot), **_ece(labels, oof),
             "calibrator": package["trust"]["calibration"]["name"], "temperature": t,
@@ -273,6 +279,7 @@ def medmnist_row(args, data: str, run: Path | None = None, row: str | None = Non
     from meddx.data.datasets import load_images
     from meddx.inference import Pipeline
     from meddx.training import TrainConfig, train
+    from meddx.training.trainer import SMALL_ENSEMBLE
 
     started = time.perf_counter()
     if run is None:
@@ -283,9 +290,12 @@ def medmnist_row(args, data: str, run: Path | None = None, row: str | None = Non
         config = json.loads((run / "config.json").read_text())
         defaults = TrainConfig(data=data)
         changed = {k: v for k, v in config.items() if k in ("model", "epochs", "patience", "batch_size", "lr",
-                                                             "schedule", "sampler", "augment", "ensemble")
+                                                             "schedule", "sampler", "augment")
                    and getattr(defaults, k) != v}
-        if config.get("data") != data or changed or config.get("recipe", "auto") not in ("auto", "standard") \
+        if config.get("ensemble", 1) != (SMALL_ENSEMBLE if config.get("recipe") == "small-ensemble" else 1):
+            changed["ensemble"] = config.get("ensemble")
+        if config.get("data") != data or changed \
+                or config.get("recipe", "auto") not in ("auto", "standard", "small-ensemble") \
                 or recipe != "auto":
             raise SystemExit(f"{run} was not trained with `meddx train {data}` defaults: {changed}")
         seconds = float(json.loads((run / "package.json").read_text())["training"]["seconds"])

@@ -34,8 +34,12 @@ def test_auto_picks_small_data_between_the_bounds_only() -> None:
     assert resolve_recipe(TrainConfig(data="x", recipe="standard"), _sample(300)).recipe == "standard"
 
 
-def test_thumbnails_keep_the_standard_recipe() -> None:
-    assert resolve_recipe(TrainConfig(data="x"), _sample(624, 28, dark=False)).recipe == "standard"  # BreastMNIST
+def test_thumbnails_get_a_deep_ensemble_of_the_standard_recipe() -> None:
+    thumbs = resolve_recipe(TrainConfig(data="x"), _sample(624, 28, dark=False))  # BreastMNIST
+    assert (thumbs.recipe, thumbs.ensemble, thumbs.cv_folds, thumbs.model) == ("small-ensemble", 5, 0, "cnn-small")
+    assert resolve_recipe(thumbs, _sample(624, 28, dark=False)) == thumbs  # idempotent
+    assert resolve_recipe(TrainConfig(data="x", ensemble=3), _sample(624, 28, dark=False)).ensemble == 3  # user's
+    assert resolve_recipe(TrainConfig(data="x"), _sample(SMALL_DATA_MIN - 1, 28, dark=False)).recipe == "standard"
     forced = resolve_recipe(TrainConfig(data="x", recipe="small-data"), _sample(624, 28, dark=False))
     assert forced.recipe == "small-data" and forced.model == "cnn-small" and forced.size is None
     assert forced.batch_size == 64 and forced.epochs == 11  # 499 images a fold: batch 64, ~5,000 images

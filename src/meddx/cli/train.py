@@ -44,8 +44,9 @@ def train(
     resume: Path = typer.Option(None, help="Continue the run in this folder from its last.pt."),
     export: str = typer.Option("onnx", help="onnx (also write model.onnx: predictions without torch) | none."),
     recipe: str = typer.Option(
-        "auto", help="auto (small-data for 100-1,999 labelled train+val images, else standard) | standard (the "
-        "options as given) | small-data (5-fold group-CV ensemble over train+val, fixed epochs, shift "
+        "auto", help="auto (small-data for 100-1,999 labelled train+val images of 33 px or more, small-ensemble for "
+        "smaller thumbnails in that range, else standard) | standard (the options as given) | small-ensemble (the "
+        "standard recipe as a 5-seed deep ensemble) | small-data (5-fold group-CV ensemble over train+val, fixed epochs, shift "
         "augmentation, foreground crop on dark-background images such as brain MRI, images > 64 px resized to "
         "64, calibration and conformal sets fitted on out-of-fold predictions)."),
     cv_folds: int = typer.Option(0, help="Folds of the cross-validated ensemble (0: the recipe's choice, 5 for "

@@ -2,7 +2,7 @@
 
 1. trains the demo models from the data mirror once (cached in ``$MEDDX_HOME/demo``):
    a chest X-ray pneumonia model (PneumoniaMNIST) and a breast ultrasound model
-   (BreastMNIST), both cnn-small with their trust layer (calibration, conformal
+   (BreastMNIST, a 5-seed ensemble: the small-ensemble default), cnn-small with their trust layer (calibration, conformal
    sets, abstention); prints their test metrics with 95% CIs and registers them;
 2. creates the administrator account ``admin`` (or gives it a new one-time
    password when it exists) and prints that password once.
@@ -11,12 +11,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 DEMO_MODELS = {  # data set -> training options
     "pneumoniamnist": {"epochs": 8, "lr": 3e-3},
-    "breastmnist": {"epochs": 40, "lr": 3e-3},
+    "breastmnist": {"epochs": 40, "lr": 3e-3},  # the default small-ensemble recipe: 5 seeds
+}
+DEMO_NAMES = {  # data set -> the package name `make demo` serves (the Makefile lists the same)
+    "pneumoniamnist": "pneumoniamnist-cnn-small",
+    "breastmnist": "breastmnist-cnn-small-ensemble5",
 }
 
 
@@ -31,8 +36,10 @@ def prepare_models(home: Path) -> list[str]:
     names = []
     for data, options in DEMO_MODELS.items():
         run = home / "demo" / f"{data}-cnn-small"
-        if not (run / "package.json").is_file() or "trust" not in json.loads((run / "package.json").read_text()):
+        cached = json.loads((run / "package.json").read_text()) if (run / "package.json").is_file() else {}
+        if "trust" not in cached or cached.get("name") != DEMO_NAMES[data]:  # absent, unfinished or an old recipe
             print(f"training the {data} demo model (once; cached in {run})", flush=True)
+            shutil.rmtree(run, ignore_errors=True)  # no file of an older recipe may stay beside the new package
             train(TrainConfig(data=data, model="cnn-small", seed=0, out=str(run), **options), progress=False)
         package = json.loads((run / "package.json").read_text())
         if "metrics" not in package:
