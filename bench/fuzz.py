@@ -546,7 +546,8 @@ def judge(seed: Seed, path: Path, target: str | None) -> tuple[str, str]:
         if not named:
             return "raw_exception", f"{seed.label}: {type(exc).__name__} without the file name: {exc}"[:300]
         if not exc.field:
-            return "meddx_error", f"{type(exc).__name__} (no field): {seed.label}: {exc}"[:300]
+            text = str(exc).replace(f"{path.parent}{os.sep}", "")  # no temporary folder names in the results
+            return "meddx_error", f"{type(exc).__name__} (no field): {seed.label}: {text}"[:300]
         return "meddx_error", type(exc).__name__
     except Exception as exc:  # noqa: BLE001 - the point of the exercise
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -855,13 +856,20 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{o.get('invariant', 0)} | {t['checkable_mutants']} | {o.get('checksum_collision', 0)} | {no_field} |"
         )
     lines += ["", "Seeds: " + "; ".join(f"{fmt}: {', '.join(names)}" for fmt, names in payload["seeds"].items()), ""]
-    bad = [(fmt, k, v) for fmt, t in payload["formats"].items() for k, v in t["examples"].items()]
+    bad = [(fmt, k, v) for fmt, t in payload["formats"].items() for k, v in t["examples"].items()
+           if k != "checksum_collision"]
     if bad:
-        lines += ["## Examples of contract breaks", ""]
+        lines += ["## Examples of contract breaks (the reader that owns each is named)", ""]
         for fmt, kind, values in bad:
             owner = f" ({OWNERS[fmt]})" if fmt in OWNERS else ""
-            lines.append(f"- **{fmt}{owner}, {kind}**: " + "; ".join(f"`{v}`" for v in values[:5]))
+            lines.append(f"- **{fmt}{owner}, {kind}**: " + "; ".join(f"`{v[:240]}`" for v in values[:4]))
         lines.append("")
+    collisions = {fmt: t["outcomes"].get("checksum_collision", 0) for fmt, t in payload["formats"].items()}
+    if any(collisions.values()):
+        lines += ["Checksum collisions (not contract breaks): "
+                  + "; ".join(f"{fmt}: {n} mutants whose changed samples keep every 16-bit checksum "
+                              "(e.g. two bit flips that cancel in the sum)" for fmt, n in collisions.items() if n),
+                  ""]
     lines += ["## Third-party corpora (files shipped inside the installed packages)", "",
               "| format | files | agree with the library | no pixel data (library reads the data set, meddx "
               "says MissingFieldError) | both refuse | meddx refuses | library refuses | data differ "
@@ -876,7 +884,7 @@ def markdown(payload: dict[str, Any]) -> str:
     lines.append("wfdb-python ships no test records in its installed package; WFDB is covered by the mirror's "
                  "records and the generated ones above.")
     for fmt, c in payload["corpora"].items():
-        for kind in ("meddx_refuses", "library_refuses", "differ", "raw_exception"):
+        for kind in ("both_refuse", "meddx_refuses", "library_refuses", "differ", "raw_exception"):
             if c["examples"].get(kind):
                 lines.append(f"- {fmt} {kind}: " + "; ".join(f"`{v}`" for v in c["examples"][kind][:12]))
     return "\n".join(lines)

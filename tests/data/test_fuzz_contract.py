@@ -42,7 +42,7 @@ KNOWN_OPEN: dict[tuple[str, str], str] = {
     ("image", "no_field"): "image.py: 'not an image Pillow can identify' names no field",
 }
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.timeout(900)]
 
 
 # ----------------------------------------------------------------- write guard
