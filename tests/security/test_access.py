@@ -213,3 +213,46 @@ def test_break_glass_for_every_patient_opens_lists_and_is_audited_per_patient(se
     listed = [e for e in _audit(service, "access.break_glass_use")
               if e.user == erin and e.summary == f"grant {granted.json()['grant_id']}: study.list"]
     assert study["patient"] in {e.patient_pseudonym for e in listed}
+
+
+def test_scoping_on_the_real_server(live: Any) -> None:
+    """The same probes against uvicorn on loopback (``live``: tests/security/conftest.py)."""
+    from tests.security.conftest import bearer
+
+    (alice, pa), (bob, pb), (carol, pc) = (live.add_user(prefix=p) for p in ("alice", "bob", "carol"))
+    admin, padmin = live.add_user("admin", prefix="adm")
+    ta, tb, tc, tadmin = (live.token(u, p) for u, p in ((alice, pa), (bob, pb), (carol, pc), (admin, padmin)))
+    with live.client() as client:
+        upload = client.post("/api/studies", headers=bearer(ta), data={"patient_id": "MRN-LIVE-1"},
+                             files={"file": ("x.png", png_bytes(seed=5), "image/png")})
+        assert upload.status_code == 201, upload.text
+        study = upload.json()
+
+        def codes(token: str) -> list[int]:
+            out = [client.get(study["links"][k], headers=bearer(token)).status_code for k in ("self", "fhir", "preview")]
+            out.append(client.get(f"/api/patients/{study['patient']}/studies", headers=bearer(token)).status_code)
+            listed = client.get("/api/studies", params={"limit": 500}, headers=bearer(token)).json()
+            out.append(200 if study["study_id"] in {r["study_id"] for r in listed} else 404)
+            return out
+
+        assert codes(ta) == [200] * 5
+        assert codes(tb) == [404] * 5 and codes(tc) == [404] * 5
+        with live.client() as browser:
+            live.web_login(browser, bob, pb)
+            assert browser.get(f"/results/{study['result_id']}").status_code == 404
+            assert study["result_id"] not in browser.get("/studies").text
+
+        team = f"icu-{secrets.token_hex(2)}"
+        assert client.post("/api/admin/teams", json={"name": team}, headers=bearer(tadmin)).status_code == 201
+        for who in (alice, bob):
+            assert client.put(f"/api/admin/teams/{team}/members/{who}", headers=bearer(tadmin)).status_code == 204
+        assert codes(tb) == [200] * 5 and codes(tc) == [404] * 5
+
+        grant = client.post("/api/break-glass", headers=bearer(tc),
+                            json={"reason": "arrest on the ward, previous imaging needed now",
+                                  "patient": study["patient"], "minutes": 15})
+        assert grant.status_code == 201, grant.text
+        assert codes(tc) == [200] * 5
+        log = client.get("/api/admin/break-glass", headers=bearer(tadmin)).json()
+        (entry,) = [g for g in log if g["grant_id"] == grant.json()["grant_id"]]
+        assert entry["username"] == carol and len(entry["uses"]) >= 4

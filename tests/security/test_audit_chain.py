@@ -262,3 +262,34 @@ def test_admin_reads_are_audited(service: Service) -> None:
         before = len(_entries(service, action))
         assert service.client.get(path, headers=h).status_code == 200, path
         assert len(_entries(service, action)) == before + 1, action
+
+
+def test_tampering_with_the_real_servers_log_is_detected(live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn on loopback writes the log; someone with database access rewrites it, then cuts its tail."""
+    from meddx.storage.db import make_engine
+    from tests.security.conftest import bearer
+
+    name, password = live.add_user(prefix="doc")
+    token = live.token(name, password)
+    with live.client() as client:
+        for seed in (1, 2):
+            response = client.post("/api/studies", headers=bearer(token), data={"patient_id": f"MRN-L{seed}"},
+                                   files={"file": ("x.png", png_bytes(seed=seed), "image/png")})
+            assert response.status_code == 201, response.text
+    monkeypatch.setenv("MEDDX_HOME", str(live.home))  # verify where the service keeps its key and checkpoints
+    monkeypatch.setenv("MEDDX_DATABASE_URL", live.database_url)
+    code, out = _verify()
+    assert code == 0 and "intact" in out, out
+    engine = make_engine(live.database_url)
+    try:
+        _drop_triggers(engine)
+        last = _rows(engine)[-1].id
+        _rewrite(engine, 2)
+        code, out = _verify()
+        assert code == 2 and "entry 2: MAC does not match" in out, out
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_log WHERE id > :n"), {"n": last - 2})
+        code, out = _verify()
+        assert code == 2 and f"entry {last} was checkpointed but the log ends at entry {last - 2}" in out, out
+    finally:
+        engine.dispose()

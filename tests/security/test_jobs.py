@@ -105,3 +105,40 @@ def test_back_to_back_report_jobs_neither_fail_nor_stick(service: Service) -> No
             AuditEntry.action.in_(("job.report.start", "job.report.failed")))).all()]
     for job_id in ids:  # every job is audited when started and when it ends
         assert sum(s.startswith(f"job {job_id}") for s in summaries) == 2, job_id
+
+
+def test_back_to_back_jobs_on_the_real_server(live: Any) -> None:
+    """uvicorn on loopback: eight report jobs at once, with audited reads in between; every job ends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.security.conftest import bearer
+
+    engineer = live.token(*live.add_user("engineer", prefix="eng"))
+    doctor = live.token(*live.add_user(prefix="doc"))
+    with live.client() as client:
+        upload = client.post("/api/studies", headers=bearer(doctor), data={"patient_id": "MRN-JL"},
+                             files={"file": ("x.png", png_bytes(seed=3), "image/png")})
+        assert upload.status_code == 201, upload.text
+
+        def start(_: int) -> Any:
+            return client.post("/api/jobs/report", headers=bearer(engineer),
+                               json={"model": live.model, "data": FAILS_FAST, "n_boot": 10})
+
+        def read(_: int) -> int:
+            return client.get(upload.json()["links"]["self"], headers=bearer(doctor)).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            started = list(pool.map(start, range(8)))
+            reads = list(pool.map(read, range(16)))
+        assert [r.status_code for r in started] == [202] * 8, [r.text for r in started]
+        assert reads == [200] * 16
+        deadline = time.monotonic() + 120
+        pending = {r.json()["job_id"] for r in started}
+        while pending and time.monotonic() < deadline:
+            for job_id in list(pending):
+                job = client.get(f"/api/jobs/{job_id}", headers=bearer(engineer)).json()
+                if job["status"] in ("done", "failed"):
+                    assert job["status"] == "failed" and "not a labelled image" in job["error"], job
+                    pending.discard(job_id)
+            time.sleep(0.1)
+        assert not pending, f"jobs still queued or running: {pending}"
