@@ -12,23 +12,12 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from meddx.cli.users import app as users_app
-from tests.service.conftest import (  # noqa: F401 - fixtures
-    Service,
-    _cheap_argon2_session,
-    _pg_admin,
-    backend,
-    module_service,
-    png_bytes,
-    postgres_url,
-    service,
-    trained_run,
-)
+from tests.service.conftest import Service, png_bytes  # fixtures: conftest.py
 
 runner = CliRunner()
 
@@ -229,7 +218,8 @@ def test_scoping_on_the_real_server(live: Any) -> None:
         study = upload.json()
 
         def codes(token: str) -> list[int]:
-            out = [client.get(study["links"][k], headers=bearer(token)).status_code for k in ("self", "fhir", "preview")]
+            out = [client.get(study["links"][k], headers=bearer(token)).status_code
+                   for k in ("self", "fhir", "preview")]
             out.append(client.get(f"/api/patients/{study['patient']}/studies", headers=bearer(token)).status_code)
             listed = client.get("/api/studies", params={"limit": 500}, headers=bearer(token)).json()
             out.append(200 if study["study_id"] in {r["study_id"] for r in listed} else 404)

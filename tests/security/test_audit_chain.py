@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +23,7 @@ from typer.testing import CliRunner
 
 from meddx.cli.audit import app as audit_app
 from meddx.storage import audit
-from tests.service.conftest import (  # noqa: F401 - fixtures
-    Service,
-    _cheap_argon2_session,
-    _create_database,
-    _drop_database,
-    _pg_admin,
-    backend,
-    make_service,
-    module_service,
-    png_bytes,
-    postgres_url,
-    service,
-    trained_run,
-)
+from tests.service.conftest import Service, _create_database, _drop_database, png_bytes  # fixtures: conftest.py
 
 runner = CliRunner()
 
@@ -63,11 +50,8 @@ def _rewrite(engine: Engine, entry_id: int, *, clear_macs: bool = False) -> None
     with engine.begin() as conn:
         for row in rows:
             user = "someone-else" if row.id == entry_id else row.username
-            ts = row.ts if not isinstance(row.ts, str) else None
-            if ts is None or ts.tzinfo is None:
-                from datetime import datetime
-
-                ts = (datetime.fromisoformat(row.ts) if isinstance(row.ts, str) else row.ts).replace(tzinfo=UTC)
+            ts = row.ts if isinstance(row.ts, datetime) else datetime.fromisoformat(row.ts)  # SQLite: text
+            ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
             digest = audit.entry_hash(id=row.id, ts=ts, user=user, action=row.action,
                                       patient_pseudonym=row.patient_pseudonym, model_version=row.model_version,
                                       input_sha256=row.input_sha256, output_sha256=row.output_sha256,

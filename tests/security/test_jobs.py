@@ -15,18 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.service.conftest import (  # noqa: F401 - fixtures
-    Service,
-    _cheap_argon2_session,
-    _pg_admin,
-    backend,
-    make_service,
-    module_service,
-    png_bytes,
-    postgres_url,
-    service,
-    trained_run,
-)
+from tests.service.conftest import Service, png_bytes  # fixtures: conftest.py
 
 FAILS_FAST = "heart-disease-uci"  # a catalogue set without images: the job starts, then fails at once
 

@@ -30,9 +30,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
+from meddx.service import sessions
 from meddx.service.access import get_row_or_404
 from meddx.service.jobs import JobOut, job_report, job_status, submit_report
-from meddx.service import sessions
 from meddx.service.security import ROLES, TokenData, login_key, read_token
 
 COOKIE = sessions.SESSION_COOKIE
