@@ -483,3 +483,106 @@ def test_bit_flips_raise_only_meddx_errors(tmp_path: Path) -> None:
                 READER.read(path)
             except MeddxError as exc:
                 assert path.name in str(exc)
+
+
+# -- issue 18: decompression and header defects -------------------------------------------------
+
+
+def _rle(tmp_path: Path, name: str, frames: int = 2) -> tuple[Path, Any]:
+    raw = (np.arange(frames * 8 * 8) % 200).astype(np.uint16).reshape(frames, 8, 8)
+    path = _write(tmp_path / name, raw if frames > 1 else raw[0], NumberOfFrames=frames)
+    ds = _read_ds(path)
+    ds.compress(RLELossless)
+    return path, ds
+
+
+def test_compressed_file_declaring_more_frames_than_present_is_corrupt(tmp_path: Path) -> None:
+    """The decoder used to end in a raw StopIteration."""
+    path, ds = _rle(tmp_path, "frames.dcm")
+    ds.NumberOfFrames = 5
+    ds.save_as(path)
+    with pytest.raises(CorruptFileError) as err:
+        READER.read(path)
+    assert err.value.field == "NumberOfFrames" and "frames.dcm" in str(err.value)
+
+
+def test_corrupt_rle_is_corrupt_not_a_missing_decoder(tmp_path: Path) -> None:
+    from pydicom.encaps import encapsulate, generate_frames
+
+    path, ds = _rle(tmp_path, "badrle.dcm")
+    fragments = [bytearray(f) for f in generate_frames(ds.PixelData, number_of_frames=2)]
+    fragments[0][4:8] = b"\xff\xff\x00\x00"  # the first segment offset points past the data
+    ds.PixelData = encapsulate([bytes(f) for f in fragments])
+    ds.save_as(path)
+    with pytest.raises(CorruptFileError) as err:
+        READER.read(path)
+    assert err.value.field == "PixelData" and "install" not in str(err.value).lower()
+
+
+def test_pixel_data_longer_than_declared_is_not_read_as_extra_frames(tmp_path: Path) -> None:
+    raw = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    path = _write(tmp_path / "long.dcm", raw)
+    ds = _read_ds(path)
+    ds.Rows = 4  # half the image: the data now holds two "frames"
+    ds.save_as(path)
+    with pytest.raises(CorruptFileError) as err:
+        READER.read(path)
+    assert err.value.field == "Rows" and "2 frames" in str(err.value)
+
+
+def test_pixel_padding_shorter_than_a_frame_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    raw = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    path = _write(tmp_path / "pad.dcm", raw)
+    ds = _read_ds(path)
+    ds.PixelData = raw.tobytes() + bytes(16)
+    ds.save_as(path)
+    with pytest.warns(UserWarning, match="padding"):
+        sample = READER.read(path)
+    np.testing.assert_array_equal(sample.array, raw)
+
+
+@pytest.mark.parametrize(
+    ("tags", "field"),
+    [
+        ({"RescaleSlope": "NaN", "RescaleIntercept": "0"}, "RescaleSlope"),
+        ({"RescaleSlope": "1", "RescaleIntercept": "inf"}, "RescaleIntercept"),
+        ({"RescaleSlope": "1e38", "RescaleIntercept": "0"}, "RescaleSlope"),  # 65535 x 1e38 overflows float32
+        ({"RescaleSlope": "abc", "RescaleIntercept": "0"}, "RescaleSlope"),
+    ],
+)
+def test_unusable_rescale_is_an_error_not_an_all_nan_image(tmp_path: Path, tags: dict[str, str], field: str) -> None:
+    placeholders = {"RescaleSlope": b"1.23456789", "RescaleIntercept": b"9.87654321"}
+    path = _write(tmp_path / "rescale.dcm", np.arange(16, dtype=np.uint16).reshape(4, 4),
+                  RescaleSlope=placeholders["RescaleSlope"].decode(),
+                  RescaleIntercept=placeholders["RescaleIntercept"].decode())
+    data = path.read_bytes()
+    for keyword, value in tags.items():  # patch the bytes: pydicom will not write a malformed DS
+        data = data.replace(placeholders[keyword], value.encode().ljust(10))
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid DS while reading it
+        with pytest.raises((InvalidValueError, CorruptFileError)) as err:
+            READER.read(path)
+    assert err.value.field == field and "rescale.dcm" in str(err.value)
+
+
+def test_encapsulated_declaration_beyond_the_limits_is_refused(tmp_path: Path) -> None:
+    from meddx.data.readers.limits import LimitExceededError
+
+    path, ds = _rle(tmp_path, "huge.dcm")
+    ds.Rows = ds.Columns = 8192
+    ds.NumberOfFrames = 10  # 1.3 GB of 16-bit pixels from a few hundred bytes
+    ds.save_as(path)
+    with pytest.raises(LimitExceededError) as err:
+        READER.read(path)
+    assert err.value.field == "NumberOfFrames" and "MEDDX_MAX_EXPANSION_RATIO" in str(err.value)
+
+
+def test_open_dataset_is_the_guarded_open(tmp_path: Path) -> None:
+    from meddx.data.readers.dicom import open_dataset
+
+    path = _write(tmp_path / "plain.dcm", np.zeros((4, 4), np.uint16))
+    assert open_dataset(path).Rows == 4
+    (tmp_path / "not.dcm").write_bytes(b"hello")
+    with pytest.raises(CorruptFileError):
+        open_dataset(tmp_path / "not.dcm")
