@@ -264,3 +264,132 @@ def test_gzipped_nifti_with_unusual_name_is_read_from_its_content(tmp_path: Path
     with pytest.raises(CorruptFileError) as err:
         READER.read(cut)
     assert "cut.dat" in str(err.value)
+
+
+# -- issue 18: decompression and header defects -------------------------------------------------
+
+
+@pytest.mark.parametrize(("dims", "field"), [((4, 0, 3), "dim[2]"), ((4, 3, 0), "dim[3]")])
+def test_zero_dimension_is_an_error_not_an_empty_array(tmp_path: Path, dims: tuple[int, ...], field: str) -> None:
+    from meddx.exceptions import EmptyDataError
+
+    plain = _save(tmp_path / "small.nii", np.zeros((4, 3, 3), np.int16)).read_bytes()
+    path = tmp_path / "zero.nii"
+    path.write_bytes(_with_dims(plain, dims))
+    with pytest.raises(EmptyDataError) as err:
+        READER.read(path)
+    assert err.value.field == field and "zero.nii" in str(err.value)
+
+
+def test_no_dimension_is_an_error_not_a_0d_array(tmp_path: Path) -> None:
+    plain = bytearray(_save(tmp_path / "small.nii", np.zeros((2, 2, 2), np.int16)).read_bytes())
+    plain[40:42] = struct.pack("<h", 0)  # dim[0] = 0
+    path = tmp_path / "nodim.nii"
+    path.write_bytes(bytes(plain))
+    from meddx.exceptions import MeddxError
+
+    with pytest.raises(MeddxError) as err:
+        READER.read(path)
+    assert err.value.field is not None and err.value.field.startswith("dim")
+
+
+def test_nifti2_with_a_zero_dimension_that_needs_reorienting(tmp_path: Path) -> None:
+    """nibabel's reorientation used to end in a raw OrientationError."""
+    from meddx.exceptions import MeddxError
+
+    path = tmp_path / "z2.nii"
+    nib.save(nib.Nifti2Image(np.zeros((2, 0, 3), np.int16), np.diag([-1.0, 1.0, 1.0, 1.0])), path)
+    with pytest.raises(MeddxError) as err:
+        READER.read(path)
+    assert err.value.field == "dim[2]"
+
+
+def test_single_file_with_vox_offset_0_does_not_read_its_header_as_voxels(tmp_path: Path) -> None:
+    data = bytearray(_save(tmp_path / "a.nii", np.arange(24, dtype=np.int16).reshape(2, 3, 4)).read_bytes())
+    data[108:112] = struct.pack("<f", 0.0)
+    path = tmp_path / "v0.nii"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError) as err:
+        READER.read(path)
+    assert err.value.field == "vox_offset"
+
+
+@pytest.mark.parametrize("slope", [1e38, -3e38])
+def test_scaling_beyond_float32_is_an_error_not_inf(tmp_path: Path, slope: float) -> None:
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    path = _save(tmp_path / "scl.nii", data)
+    raw = bytearray(path.read_bytes())
+    raw[112:116] = struct.pack("<f", slope)  # scl_slope
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InvalidValueError) as err:
+        READER.read(path)
+    assert err.value.field == "scl_slope"
+
+
+def test_nan_or_inf_slope_means_unscaled(tmp_path: Path) -> None:
+    """NIfTI: scl_slope 0 (nibabel: also NaN/inf) means no scaling; never an all-NaN volume."""
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    for value in (float("nan"), float("inf")):
+        path = _save(tmp_path / "s.nii", data)
+        raw = bytearray(path.read_bytes())
+        raw[112:116] = struct.pack("<f", value)
+        path.write_bytes(bytes(raw))
+        sample = READER.read(path, canonical=False)
+        np.testing.assert_array_equal(sample.array, data)
+
+
+def test_scaled_volume_still_reads(tmp_path: Path) -> None:
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    path = _save(tmp_path / "ok.nii", data)
+    raw = bytearray(path.read_bytes())
+    raw[112:120] = struct.pack("<ff", 2.0, -5.0)  # scl_slope, scl_inter
+    gz = tmp_path / "ok.nii.gz"
+    gz.write_bytes(gzip.compress(bytes(raw)))
+    sample = READER.read(gz, canonical=False)
+    np.testing.assert_allclose(sample.array, data * 2.0 - 5.0)
+    assert sample.array.dtype == np.float32 and sample.meta["scl_slope"] == 2.0
+
+
+def test_cifti2_is_unsupported_not_corrupt(tmp_path: Path) -> None:
+    from nibabel import cifti2
+
+    from meddx.exceptions import UnsupportedFormatError
+
+    scalar = cifti2.cifti2_axes.ScalarAxis(["thickness"])
+    brain = cifti2.cifti2_axes.BrainModelAxis.from_mask(np.ones(5, bool), name="CIFTI_STRUCTURE_CORTEX_LEFT")
+    img = cifti2.Cifti2Image(np.zeros((1, 5), np.float32), header=(scalar, brain))
+    img.nifti_header.set_intent("ConnDenseScalar")
+    path = tmp_path / "thickness.dscalar.nii"
+    nib.save(img, path)
+    with pytest.raises(UnsupportedFormatError) as err:
+        READER.read(path)
+    assert err.value.field == "intent_code" and "CIFTI-2" in str(err.value)
+
+
+def test_gzip_volume_beyond_the_limits_is_refused_before_decompressing(tmp_path: Path) -> None:
+    from meddx.data.readers.limits import LimitExceededError
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((256, 256, 1100))  # 72 M int16 voxels = 144 MB > 64 MiB from a few KB
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    path = tmp_path / "zeros.nii.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(header.binaryblock + bytes(4))
+        for _ in range(144):
+            out.write(bytes(1 << 20))
+    import os
+
+    os.environ["MEDDX_FREE_DECODED_MB"] = "64"
+    try:
+        with pytest.raises(LimitExceededError) as err:
+            READER.read(path)
+    finally:
+        del os.environ["MEDDX_FREE_DECODED_MB"]
+    assert err.value.field == "dim" and "zeros.nii.gz" in str(err.value)
+
+
+def test_gzip_volume_is_streamed_into_one_array(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(-1000, 3000, (40, 30, 20)).astype(np.int16)
+    path = _save(tmp_path / "v.nii.gz", data)
+    np.testing.assert_array_equal(READER.read(path, canonical=False).array, data)
