@@ -323,3 +323,100 @@ def test_brain_tumor_folder_from_the_mirror(mirror: Path) -> None:
     with pytest.raises(InvalidValueError) as err:
         FOLDERS.read(folder)  # sizes and modes differ
     assert "labels.csv" in str(err.value)
+
+
+# -- issue 18: decompression and header defects -------------------------------------------------
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _interlaced_png(grey: np.ndarray) -> bytes:
+    """An Adam7-interlaced 8-bit grey PNG (Pillow reads them but cannot write them)."""
+    import struct
+    import zlib
+
+    raw = bytearray()
+    for x0, y0, dx, dy in _ADAM7:
+        sub = grey[y0::dy, x0::dx]
+        if sub.size:
+            for row in sub:
+                raw += b"\0" + row.tobytes()
+    height, width = grey.shape
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1))
+            + _chunk(b"IDAT", zlib.compress(bytes(raw))) + _chunk(b"IEND", b""))
+
+
+def _double_height(data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    out = bytearray(data)
+    height = struct.unpack(">I", out[20:24])[0]
+    out[20:24] = struct.pack(">I", 2 * height)
+    out[29:33] = struct.pack(">I", zlib.crc32(bytes(out[12:29])))
+    return bytes(out)
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG_IMAGES = {
+    "1": lambda: Image.fromarray(GREY > 128).convert("1"),
+    "L": lambda: Image.fromarray(GREY, "L"),
+    "LA": lambda: Image.fromarray(np.stack([GREY, GREY], -1), "LA"),
+    "P": lambda: Image.fromarray(RGB, "RGB").convert("P"),
+    "RGB": lambda: Image.fromarray(RGB, "RGB"),
+    "RGBA": lambda: Image.fromarray(np.concatenate([RGB, RGB[..., :1]], -1), "RGBA"),
+    "I;16": lambda: Image.fromarray(GREY.astype(np.uint16) * 257),
+}
+
+
+@pytest.mark.parametrize("mode", list(PNG_IMAGES))
+def test_png_with_doubled_header_height_is_truncated_not_zero_filled(tmp_path: Path, mode: str) -> None:
+    data = _png(PNG_IMAGES[mode]())
+    whole, doubled = tmp_path / "whole.png", tmp_path / "doubled.png"
+    whole.write_bytes(data)
+    doubled.write_bytes(_double_height(data))
+    assert FILES.read(whole).array.shape[:2] == GREY.shape  # the row count matches for every colour type
+    with pytest.raises(CorruptFileError) as err:
+        FILES.read(doubled)
+    assert err.value.field == "IHDR height" and "doubled.png" in str(err.value)
+
+
+def test_interlaced_png_reads_and_its_rows_are_counted(tmp_path: Path) -> None:
+    grey = RNG.integers(0, 256, size=(13, 11), dtype=np.uint8)
+    path = tmp_path / "adam7.png"
+    path.write_bytes(_interlaced_png(grey))
+    np.testing.assert_array_equal(FILES.read(path).array, grey)
+    path.write_bytes(_double_height(_interlaced_png(grey)))
+    with pytest.raises(CorruptFileError):
+        FILES.read(path)
+
+
+def test_cmyk_jpeg_reads_as_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (8, 6), (0, 255, 255, 0)).save(path, format="JPEG", quality=100)
+    sample = FILES.read(path)
+    assert sample.array.shape == (6, 8, 3) and sample.photometric == "RGB"
+    assert sample.array[..., 0].mean() > 200 and sample.array[..., 1].mean() < 60  # red
+
+
+def test_jpeg_declaring_more_than_the_limits_is_refused_before_decoding(tmp_path: Path) -> None:
+    from meddx.data.readers.limits import LimitExceededError
+    from tests.security._bombs import jpeg_bomb
+
+    with pytest.raises(LimitExceededError) as err:
+        FILES.read(jpeg_bomb(tmp_path / "bomb.jpg"))
+    assert err.value.field == "size" and "bomb.jpg" in str(err.value)
