@@ -36,6 +36,7 @@ FIELD_NAMED = {"wfdb", "edf", "fhir", "hl7v2", "table"}
 KNOWN_OPEN: dict[tuple[str, str], str] = {
     ("nifti", "silent_wrong"): "nifti.py: a corrupted .nii.gz reads with changed voxels (the gzip CRC-32 is "
                                "never checked: nibabel stops before the end of the stream)",
+    ("nifti", "invariant"): "nifti.py: rare header edits (dim[0] = 1) read as a 1-D 'image' of shape (8,)",
     ("npz", "silent_wrong"): "npz.py: rare zip mutants read with changed data (zip CRC-32 not checked on "
                              "every member)",
     ("dicom", "no_field"): "dicom.py: truncation and preamble errors name no field",
