@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from meddx.data.readers._base import Reader, import_optional, register_reader
+from meddx.data.readers._base import Reader, decoding_field, import_optional, register_reader
 from meddx.data.sample import SignalSample
 from meddx.exceptions import (
     ConfigError,
@@ -404,11 +404,13 @@ class EdfReader(Reader):
             index = {id(s): i for i, s in enumerate(ordinary)}
             columns = []
             for sig in chosen:
-                x = np.asarray(reader.readSignal(index[id(sig)]), dtype=np.float64)
+                with decoding_field(f"samples of signal {sig.label}"):
+                    x = np.asarray(reader.readSignal(index[id(sig)]), dtype=np.float64)
                 if target_fs and sig.fs != target_fs:
                     x = _resample(x, sig.fs, target_fs)
                 columns.append(x)
-            onsets, durations, texts = reader.readAnnotations()
+            with decoding_field("EDF Annotations"):
+                onsets, durations, texts = reader.readAnnotations()
             start = reader.getStartdatetime()
         finally:
             reader.close()
