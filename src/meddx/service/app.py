@@ -30,7 +30,9 @@ SECURITY_HEADERS = {
                                "script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer browsers send "Origin: null" with the page's own form
+    # posts, which the CSRF origin check must refuse (meddx.service.sessions); other sites still get nothing
+    "Referrer-Policy": "same-origin",
 }
 DEFAULT_CACHE_CONTROL = "no-store"
 
