@@ -376,16 +376,17 @@ def _check_truncation(ds: Dataset, path: Path, inflated: int | None = None) -> N
         raise CorruptFileError(
             "the file holds no data elements after its file meta information",
             path=path,
+            field="data set",
             hint="The file is truncated or empty; copy or download it again",
         )
-    last_tell, last_length = -1, 0
+    last_tell, last_length, last_tag = -1, 0, None
     sources = [ds, ds.file_meta] if getattr(ds, "file_meta", None) is not None and inflated is None else [ds]
     for source in sources:
         for tag in list(source.keys()):
             elem = source.get_item(tag, keep_deferred=True)
             tell = getattr(elem, "value_tell", None)
             if tell is not None and tell > last_tell:
-                last_tell, last_length = tell, int(getattr(elem, "length", 0))
+                last_tell, last_length, last_tag = tell, int(getattr(elem, "length", 0)), tag
     if last_tell < 0 or last_length == _UNDEFINED_LENGTH:
         return
     end = last_tell + last_length
@@ -393,14 +394,29 @@ def _check_truncation(ds: Dataset, path: Path, inflated: int | None = None) -> N
         raise CorruptFileError(
             f"the {where} ends at byte {size:,}, inside an element that needs {end:,} bytes",
             path=path,
+            field=_tag_name(last_tag),
             hint="The file is truncated; copy or download it again",
         )
     if 0 < size - end < 8:
         raise CorruptFileError(
             f"the {where} ends with {size - end} stray byte(s) after its last element, a cut-off tag",
             path=path,
+            field=f"the element after {_tag_name(last_tag)}",
             hint="The file is truncated; copy or download it again",
         )
+
+
+def _tag_name(tag: Any) -> str:
+    """``PixelData (7FE0,0010)``, or the bare tag for one pydicom does not know."""
+    if tag is None:
+        return "data set"
+    from pydicom.datadict import keyword_for_tag
+    from pydicom.tag import Tag
+
+    tag = Tag(tag)
+    text = f"({tag.group:04X},{tag.element:04X})"
+    keyword = keyword_for_tag(tag)
+    return f"{keyword} {text}" if keyword else text
 
 
 def _window(ds: Dataset) -> tuple[float, float] | None:
@@ -653,6 +669,7 @@ def open_dataset(
             raise CorruptFileError(
                 "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble)",
                 path=path,
+                field="preamble",
                 hint="If it is a raw DICOM data set without preamble, pass force=True",
             ) from exc
         if not stop_before_pixels:

@@ -124,6 +124,7 @@ def _open(path: Path, max_pixels: int | None, row: str = "") -> Any:
         raise CorruptFileError(
             f"{row}not a PNG, JPEG, BMP or TIFF image Pillow can identify",
             path=path,
+            field="signature",
             hint="The file is corrupt or in another format",
         ) from exc
     width, height = img.size

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +39,8 @@ from meddx.data.readers._base import (
     import_optional,
     register_reader,
 )
-from meddx.data.readers.limits import check_expansion
+from meddx.data.readers.limits import HINT as LIMITS_HINT
+from meddx.data.readers.limits import LimitExceededError, check_expansion, decode_limits
 from meddx.data.sample import ImageSample
 from meddx.exceptions import (
     ConfigError,
@@ -246,7 +248,33 @@ def _read_voxels(img: Any, path: Path) -> np.ndarray:
                     hint="The file is truncated or its header is corrupt; re-export or re-download it",
                 )
             filled += count
+        if gzipped:
+            _drain_to_crc(stream, data_path, offset + filled, path)
     return buffer.view(dtype).reshape(shape, order=order)  # type: ignore[call-overload]
+
+
+def _drain_to_crc(stream: Any, data_path: Path, used: int, path: Path) -> None:
+    """Read a gzip stream to its end (nothing kept) so that its CRC-32 and length are checked.
+
+    nibabel stops after the voxels, so a damaged ``.nii.gz`` read with changed
+    voxels and no error. What follows the voxels may not decompress past the
+    limits either.
+    """
+    allowed = decode_limits().allowed(data_path.stat().st_size)
+    total = used
+    try:
+        while chunk := stream.read(READ_CHUNK):
+            total += len(chunk)
+            if total > allowed:
+                raise LimitExceededError(
+                    f"the gzip stream goes on past the voxels to more than {allowed:,} bytes",
+                    path=path, field="gzip", hint=LIMITS_HINT,
+                )
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile: CRC or length check failed, or cut short
+        raise CorruptFileError(
+            f"the gzip stream is damaged: {exc}", path=path, field="gzip",
+            hint="The voxels would be wrong; re-export or re-download the file",
+        ) from exc
 
 
 def _scaled(raw: np.ndarray, slope: float, inter: float, path: Path) -> np.ndarray:

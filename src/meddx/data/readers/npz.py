@@ -91,6 +91,23 @@ def _header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[int, 
     return tuple(int(n) for n in shape), dtype
 
 
+def _verify_crc(archive: zipfile.ZipFile, key: str, path: Path) -> None:
+    """Read member ``key``.npy to its end (streamed, nothing kept) so zipfile checks its CRC-32.
+
+    numpy may stop short of the end of a member, and then a damaged member
+    reads with changed values and no error.
+    """
+    try:
+        with archive.open(f"{key}.npy") as fh:
+            while fh.read(1 << 22):
+                pass
+    except zipfile.BadZipFile as exc:
+        raise CorruptFileError(
+            f"ZIP entry {key}.npy is damaged: {exc}", path=path, field=key,
+            hint="The archive is corrupt; re-download it",
+        ) from exc
+
+
 def _split_order(names: list[str]) -> list[str]:
     standard = [s for s in STANDARD_SPLITS if s in names]
     return standard + sorted(n for n in names if n not in STANDARD_SPLITS)
@@ -185,6 +202,9 @@ class NpzReader(Reader):
                             f"(keys: {', '.join(sorted(keys))})",
                         )
                     shapes[key] = _header(archive, key, path)[0]
+
+            for key in shapes:
+                _verify_crc(archive, key, path)
 
         result: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         multi_label = False
