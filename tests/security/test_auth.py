@@ -11,9 +11,12 @@ login attempts; a failed login stored the typed name.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
+from meddx.service.security import RateLimiter
 from meddx.storage.users import PasswordPolicyError, check_password_policy, trivial_password
 from tests.security.conftest import FOREIGN, Live, bearer, form_csrf
 from tests.service.conftest import png_bytes
@@ -221,3 +224,12 @@ def test_failed_logins_do_not_store_the_typed_name(live: Live) -> None:
     if live.backend == "sqlite":  # nothing in the database file either (WAL included)
         for path in live.home.glob("meddx.db*"):
             assert typed.encode() not in path.read_bytes() and typed.lower().encode() not in path.read_bytes()
+
+
+def test_the_login_rate_limiter_forgets_stale_names() -> None:
+    limiter = RateLimiter(limit=2, window=0.05, max_keys=100)
+    for i in range(101):
+        assert limiter.hit(f"127.0.0.1|sprayed-{i}")
+    time.sleep(0.06)
+    assert limiter.hit("127.0.0.1|doc") and limiter.hit("127.0.0.1|doc") and not limiter.hit("127.0.0.1|doc")
+    assert len(limiter._events) == 1  # the sprayed names are gone

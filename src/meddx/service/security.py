@@ -93,10 +93,14 @@ def login_key(client: str, username: str) -> str:
 
 
 class RateLimiter:
-    """At most ``limit`` events per ``window`` seconds per key (sliding window, in memory)."""
+    """At most ``limit`` events per ``window`` seconds per key (sliding window, in memory, per process).
 
-    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
+    Keys whose window has passed are dropped once more than ``max_keys`` are held, so
+    a spray of made-up user names cannot grow the table without bound.
+    """
+
+    def __init__(self, limit: int = 5, window: float = 60.0, max_keys: int = 10_000) -> None:
+        self.limit, self.window, self.max_keys = limit, window, max_keys
         self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -104,6 +108,8 @@ class RateLimiter:
         """Record an attempt; False when the key is over its limit (the attempt is refused)."""
         now = time.monotonic()
         with self._lock:
+            if len(self._events) > self.max_keys:
+                self._events = {k: e for k, e in self._events.items() if e and e[-1] > now - self.window}
             events = self._events.setdefault(key, deque())
             while events and events[0] <= now - self.window:
                 events.popleft()
