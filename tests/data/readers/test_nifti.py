@@ -393,3 +393,16 @@ def test_gzip_volume_is_streamed_into_one_array(tmp_path: Path) -> None:
     data = np.random.default_rng(0).integers(-1000, 3000, (40, 30, 20)).astype(np.int16)
     path = _save(tmp_path / "v.nii.gz", data)
     np.testing.assert_array_equal(READER.read(path, canonical=False).array, data)
+
+
+def test_damaged_gzip_volume_is_corrupt_not_changed_voxels(tmp_path: Path) -> None:
+    """nibabel stopped before the gzip trailer, so a damaged stream read with changed voxels."""
+    data = np.arange(4000, dtype=np.int16).reshape(20, 20, 10)
+    raw = _save(tmp_path / "v.nii", data).read_bytes()
+    packed = bytearray(gzip.compress(raw, compresslevel=0))  # stored blocks: a flipped byte stays decodable
+    packed[len(packed) // 2] ^= 0x01
+    path = tmp_path / "flipped.nii.gz"
+    path.write_bytes(bytes(packed))
+    with pytest.raises(CorruptFileError) as err:
+        READER.read(path)
+    assert err.value.field == "gzip" and "flipped.nii.gz" in str(err.value)

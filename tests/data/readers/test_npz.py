@@ -229,3 +229,33 @@ def test_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         READER.read(path, size=(2, 2))
     assert "o.npz" in str(err.value)
+
+
+def test_damaged_member_is_corrupt_not_changed_data(tmp_path: Path) -> None:
+    """zipfile checks a member's CRC-32 only when it is read to its end, which numpy may not do."""
+    import zipfile
+
+    from meddx.exceptions import CorruptFileError
+
+    path = tmp_path / "stored.npz"
+    images = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, value in (("train_images", images), ("train_labels", np.arange(4))):
+            buffer = io.BytesIO()
+            np.save(buffer, value)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    data = bytearray(path.read_bytes())
+    data[data.index(images.tobytes()) + 10] ^= 0xFF  # one pixel, inside the stored member
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError) as err:
+        NpzReader().read(path)
+    assert err.value.field == "train_images"
+
+
+def test_member_inflating_beyond_the_limits_is_refused(tmp_path: Path) -> None:
+    from meddx.data.readers.limits import LimitExceededError
+    from tests.security._bombs import npz_bomb
+
+    with pytest.raises(LimitExceededError) as err:
+        NpzReader().read(npz_bomb(tmp_path / "bomb.npz", 300 * 2**20))
+    assert err.value.field == "train_images"

@@ -102,10 +102,13 @@ def _verify_crc(archive: zipfile.ZipFile, key: str, path: Path) -> None:
             while fh.read(1 << 22):
                 pass
     except zipfile.BadZipFile as exc:
-        raise CorruptFileError(
-            f"ZIP entry {key}.npy is damaged: {exc}", path=path, field=key,
-            hint="The archive is corrupt; re-download it",
-        ) from exc
+        raise _damaged(key, path, exc) from exc
+
+
+def _damaged(key: str, path: Path, exc: Exception) -> CorruptFileError:
+    return CorruptFileError(
+        f"ZIP entry {key}.npy is damaged: {exc}", path=path, field=key, hint="The archive is corrupt; re-download it"
+    )
 
 
 def _split_order(names: list[str]) -> list[str]:
@@ -201,7 +204,10 @@ class NpzReader(Reader):
                             hint="Every <split>_images needs <split>_labels "
                             f"(keys: {', '.join(sorted(keys))})",
                         )
-                    shapes[key] = _header(archive, key, path)[0]
+                    try:
+                        shapes[key] = _header(archive, key, path)[0]
+                    except zipfile.BadZipFile as exc:  # a small member fails its CRC-32 on the first read
+                        raise _damaged(key, path, exc) from exc
 
             for key in shapes:
                 _verify_crc(archive, key, path)
