@@ -26,6 +26,9 @@ def deidentify(
 
     The same key always gives the same pseudonyms, UIDs and date shifts, so
     later batches link up with earlier ones. Exit code 1 if any file failed.
+    A DICOM whose Deflated data set would inflate beyond the decompression
+    limits (MEDDX_MAX_DECODED_MB, MEDDX_FREE_DECODED_MB, MEDDX_MAX_EXPANSION_RATIO)
+    is listed as failed without being inflated.
     """
     import json
 
