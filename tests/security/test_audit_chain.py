@@ -107,6 +107,20 @@ def test_key_and_checkpoints_live_outside_the_database_owner_only(make_service: 
     assert code == 0 and f"{len(rows)} anchored" in out, out
 
 
+def test_the_service_keeps_its_own_homes_key(make_service: Any, monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """The key is bound when the service starts: a later change of MEDDX_HOME in the process does not split the
+    chain between two keys."""
+    svc = make_service()
+    monkeypatch.setenv("MEDDX_HOME", str(tmp_path / "elsewhere"))
+    for path in ("/api/admin/users", "/api/admin/teams", "/api/admin/audit"):  # audited reads
+        assert svc.client.get(path, headers=svc.headers("admin")).status_code == 200
+    assert not (tmp_path / "elsewhere" / "keys" / "audit.key").exists()
+    svc.set_env(monkeypatch)
+    code, out = _verify()
+    assert code == 0 and "intact" in out, out
+
+
 @pytest.mark.parametrize("clear_macs", [False, True], ids=["macs-kept", "macs-cleared"])
 def test_a_rewritten_chain_is_detected(tampered: tuple[Service, Engine], clear_macs: bool) -> None:
     svc, engine = tampered

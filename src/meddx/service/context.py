@@ -73,12 +73,15 @@ class ServiceContext:
     def build(cls, settings: Settings) -> ServiceContext:
         from meddx.privacy.pseudonyms import PseudonymKey
         from meddx.service.security import RateLimiter, load_secret
+        from meddx.storage.audit import AuditAnchor, bind_anchor
         from meddx.storage.blobs import BlobStore
         from meddx.storage.crypto import Encryptor
         from meddx.storage.db import make_engine, session_factory, upgrade
 
         upgrade(settings.database_url)
         engine = make_engine(settings.database_url)
+        # the audit chain's key and checkpoints: this service's home, made now (0600) if missing
+        bind_anchor(engine, AuditAnchor.for_url(engine.url, home=settings.home))
         keys = settings.home / "keys"
         return cls(
             settings=settings, engine=engine, sessions=session_factory(engine),

@@ -38,13 +38,14 @@ import json
 import logging
 import os
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from meddx.exceptions import ConfigError
@@ -183,13 +184,25 @@ def _load_key(path: Path, *, create: bool) -> bytes | None:
 
 
 _ANCHORS: dict[tuple[str, str, str], AuditAnchor] = {}
+_BOUND: weakref.WeakKeyDictionary[Engine, AuditAnchor] = weakref.WeakKeyDictionary()
+
+
+def bind_anchor(engine: Engine, anchor: AuditAnchor) -> None:
+    """Make every session on ``engine`` use ``anchor`` (the service binds its own home's key at start-up,
+    whatever ``$MEDDX_HOME`` says later)."""
+    _BOUND[engine] = anchor
 
 
 def anchor_for(session: Session, *, create: bool = True) -> AuditAnchor:
-    """The anchor of the session's database under the current ``$MEDDX_HOME`` (cached once it has a key)."""
+    """The anchor bound to the session's engine, else the one under the current ``$MEDDX_HOME``
+    (cached once it has a key)."""
     from meddx.config import home_dir
 
-    url = session.get_bind().engine.url
+    engine = session.get_bind().engine
+    bound = _BOUND.get(engine)
+    if bound is not None:
+        return bound
+    url = engine.url
     cache_key = (str(home_dir()), url.render_as_string(hide_password=True), os.environ.get(ENV_AUDIT_KEY, ""))
     anchor = _ANCHORS.get(cache_key)
     if anchor is None or anchor.key is None:
