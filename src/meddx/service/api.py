@@ -6,9 +6,10 @@ Every route except ``/api/health`` and ``/api/auth/token`` needs a valid token
 | routes | roles |
 |---|---|
 | studies, results, patients (patient data) | clinician, admin |
+| break-glass (``POST /api/break-glass``) | clinician |
 | models and cards | every role |
 | jobs (validation reports) | engineer, admin |
-| users, audit log | admin |
+| users, care teams, break-glass log, audit log | admin |
 
 Patient data is scoped per clinician (:mod:`meddx.service.access`): own studies,
 care-team shares an admin configures, and audited, time-limited break-glass.
