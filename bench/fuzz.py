@@ -261,6 +261,18 @@ def generated_seeds(work: Path) -> list[Seed]:
                           companions={f"gen{fmt}.dat": (work / f"gen{fmt}.dat").read_bytes()}, text=True,
                           checkable="WFDB 16-bit checksums", mutate_companion=f"gen{fmt}.dat"))
 
+    # two samples per frame on the first signal: the samps_per_frame and expanded-checksum paths
+    record = wfdb.Record(record_name="genframes", n_sig=2, fs=100, sig_len=200, file_name=["genframes.dat"] * 2,
+                         fmt=["16", "16"], samps_per_frame=[2, 1], units=["mV", "mV"], sig_name=["A", "B"],
+                         adc_gain=[1000.0, 1000.0], baseline=[0, 0],
+                         e_p_signal=[rng.normal(size=400), rng.normal(size=200)])
+    record.set_d_features(expanded=True, do_adc=True)
+    record.set_defaults()
+    record.wrsamp(expanded=True, write_dir=str(work))
+    seeds.append(Seed("wfdb", "genframes.hea", (work / "genframes.hea").read_bytes(),
+                      companions={"genframes.dat": (work / "genframes.dat").read_bytes()}, text=True,
+                      checkable="WFDB 16-bit checksums", mutate_companion="genframes.dat"))
+
     edf_path = work / "gen.edf"
     writer = pyedflib.EdfWriter(str(edf_path), 2, file_type=pyedflib.FILETYPE_EDFPLUS)
     writer.setSignalHeaders([

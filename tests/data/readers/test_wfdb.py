@@ -348,3 +348,20 @@ def test_checksum_opt_out_warns_and_says_so_in_meta(tmp_path: Path) -> None:
 def test_intact_record_is_checksum_verified(tmp_path: Path, format_samples: Path) -> None:
     assert READER.read(_variant(tmp_path)).meta["checksum_verified"] is True
     assert READER.read(format_samples / "wfdb" / "a103l.hea").meta["checksum_verified"] is True
+
+
+def test_checksums_cover_signals_with_several_samples_per_frame(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    record = wfdb.Record(record_name="mf", n_sig=2, fs=100, sig_len=200, file_name=["mf.dat", "mf.dat"],
+                         fmt=["16", "16"], samps_per_frame=[2, 1], units=["mV", "mV"], sig_name=["A", "B"],
+                         adc_gain=[1000.0, 1000.0], baseline=[0, 0],
+                         e_p_signal=[rng.normal(size=400), rng.normal(size=200)])
+    record.set_d_features(expanded=True, do_adc=True)
+    record.set_defaults()
+    record.wrsamp(expanded=True, write_dir=str(tmp_path))
+    assert READER.read(tmp_path / "mf.hea").meta["checksum_verified"] is True
+    data = bytearray((tmp_path / "mf.dat").read_bytes())
+    data[40] ^= 1
+    (tmp_path / "mf.dat").write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="checksum"):
+        READER.read(tmp_path / "mf.hea")
