@@ -365,3 +365,20 @@ def test_checksums_cover_signals_with_several_samples_per_frame(tmp_path: Path) 
     (tmp_path / "mf.dat").write_bytes(bytes(data))
     with pytest.raises(CorruptFileError, match="checksum"):
         READER.read(tmp_path / "mf.hea")
+
+
+def test_description_after_fewer_numeric_fields_reads_as_wfdb_reads_it(tmp_path: Path) -> None:
+    """The spec wants all numeric fields before a description; wfdb accepts fewer, and so do we."""
+    path = _variant(tmp_path, lambda t: "\n".join(
+        " ".join(line.split()[:3] + line.split()[-1:]) if line.startswith("x.dat") else line
+        for line in t.splitlines()) + "\n")
+    sample = READER.read(path)
+    assert sample.channel_names == [str(n) for n in wfdb.rdheader(str(path.with_suffix(""))).sig_name]
+    assert sample.meta["checksum_verified"] is False  # no checksum field left
+
+
+def test_a_damaged_number_in_a_numeric_field_is_refused(tmp_path: Path) -> None:
+    path = _variant(tmp_path, lambda t: t.replace(" 16 0 ", " 16 0. ", 1))
+    with pytest.raises(CorruptFileError, match="adc_zero") as info:
+        READER.read(path)
+    assert info.value.field == "adc_zero of signal 1"

@@ -93,6 +93,8 @@ _INT_FIELDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("checksum", re.compile(r"^[-+]?\d+$")),
     ("block_size", re.compile(r"^\d+$")),
 )
+# A token that was meant as a number (digits with signs, points, exponents, separators).
+_NUMBER_LIKE = re.compile(r"^[-+]?[\d.]*\d[\d.eExX_+-]*$")
 _KNOWN_FORMATS = frozenset({"0", "8", "16", "24", "32", "61", "80", "160", "212", "310", "311", "508", "516", "524"})
 
 _HEADER_SUFFIX = ".hea"
@@ -214,11 +216,13 @@ def parse_signal_lines(text: str, header_path: Path) -> list[dict[str, Any]]:
             info[name] = int(token)
             present += 1
         if present < len(_INT_FIELDS) and present < len(rest):
-            # a description is allowed only after all the numeric fields (WFDB spec)
-            name = _INT_FIELDS[present][0]
-            raise bad(name, rest[present], "a whole number (the description may follow only after block size)")
-        if len(rest) > len(_INT_FIELDS):
-            info["sig_name"] = line.split(None, 3 + len(_INT_FIELDS))[-1].strip()
+            token = rest[present]
+            if _NUMBER_LIKE.match(token):  # a damaged number, not the start of a description
+                raise bad(_INT_FIELDS[present][0], token, "a whole number")
+            # The spec wants every numeric field before a description; wfdb (and real headers)
+            # also accept a description after fewer of them: so do we, when the text is no number.
+        if len(rest) > present:
+            info["sig_name"] = line.split(None, 3 + present)[-1].strip()
         signals.append(info)
     return signals
 
