@@ -3,7 +3,8 @@
 Every bomb of :mod:`tests.security._bombs` (Deflated and encapsulated DICOM,
 NIfTI ``.nii.gz``, PNG, JPEG, ``.npz``) is opened in a fresh Python process by
 each entry point that takes it, and the process's peak resident memory is read
-(``ru_maxrss``) against its resident memory just before the call:
+(``VmHWM``, reset to the current size first; ``ru_maxrss`` would include the resident size
+of the pytest parent at fork) against its resident memory just before the call:
 
 - ``meddx.read`` (also what ``meddx predict`` and batch prediction call),
 - the service's upload check (:func:`meddx.service.uploads.receive`),
@@ -64,6 +65,20 @@ def run():
         deidentify(path, out / "tree", out / "key" / "pseudonym.key", False)
 
 
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+# ru_maxrss is not ours alone: Linux carries the parent's resident size at fork into it, so a big pytest
+# process would show as growth. VmHWM belongs to this process's own memory map; reset it to now first.
+try:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+except OSError:
+    pass
 before = psutil.Process().memory_info().rss
 result = {"error": None}
 try:
@@ -75,7 +90,8 @@ except MeddxError as exc:
 except BaseException as exc:  # typer.Exit(1) from the CLI when the file failed
     result = {"error": type(exc).__name__, "message": str(exc)[:400], "meddx": False,
               "exit_code": getattr(exc, "exit_code", None)}
-result["growth"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+peak = status("VmHWM")
+result["growth"] = (peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - before
 print(json.dumps(result))
 """
 
@@ -194,3 +210,12 @@ def test_truncated_deflated_dicom_is_corrupt(tmp_path: Path) -> None:
     with pytest.raises(CorruptFileError) as err:
         read(path)
     assert "cut.dcm" in str(err.value) and err.value.field == "TransferSyntaxUID"
+
+
+def test_the_measure_sees_a_large_read(tmp_path: Path) -> None:
+    """The instrument works: a genuine Deflated image of 32 MiB within the limits shows as growth."""
+    pixels = np.zeros((4096, 4096), np.uint16)
+    path = _bombs.deflated_dicom(tmp_path / "large.dcm", None, rows=4096, cols=4096, pixels=pixels)
+    outcome = measure("read", path)
+    assert outcome["error"] is None, outcome
+    assert outcome["growth"] > 48 * 2**20, outcome  # inflated bytes + the pixel array at least
