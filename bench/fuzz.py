@@ -839,6 +839,10 @@ OWNERS = {"dicom": "dicom.py (other helper)", "nifti": "nifti.py (other helper)"
           "image": "image.py (other helper)", "npz": "npz.py (other helper)"}
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace("`", "'")
+
+
 def markdown(payload: dict[str, Any]) -> str:
     lines = [
         "# Reader fuzzing and third-party corpora (issue 18)",
@@ -874,7 +878,7 @@ def markdown(payload: dict[str, Any]) -> str:
         lines += ["## Examples of contract breaks (the reader that owns each is named)", ""]
         for fmt, kind, values in bad:
             owner = f" ({OWNERS[fmt]})" if fmt in OWNERS else ""
-            lines.append(f"- **{fmt}{owner}, {kind}**: " + "; ".join(f"`{v[:240]}`" for v in values[:4]))
+            lines.append(f"- **{fmt}{owner}, {kind}**: " + "; ".join(f"`{_one_line(v)[:240]}`" for v in values[:4]))
         lines.append("")
     collisions = {fmt: t["outcomes"].get("checksum_collision", 0) for fmt, t in payload["formats"].items()}
     if any(collisions.values()):
@@ -898,7 +902,7 @@ def markdown(payload: dict[str, Any]) -> str:
     for fmt, c in payload["corpora"].items():
         for kind in ("both_refuse", "meddx_refuses", "library_refuses", "differ", "raw_exception"):
             if c["examples"].get(kind):
-                lines.append(f"- {fmt} {kind}: " + "; ".join(f"`{v}`" for v in c["examples"][kind][:12]))
+                lines.append(f"- {fmt} {kind}: " + "; ".join(f"`{_one_line(v)}`" for v in c["examples"][kind][:12]))
     return "\n".join(lines)
 
 
