@@ -406,3 +406,15 @@ def test_damaged_gzip_volume_is_corrupt_not_changed_voxels(tmp_path: Path) -> No
     with pytest.raises(CorruptFileError) as err:
         READER.read(path)
     assert err.value.field == "gzip" and "flipped.nii.gz" in str(err.value)
+
+
+def test_one_dimensional_nifti_is_not_read_as_an_image(tmp_path: Path) -> None:
+    from meddx.exceptions import UnsupportedFormatError
+
+    plain = bytearray(_save(tmp_path / "small.nii", np.zeros((2, 2, 2), np.int16)).read_bytes())
+    plain[40:42] = struct.pack("<h", 1)  # dim[0] = 1: a vector of dim[1] values
+    path = tmp_path / "vector.nii"
+    path.write_bytes(bytes(plain))
+    with pytest.raises(UnsupportedFormatError) as err:
+        READER.read(path)
+    assert err.value.field == "dim[0]"

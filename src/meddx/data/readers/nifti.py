@@ -138,6 +138,13 @@ def _check_data_size(img: Any, path: Path) -> None:
             field="dim[0]",
             hint="The header is corrupt; dim[0] must be 1 to 7",
         )
+    if len(shape) == 1:
+        raise UnsupportedFormatError(
+            f"dim[0] is 1: the file holds a 1-D vector of {shape[0]:,} values, not an image",
+            path=path,
+            field="dim[0]",
+            hint="meddx reads 2-D to 7-D NIfTI images; if the data is an image, dim[0] is corrupt",
+        )
     if 0 in shape:
         axis = shape.index(0)
         raise EmptyDataError(
