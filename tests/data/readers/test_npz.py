@@ -259,3 +259,19 @@ def test_member_inflating_beyond_the_limits_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LimitExceededError) as err:
         NpzReader().read(npz_bomb(tmp_path / "bomb.npz", 300 * 2**20))
     assert err.value.field == "train_images"
+
+
+def test_member_name_damaged_in_the_directory_is_corrupt_not_a_missing_split(tmp_path: Path) -> None:
+    """The split of a member whose name was damaged used to vanish from the sample without an error."""
+    from meddx.exceptions import CorruptFileError
+
+    path = tmp_path / "named.npz"
+    np.savez(path, train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.arange(2),
+             val_images=np.ones((2, 4, 4), np.uint8), val_labels=np.arange(2))
+    data = bytearray(path.read_bytes())
+    central = data.rindex(b"val_images.npy")  # the central directory's copy of the name
+    data[central + 5] = ord("l")
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError) as err:
+        NpzReader().read(path)
+    assert err.value.field == "val_ilages"

@@ -91,14 +91,20 @@ def _header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[int, 
     return tuple(int(n) for n in shape), dtype
 
 
-def _verify_crc(archive: zipfile.ZipFile, key: str, path: Path) -> None:
-    """Read member ``key``.npy to its end (streamed, nothing kept) so zipfile checks its CRC-32.
+def _verify_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """Read a member to its end (streamed, nothing kept) so zipfile checks its name and CRC-32.
 
     numpy may stop short of the end of a member, and then a damaged member
-    reads with changed values and no error.
+    reads with changed values and no error; a member whose name was damaged in
+    the directory would otherwise just be missing (and its split with it).
     """
+    key = info.filename.removesuffix(".npy")
+    key = key if key.isprintable() else ascii(key)
+    if info.compress_type != zipfile.ZIP_STORED:
+        check_expansion(info.file_size, info.compress_size, path=path, field=key,
+                        what=f"ZIP entry {info.filename}")
     try:
-        with archive.open(f"{key}.npy") as fh:
+        with archive.open(info) as fh:
             while fh.read(1 << 22):
                 pass
     except zipfile.BadZipFile as exc:
@@ -107,7 +113,7 @@ def _verify_crc(archive: zipfile.ZipFile, key: str, path: Path) -> None:
 
 def _damaged(key: str, path: Path, exc: Exception) -> CorruptFileError:
     return CorruptFileError(
-        f"ZIP entry {key}.npy is damaged: {exc}", path=path, field=key, hint="The archive is corrupt; re-download it"
+        f"ZIP entry {key!r} is damaged: {exc}", path=path, field=key, hint="The archive is corrupt; re-download it"
     )
 
 
@@ -209,8 +215,8 @@ class NpzReader(Reader):
                     except zipfile.BadZipFile as exc:  # a small member fails its CRC-32 on the first read
                         raise _damaged(key, path, exc) from exc
 
-            for key in shapes:
-                _verify_crc(archive, key, path)
+            for info in archive.infolist():  # every member: a damaged name would silently drop a split
+                _verify_crc(archive, info, path)
 
         result: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         multi_label = False
