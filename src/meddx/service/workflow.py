@@ -40,11 +40,10 @@ from meddx.service.uploads import Upload, UploadRejected
 def deidentify_upload(upload: Upload, key: Any, patient_hint: str | None) -> tuple[bytes, str, str]:
     """(de-identified bytes, patient pseudonym, file suffix) for a checked upload."""
     if upload.kind == "dicom":
-        import pydicom
-
+        from meddx.data.readers.dicom import open_dataset
         from meddx.privacy.deid import deidentify_dataset
 
-        ds = pydicom.dcmread(upload.path)
+        ds = open_dataset(upload.path)  # the one guarded open (bounded Deflated inflation)
         original = str(ds.get("PatientID", "") or patient_hint or "")
         try:
             deidentify_dataset(ds, key)

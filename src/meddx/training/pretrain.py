@@ -113,6 +113,33 @@ def _check(config: PretrainConfig) -> None:
                           field="batch_size", hint="Use at least 2 images per task and step")
 
 
+def start(config: PretrainConfig) -> tuple[Any, np.random.Generator]:
+    """Check ``config``, set the torch threads and seeds; the (torch, numpy) generators of the run."""
+    import torch
+
+    _check(config)
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    torch.manual_seed(config.seed)
+    return torch.Generator().manual_seed(config.seed), np.random.default_rng(config.seed)
+
+
+def open_run(config: PretrainConfig, logger: logging.Logger) -> tuple[Path, logging.Handler]:
+    """Create the run folder, write ``config.json`` and send ``logger`` to its ``train.log`` too."""
+    run = Path(config.out) if config.out else _default_run_dir(config)
+    run.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    return run, handler
+
+
+def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``truth``."""
+    return float(np.mean([np.mean(pred[truth == c] == c) for c in np.unique(truth)]))
+
+
 def head_keys(arch: str) -> list[str]:
     """State-dict keys of ``arch``'s classifier: those whose shape depends on ``num_classes``."""
     from meddx.models import create_model
@@ -199,8 +226,7 @@ def _evaluate(net: Any, task: TaskData, index: np.ndarray, mean: float, std: flo
             preds.append(net.heads[task.name](net(x)).argmax(1).numpy())
     pred = np.concatenate(preds)
     truth = task.labels[index]
-    recalls = [float(np.mean(pred[truth == c] == c)) for c in np.unique(truth)]
-    return {"acc": float(np.mean(pred == truth)), "balanced_acc": float(np.mean(recalls)), "n": int(len(index))}
+    return {"acc": float(np.mean(pred == truth)), "balanced_acc": balanced_accuracy(pred, truth), "n": int(len(index))}
 
 
 def pretrain(config: PretrainConfig, *, progress: bool = True) -> Path:
@@ -211,11 +237,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True) -> Path:
     from meddx import __version__
     from meddx.models import create_model
 
-    _check(config)
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    generator, rng = start(config)
 
     started_loading = time.perf_counter()
     tasks = [load_task(name, size=config.size, cap=config.max_per_task, seed=config.seed, exclude=config.exclude)
@@ -233,13 +255,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True) -> Path:
     mean, std = float(pixels.mean() / 255.0), float(pixels.std() / 255.0 or 1.0)
     del pixels
 
-    run = Path(config.out) if config.out else _default_run_dir(config)
-    run.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run / "train.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    run, handler = open_run(config, log)
     for task in tasks:
         log.info("task %s (%s): %s, train %d, held out %d", task.name, task.dataset, task.counts(),
                  len(splits[task.name][0]), len(splits[task.name][1]))
@@ -376,4 +392,4 @@ def _default_run_dir(config: PretrainConfig) -> Path:
     return home_dir() / "runs" / f"{prefix}-{config.model}-{config.size}px-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-__all__ = ["OBJECTIVES", "PretrainConfig", "head_keys", "pretrain"]
+__all__ = ["OBJECTIVES", "PretrainConfig", "balanced_accuracy", "head_keys", "open_run", "pretrain", "start"]

@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from meddx.exceptions import ConfigError
-from meddx.training.pretrain import (PretrainConfig, _check, _default_run_dir, _embed, _save, _warmup_cosine,
-                                     head_keys)
+from meddx.training.pretrain import (PretrainConfig, _embed, _save, _warmup_cosine, balanced_accuracy, head_keys,
+                                     open_run, start)
 from meddx.training.pretrain_data import TaskData, holdout_mask, load_task
 
 log = logging.getLogger("meddx.training.selfsupervised")
@@ -100,9 +98,7 @@ def _probe(trunk: Any, tasks: list[TaskData], holdout: float, mean: float, std: 
         clf = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaler.transform(feats[~held]),
                                                                             task.labels[~held])
         pred = clf.predict(scaler.transform(feats[held]))
-        truth = task.labels[held]
-        recalls = [float(np.mean(pred[truth == c] == c)) for c in np.unique(truth)]
-        out[task.name] = {"balanced_acc": float(np.mean(recalls)), "n_heldout": int(held.sum())}
+        out[task.name] = {"balanced_acc": balanced_accuracy(pred, task.labels[held]), "n_heldout": int(held.sum())}
     return out
 
 
@@ -115,11 +111,7 @@ def pretrain_simclr(config: PretrainConfig, *, progress: bool = True) -> Path:
     from meddx import __version__
     from meddx.models import create_model
 
-    _check(config)
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    generator, rng = start(config)
 
     started_loading = time.perf_counter()
     tasks, sources = unlabelled_pool(config)
@@ -130,13 +122,7 @@ def pretrain_simclr(config: PretrainConfig, *, progress: bool = True) -> Path:
                           hint="Lower --batch-size or add --unlabelled images")
     mean, std = float(pool.mean() / 255.0), float(pool.std() / 255.0 or 1.0)
 
-    run = Path(config.out) if config.out else _default_run_dir(config)
-    run.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run / "train.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    (run / "config.json").write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    run, handler = open_run(config, log)
     for name, images in sources:
         log.info("pool %s: %d images", name, len(images))
 
