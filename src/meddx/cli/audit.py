@@ -17,14 +17,10 @@ def verify() -> None:
     elsewhere a rewritten chain or a cut tail cannot be told from an intact one.
     """
     from meddx.storage import audit
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            result = audit.verify(session)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        result = audit.verify(session)
     if result.ok:
         head = f"; head {result.head_hash}" if result.head_hash else ""
         typer.echo(f"audit log intact: {result.entries} {'entry' if result.entries == 1 else 'entries'}, "
@@ -44,14 +40,10 @@ def verify() -> None:
 def tail(n: int = typer.Option(20, "-n", "--lines", min=1, help="How many of the newest entries to show.")) -> None:
     """Show the newest entries, oldest first: id, time, user, action, patient, model, summary, hash."""
     from meddx.storage import audit
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            entries = audit.tail(session, n)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        entries = audit.tail(session, n)
     if not entries:
         typer.echo("the audit log is empty")
         return

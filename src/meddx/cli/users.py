@@ -57,21 +57,17 @@ def create(
     """Create an account; print its one-time password once (stdout), unless --password-stdin gave one."""
     from meddx.exceptions import ConfigError
     from meddx.storage import audit
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
     from meddx.storage.users import create_user
 
     if admin and role is not None and role is not Role.admin:
         raise ConfigError(f"--admin contradicts --role {role.value}", field="--role")
     chosen = "admin" if admin else (role.value if role is not None else "clinician")
     password = _read_password() if password_stdin else None
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            user, one_time = create_user(session, username, chosen, password)
-            audit.append(session, user=_operator(), action="user.create", summary=f"{user.username} role={chosen}")
-            session.commit()
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        user, one_time = create_user(session, username, chosen, password)
+        audit.append(session, user=_operator(), action="user.create", summary=f"{user.username} role={chosen}")
+        session.commit()
     typer.echo(f"created user {user.username} (role {chosen})", err=True)
     if one_time is not None:
         typer.echo("one-time password (shown only now; it must be changed at first login):", err=True)
@@ -81,16 +77,12 @@ def create(
 @app.command("list")
 def list_() -> None:
     """List accounts: username, role, active, password change due, lockout."""
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
     from meddx.storage.models import utcnow
     from meddx.storage.users import list_users
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            users = list_users(session)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        users = list_users(session)
     if not users:
         typer.echo("no accounts yet; create the first with `meddx users create NAME --admin`")
         return
@@ -106,18 +98,14 @@ def list_() -> None:
 
 def _set_active(username: str, active: bool) -> None:
     from meddx.storage import audit
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
     from meddx.storage.users import set_active
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            user = set_active(session, username, active)
-            audit.append(session, user=_operator(), action="user.enable" if active else "user.disable",
-                         summary=user.username)
-            session.commit()
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        user = set_active(session, username, active)
+        audit.append(session, user=_operator(), action="user.enable" if active else "user.disable",
+                     summary=user.username)
+        session.commit()
     typer.echo(f"{'enabled' if active else 'disabled'} user {user.username}")
 
 
@@ -137,20 +125,16 @@ def enable(username: str = typer.Argument(..., help="The account to enable again
 def reset_password(username: str = typer.Argument(..., help="The account whose password is replaced.")) -> None:
     """Give an account a new one-time password (printed once) and end any lockout."""
     from meddx.storage import audit
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
     from meddx.storage.users import UnknownUserError, get_user, reset_password as do_reset
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            user = get_user(session, username)
-            if user is None:
-                raise UnknownUserError(f"no user {username!r}", field="username", hint="see `meddx users list`")
-            one_time = do_reset(session, user)
-            audit.append(session, user=_operator(), action="user.reset_password", summary=user.username)
-            session.commit()
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        user = get_user(session, username)
+        if user is None:
+            raise UnknownUserError(f"no user {username!r}", field="username", hint="see `meddx users list`")
+        one_time = do_reset(session, user)
+        audit.append(session, user=_operator(), action="user.reset_password", summary=user.username)
+        session.commit()
     typer.echo(f"new one-time password for {user.username} (shown only now; it must be changed at first login):",
                err=True)
     typer.echo(one_time)
@@ -165,22 +149,18 @@ def _team_change(team: str, username: str, add: bool) -> bool:
     from meddx.exceptions import ConfigError
     from meddx.service import access
     from meddx.storage import audit
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            try:
-                changed = (access.add_member if add else access.remove_member)(session, team, username)
-            except HTTPException as exc:
-                raise ConfigError(str(exc.detail), field="team" if "team" in str(exc.detail) else "username",
-                                  hint="see `meddx users teams` and `meddx users list`") from None
-            if changed:
-                audit.append(session, user=_operator(), action="team.add" if add else "team.remove",
-                             summary=f"{username[:64]} {'to' if add else 'from'} {team[:64]}")
-            session.commit()
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        try:
+            changed = (access.add_member if add else access.remove_member)(session, team, username)
+        except HTTPException as exc:
+            raise ConfigError(str(exc.detail), field="team" if "team" in str(exc.detail) else "username",
+                              hint="see `meddx users teams` and `meddx users list`") from None
+        if changed:
+            audit.append(session, user=_operator(), action="team.add" if add else "team.remove",
+                         summary=f"{username[:64]} {'to' if add else 'from'} {team[:64]}")
+        session.commit()
     return changed
 
 
@@ -188,14 +168,10 @@ def _team_change(team: str, username: str, add: bool) -> bool:
 def teams() -> None:
     """List care teams and their members (a clinician reads the studies of everyone in a team with them)."""
     from meddx.service import access
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            found = access.list_teams(session)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        found = access.list_teams(session)
     if not found:
         typer.echo("no care teams yet; create one with `meddx users team-create NAME`")
         return
@@ -208,16 +184,12 @@ def team_create(name: str = typer.Argument(..., help="Team or department name, e
     """Create an empty care team."""
     from meddx.service import access
     from meddx.storage import audit
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
 
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            access.create_team(session, name)
-            audit.append(session, user=_operator(), action="team.create", summary=name)
-            session.commit()
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        access.create_team(session, name)
+        audit.append(session, user=_operator(), action="team.create", summary=name)
+        session.commit()
     typer.echo(f"created care team {name}")
 
 
@@ -249,29 +221,25 @@ def break_glass_log(n: int = typer.Option(50, "-n", "--grants", min=1, help="How
     from meddx.service import access
     from meddx.storage import audit
     from meddx.storage.crypto import Encryptor
-    from meddx.storage.db import open_database
+    from meddx.storage.db import database_session
     from meddx.storage.models import AuditEntry, BreakGlassGrant, utcnow
 
     encryptor = Encryptor.from_config(create=False)
-    engine, sessions = open_database()
-    try:
-        with sessions() as session:
-            grants = session.scalars(select(BreakGlassGrant).order_by(BreakGlassGrant.id.desc()).limit(n)).all()
-            now = utcnow()
-            if not grants:
-                typer.echo("no break-glass grants")
-            for grant in grants:
-                state = "active" if grant.expires_at > now else "expired"
-                typer.echo(f"grant {grant.id}  {grant.user.username}  patient {grant.patient_pseudonym or 'ALL'}  "
-                           f"{grant.created_at:%Y-%m-%d %H:%M}-{grant.expires_at:%H:%M} UTC ({state})")
-                typer.echo(f"  reason: {access.grant_reason(encryptor, grant)}")
-                prefix = access.use_summary(grant.id, "")
-                for use in session.scalars(select(AuditEntry).where(
-                        AuditEntry.action == "access.break_glass_use",
-                        AuditEntry.summary.startswith(prefix, autoescape=True)).order_by(AuditEntry.id)):
-                    typer.echo(f"  used {use.ts:%Y-%m-%d %H:%M:%S}  {use.patient_pseudonym or '-'}  "
-                               f"{(use.summary or '')[len(prefix):]}")
-            audit.append(session, user=_operator(), action="admin.break_glass.read", summary=f"{len(grants)} grants")
-            session.commit()
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        grants = session.scalars(select(BreakGlassGrant).order_by(BreakGlassGrant.id.desc()).limit(n)).all()
+        now = utcnow()
+        if not grants:
+            typer.echo("no break-glass grants")
+        for grant in grants:
+            state = "active" if grant.expires_at > now else "expired"
+            typer.echo(f"grant {grant.id}  {grant.user.username}  patient {grant.patient_pseudonym or 'ALL'}  "
+                       f"{grant.created_at:%Y-%m-%d %H:%M}-{grant.expires_at:%H:%M} UTC ({state})")
+            typer.echo(f"  reason: {access.grant_reason(encryptor, grant)}")
+            prefix = access.use_summary(grant.id, "")
+            for use in session.scalars(select(AuditEntry).where(
+                    AuditEntry.action == "access.break_glass_use",
+                    AuditEntry.summary.startswith(prefix, autoescape=True)).order_by(AuditEntry.id)):
+                typer.echo(f"  used {use.ts:%Y-%m-%d %H:%M:%S}  {use.patient_pseudonym or '-'}  "
+                           f"{(use.summary or '')[len(prefix):]}")
+        audit.append(session, user=_operator(), action="admin.break_glass.read", summary=f"{len(grants)} grants")
+        session.commit()

@@ -9,8 +9,10 @@ migrations in :mod:`meddx.storage.migrations`; :func:`upgrade` applies them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +186,14 @@ def open_database(url: str | URL | None = None, *, migrate: bool = True) -> tupl
     if migrate:
         upgrade(engine)
     return engine, session_factory(engine)
+
+
+@contextlib.contextmanager
+def database_session(url: str | URL | None = None) -> Iterator[Session]:
+    """One session on the (migrated) database for a command's single unit of work; the engine is disposed after."""
+    engine, sessions = open_database(url)
+    try:
+        with sessions() as session:
+            yield session
+    finally:
+        engine.dispose()
