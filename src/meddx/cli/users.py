@@ -144,19 +144,12 @@ def reset_password(username: str = typer.Argument(..., help="The account whose p
 
 
 def _team_change(team: str, username: str, add: bool) -> bool:
-    from fastapi import HTTPException
-
-    from meddx.exceptions import ConfigError
     from meddx.service import access
     from meddx.storage import audit
     from meddx.storage.db import database_session
 
     with database_session() as session:
-        try:
-            changed = (access.add_member if add else access.remove_member)(session, team, username)
-        except HTTPException as exc:
-            raise ConfigError(str(exc.detail), field="team" if "team" in str(exc.detail) else "username",
-                              hint="see `meddx users teams` and `meddx users list`") from None
+        changed = (access.add_member if add else access.remove_member)(session, team, username)
         if changed:
             audit.append(session, user=_operator(), action="team.add" if add else "team.remove",
                          summary=f"{username[:64]} {'to' if add else 'from'} {team[:64]}")

@@ -43,6 +43,7 @@ from meddx.storage.models import (
     record_aad,
     utcnow,
 )
+from meddx.storage.users import UnknownUserError
 
 MAX_BREAK_GLASS_MINUTES = 240
 MIN_REASON_CHARS = 20
@@ -200,14 +201,21 @@ def create_team(session: Session, name: str) -> CareTeam:
     return team
 
 
+class UnknownTeamError(ConfigError, LookupError):
+    """No care team with this name."""
+
+
 def _team_and_user(session: Session, team: str, username: str) -> tuple[CareTeam, User]:
+    """The team and the account; a LookupError (the API answers 404) naming which one is unknown."""
     found = session.query(CareTeam).filter_by(name=team).one_or_none()
     if found is None:
-        raise HTTPException(404, f"no care team {team!r} (list them: GET /api/admin/teams, meddx users teams)")
+        raise UnknownTeamError(f"no care team {team!r}", field="team",
+                               hint="list them: GET /api/admin/teams, meddx users teams")
     user = session.query(User).filter_by(username=username.strip().lower()).one_or_none() \
         or session.query(User).filter_by(username=username).one_or_none()
     if user is None:
-        raise HTTPException(404, f"no user {username!r}")
+        raise UnknownUserError(f"no user {username!r}", field="username",
+                               hint="list them: GET /api/admin/users, meddx users list")
     return found, user
 
 

@@ -799,7 +799,10 @@ def add_team_member(request: Request, team: str, username: str, user: Admin) -> 
 
     ctx = ctx_of(request)
     with ctx.sessions() as session:
-        added = access.add_member(session, team, username)
+        try:
+            added = access.add_member(session, team, username)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
         session.commit()
     if added:
         audit(ctx, user.username, "team.add", summary=f"{username[:64]} to {team[:64]}"[:255])
@@ -813,7 +816,10 @@ def remove_team_member(request: Request, team: str, username: str, user: Admin) 
 
     ctx = ctx_of(request)
     with ctx.sessions() as session:
-        removed = access.remove_member(session, team, username)
+        try:
+            removed = access.remove_member(session, team, username)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
         session.commit()
     if not removed:
         raise HTTPException(404, f"{username!r} is not in {team!r}")
