@@ -1,6 +1,9 @@
 """One prediction schema for every model, modality and interface (CLI, Python API, REST).
 
-A :class:`Prediction` carries what a clinician needs to act on a model's output:
+A :class:`Prediction` carries what a clinician needs to act on a model's output
+(``task`` says which optional parts are filled: ``mask`` for segmentation, ``boxes``
+for detection, class probabilities for every task, e.g. "vessel present" or the
+most frequent object class):
 the raw and calibrated class probabilities, how uncertain the model is and why
 (sampled uncertainty split into aleatoric and epistemic parts), the conformal
 prediction set, the decision (``positive``/``negative``/``refer`` for binary
@@ -70,12 +73,38 @@ class Explanation(BaseModel):
     random_insertion_auc: float | None = None
 
 
+class Mask(BaseModel):
+    """A segmentation result (``task == "segmentation"``): a label mask on the input's own pixel grid."""
+
+    classes: list[str] = Field(description="label values: index 0 is background, index k is classes[k]")
+    shape: list[int] = Field(description="rows, columns (, slices) of the mask: the input's grid")
+    mask: str | None = Field(None, description="file of the label mask (PNG for 2-D, NIfTI for 3-D)")
+    probability_map: str | None = Field(
+        None, description="file of the calibrated foreground probability per pixel (PNG, 0-255 = 0-1)")
+    uncertainty_map: str | None = Field(
+        None, description="file of the per-pixel uncertainty (MC-dropout or ensemble standard deviation, PNG)")
+    overlay: str | None = Field(None, description="PNG of the mask over the input image")
+    fraction: dict[str, float] = Field(
+        default_factory=dict, description="share of the pixels (inside the field of view, when known) per class")
+    mean_uncertainty: float | None = Field(None, description="mean per-pixel uncertainty inside the mask")
+    dicom_seg: str | None = Field(None, description="DICOM Segmentation object written for a DICOM input")
+
+
+class Box(BaseModel):
+    """One detected object (``task == "detection"``), in the input's pixel coordinates."""
+
+    label: str
+    score: float = Field(description="detector confidence, 0-1")
+    box: list[float] = Field(description="x0, y0, x1, y1 in pixels of the input image (x right, y down)")
+
+
 class Prediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     schema_version: str = SCHEMA_VERSION
     input: str = Field(description="file, record or row the prediction is for")
     modality: str
+    task: str = Field("classification", description="classification | segmentation | detection")
     model: str
     model_version: str
     class_names: list[str]
@@ -102,6 +131,11 @@ class Prediction(BaseModel):
         None, description="model inputs absent or implausible in this record and imputed (records)")
     features: dict[str, Any] | None = Field(
         None, description="the input values used, in the model's units, before imputation (records)")
+    mask: Mask | None = Field(None, description="segmentation result (segmentation models)")
+    boxes: list[Box] | None = Field(None, description="detected objects, highest score first (detection models)")
+    counts: dict[str, int] | None = Field(None, description="detected objects per class (detection models)")
+    dicom_sr: str | None = Field(
+        None, description="DICOM Structured Report (TID 1500) written for the findings of a DICOM input")
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
