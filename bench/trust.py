@@ -49,7 +49,7 @@ def _train(name: str, **options: Any) -> Path:
 
 def _current_trust(run: Path, sample: Any) -> None:
     """Refit a cached package's trust layer on its validation split when it predates the current defaults."""
-    from meddx.inference.trust import refit_package
+    from meddx.inference.refit import refit_package
 
     package = json.loads((run / "package.json").read_text())
     if "calibration_selection" in (package.get("trust") or {}):

@@ -66,7 +66,7 @@ def export(
 ) -> None:
     """Write a package's ONNX export (model.onnx, checked against the torch model), so that predictions
     run on ONNX Runtime without importing torch. `meddx train` does this itself; use it for older packages."""
-    from meddx.inference.runtime import export_existing
+    from meddx.inference.export import export_existing
 
     for record in export_existing(model):
         typer.echo(f"{record['folder']}/{record['file']}  max |Δlogit| vs torch {record['max_abs_logit_gap']:.2e}")
@@ -83,18 +83,15 @@ def fit_ood(
     Image and signal packages are refitted in place; a record package fits its gate with its
     model (its cross-fitted features depend on the folds), so retrain it instead."""
     from meddx.exceptions import ConfigError
-    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.modalities import handler_for_package
     from meddx.packaging.registry import read_package, resolve
 
-    modality = modality_of_package(read_package(resolve(model)))
-    if modality == IMAGE:
-        from meddx.training.trainer import refit_ood
-    else:
-        refit_ood = getattr(get_modality(modality).handler(), "refit_ood", None)
-        if refit_ood is None:
-            raise ConfigError(f"a {modality} package's OOD gate is fitted with its model", path=model,
-                              field="ood", hint=f"Retrain it with `meddx train` (a {modality} model trains in "
-                              "seconds to minutes) and pass --flag-rate to the training config if needed")
+    handler = handler_for_package(read_package(resolve(model)))
+    refit_ood = getattr(handler.handler(), "refit_ood", None)
+    if refit_ood is None:
+        raise ConfigError(f"a {handler.name} {handler.task} package's OOD gate is fitted with its model", path=model,
+                          field="ood", hint="Retrain it with `meddx train` and pass --flag-rate to the training "
+                          "config if needed")
     block = refit_ood(model, flag_rate=flag_rate)
     for name, info in block["methods"].items():
         mark = "*" if name == block["method"] else " "

@@ -7,6 +7,7 @@ cold ``meddx predict`` on one PNG or DICOM answers in well under 3 seconds.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -47,39 +48,33 @@ def predict(
     """
     import json
 
-    from meddx.inference import Pipeline
-    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.modalities import call, handler_for_package
     from meddx.packaging.registry import read_package, resolve
 
     folder = resolve(model)
     package = read_package(folder)
-    modality = modality_of_package(package)
-    if modality != IMAGE:
-        results = get_modality(modality).handler().predict(
-            folder, package, [str(f) for f in files], uncertainty=uncertainty, samples=samples, explain=explain,
-            explain_dir=explain_dir)
-        if fhir:
-            results = [_risk_assessment(modality, r, subject) for r in results]
-        typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
-        return
-
-    if fhir:
-        from meddx.exceptions import ConfigError
-
-        raise ConfigError("--fhir writes RiskAssessments for record models", field="fhir",
-                          hint="For images use the service's /api/results/{id}/fhir (DiagnosticReport)")
-    results = Pipeline.load(folder).predict(list(files), slice_index=slice_index, uncertainty=uncertainty,
-                                           samples=samples, explain=explain, explain_dir=explain_dir)
+    handler = handler_for_package(package)
+    options = {k: v for k, v in {"slice_index": slice_index, "uncertainty": uncertainty, "samples": samples,
+                                 "explain": explain, "explain_dir": explain_dir}.items() if v != _DEFAULTS[k]}
+    module = handler.handler()
+    writer = _fhir_writer(module, handler.name) if fhir else None
+    results = call(module.predict, folder, package, [str(f) for f in files], what=f"{handler.name} {handler.task}",
+                   **options)
+    if writer is not None:
+        results = writer(results, subject)
     typer.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     _skip_final_gc()
 
 
-def _risk_assessment(modality: str, prediction: dict, subject: str | None) -> dict:
-    """A record model's prediction as a validated FHIR RiskAssessment."""
+_DEFAULTS = {"slice_index": None, "uncertainty": "auto", "samples": 20, "explain": None, "explain_dir": Path(".")}
+
+
+def _fhir_writer(module: object, modality: str) -> Callable[[list[dict], str | None], list[dict]]:
+    """The handler's writer of predictions as FHIR resources (record models: RiskAssessment)."""
     from meddx.exceptions import ConfigError
 
-    if modality != "tabular":
-        raise ConfigError(f"--fhir writes RiskAssessments for record models, not {modality} models", field="fhir")
-    from meddx.records.fhir import risk_assessment
-
-    return risk_assessment(prediction, subject=subject)
+    writer = getattr(module, "fhir", None)
+    if writer is None:
+        raise ConfigError(f"--fhir writes RiskAssessments for record models, not {modality} models", field="fhir",
+                          hint="For images use the service's /api/results/{id}/fhir (DiagnosticReport)")
+    return writer

@@ -24,22 +24,20 @@ def report(
     """Write a validation report: metrics with CIs, calibration, operating points, subgroups,
     uncertainty, explanations with their checks, the model card and a TRIPOD+AI / CLAIM checklist."""
     from meddx.exceptions import InvalidValueError
-    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.modalities import call, handler_for_package
     from meddx.packaging.registry import read_package, resolve
-    from meddx.report.build import build_report
 
     folder = resolve(model)
     package = read_package(folder)
-    modality = modality_of_package(package)
-    if modality != IMAGE:
-        handler = get_modality(modality).handler()
-        if not hasattr(handler, "report"):
-            raise InvalidValueError(f"no validation report for {modality} models yet", path=folder, field="modality",
-                                    hint="Use `meddx evaluate MODEL DATA --out FOLDER` for metrics with CIs")
-        html = handler.report(folder, package, data, out=out, n_boot=n_boot, split=split)
-    else:
-        html = build_report(model, data, split=split, out=out, n_boot=n_boot, explain=explain,
-                            explain_method=explain_method, local_fraction=local_fraction, uncertainty=uncertainty)
+    handler = handler_for_package(package)
+    module = handler.handler()
+    if not hasattr(module, "report"):
+        raise InvalidValueError(f"no validation report for {handler.name} {handler.task} models yet", path=folder,
+                                field="modality", hint="Use `meddx evaluate MODEL DATA --out FOLDER` for metrics with CIs")
+    given = {"explain": explain, "explain_method": explain_method, "local_fraction": local_fraction,
+             "uncertainty": uncertainty}
+    html = call(module.report, folder, package, data, out=out, n_boot=n_boot, split=split,
+                what=f"{handler.name} {handler.task}", **{k: v for k, v in given.items() if v != _DEFAULTS[k]})
     typer.echo(str(html))
     if check:
         from meddx.report import render_check
@@ -50,3 +48,6 @@ def report(
             raise InvalidValueError(f"the report raised {len(problems)} console errors in Chromium: {problems[:3]}",
                                     path=html, field="html")
         typer.echo(f"rendered in {result.get('chromium')}: no console errors; screenshot {result['screenshot']}")
+
+
+_DEFAULTS = {"explain": 4, "explain_method": "gradcam", "local_fraction": 0.0, "uncertainty": "auto"}

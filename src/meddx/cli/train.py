@@ -1,4 +1,4 @@
-"""``meddx train``: train a classifier (image, signal or record) into a run folder."""
+"""``meddx train``: train a model (any modality × task) into a run folder (a model package)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import typer
 
 
 def train(
-    data: str = typer.Argument(..., help="Catalogue image set (e.g. breastmnist) or a folder with labels.csv."),
+    data: str = typer.Argument(..., help="Catalogue set (e.g. breastmnist, chase-db1-retina-vessel-seg, "
+                               "bccd-blood-cell-detection, ecg-cinc2017-af, heart-disease-uci) or a folder / CSV."),
+    task: str = typer.Option(
+        None, help="classification | segmentation | detection (default: the data set's own task, e.g. detection "
+        "for bccd-blood-cell-detection; covid-cxr-ieee8023-lungbbox: classification, or detection for its lung boxes)."),
     model: str = typer.Option(
         None, help="Model name (images: see meddx.models.list_models(), default cnn-small; signals and "
         "records: the modality's own default)."),
@@ -54,35 +58,26 @@ def train(
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train a classifier (images, signals or records); write a run folder (model package) that
-    evaluate/predict/report accept."""
-    import json
-
-    from meddx.modalities import IMAGE, get_modality, modality_of_data
-
-    modality = modality_of_data(data) if resume is None else IMAGE
-    if modality != IMAGE:
-        run = get_modality(modality).handler().train(
-            data, model=model, seed=seed, epochs=epochs if epochs != 40 else None, out=out, progress=progress)
-        typer.echo(str(run))
-        return
-
-    from meddx.training import TrainConfig
-    from meddx.training import train as run_training
+    """Train a model (images, signals, records, fusion; classification, segmentation or detection); write a
+    run folder (model package) that evaluate/predict/report/serve accept. Image-classifier options are
+    refused by name for models that do not take them."""
+    given = {k: v for k, v in locals().items() if k not in ("data", "task", "resume") and v != _DEFAULTS[k]}
+    from meddx.modalities import CLASSIFICATION, IMAGE, call, get_handler, handler_for_data
 
     if resume is not None:
-        saved = json.loads((resume / "config.json").read_text(encoding="utf-8"))
-        config = TrainConfig(**{**saved, "resume": str(resume), "epochs": epochs if epochs != 40 else saved["epochs"]})
+        handler = get_handler(IMAGE, CLASSIFICATION)  # only image classifiers checkpoint mid-run
+        given["resume"] = resume
     else:
-        config = TrainConfig(
-            data=data, model=model or "cnn-small", epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-            weight_decay=weight_decay, schedule=schedule, sampler=sampler, augment=augment,
-            augment_geometry=augment_geometry, hflip=hflip, shift_px=shift_px, size=size,
-            label_fraction=label_fraction, seed=seed, pretrained=pretrained, freeze=freeze,
-            unfreeze_epoch=unfreeze_epoch, backbone_lr_mult=backbone_lr_mult, amp=amp,
-            ema=ema, label_smoothing=label_smoothing, head=head, drop_rate=drop_rate, ensemble=ensemble,
-            calibration=calibration, conformal_alpha=conformal_alpha, target_risk=target_risk,
-            export=export, out=str(out) if out else None, recipe=recipe, cv_folds=cv_folds,
-        )
-    run = run_training(config, progress=progress)
+        handler = handler_for_data(data, task)
+    given.setdefault("progress", progress)
+    run = call(handler.handler().train, data, what=f"{handler.name} {handler.task}", **given)
     typer.echo(str(run))
+
+
+def _defaults() -> dict:
+    import inspect
+
+    return {name: getattr(p.default, "default", p.default) for name, p in inspect.signature(train).parameters.items()}
+
+
+_DEFAULTS = _defaults()

@@ -107,25 +107,21 @@ def block(kind: str, source: str, y: Any, proba: Any, *, n_boot: int = 1000, see
 def validate(model: str | Path, *, folders: list[str] | tuple[str, ...] = (), n_boot: int = 1000, seed: int = 0,
              progress: bool = False) -> dict[str, Any]:
     """Internal and external validation of a package, whatever its modality (see the module docstring)."""
-    from meddx.modalities import IMAGE, get_modality, modality_of_package
+    from meddx.modalities import handler_for_package
     from meddx.packaging.registry import read_package, resolve
 
     folder = resolve(model)
     package = read_package(folder)
-    modality = modality_of_package(package)
+    handler = handler_for_package(package)
     start = time.perf_counter()
-    if modality == IMAGE:
-        from meddx.evaluation.validate_images import validate as run
-    else:
-        handler = get_modality(modality).handler()
-        run = getattr(handler, "validate", None)
-        if run is None:
-            from meddx.exceptions import ConfigError
+    run = getattr(handler.handler(), "validate", None)
+    if run is None:
+        from meddx.exceptions import ConfigError
 
-            raise ConfigError(f"{modality} packages have no external validation yet", path=folder,
-                              field="modality", hint="Use `meddx evaluate MODEL FOLDER` on another source")
+        raise ConfigError(f"{handler.name} {handler.task} packages have no external validation yet", path=folder,
+                          field="modality", hint="Use `meddx evaluate MODEL FOLDER` on another source")
     result = run(folder, package, folders=list(folders), n_boot=n_boot, seed=seed, progress=progress)
-    result.setdefault("modality", modality)
+    result.setdefault("modality", handler.name)
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 

@@ -11,16 +11,29 @@ map calls important first should destroy the prediction faster than random).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from meddx.inference.pipeline import Pipeline
     from meddx.inference.schema import Explanation
 
 
-def explain_image(pipeline: Pipeline, image: np.ndarray, target: str, *, method: str = "gradcam",
+class Explainable(Protocol):
+    """What an explanation needs of a loaded image model (a :class:`meddx.inference.Pipeline` is one)."""
+
+    package: dict[str, Any]
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    def _inputs(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def explain_image(pipeline: Explainable, image: np.ndarray, target: str, *, method: str = "gradcam",
                   out_dir: Path | None = None, stem: str = "image", checks: bool = True) -> Explanation:
     """Explain ``target`` for one windowed uint8 image; save ``<stem>_<method>.png`` in ``out_dir``."""
     import torch

@@ -189,7 +189,7 @@ class Pipeline:
         return list(self.package["class_names"])
 
     def _inputs(self, images: np.ndarray) -> np.ndarray:
-        from meddx.training.trainer import prepare_arrays
+        from meddx.preprocess.arrays import prepare_arrays
 
         pre = self.package["preprocess"]
         x = prepare_arrays(images, pre["size"])

@@ -2,7 +2,7 @@
 
 Fitted once on the validation split when a model is trained (on out-of-fold predictions
 when the small-data recipe cross-validates; see :mod:`meddx.training.trainer`), or refitted on a
-hospital's local labelled sample with :func:`refit_package`, stored as JSON in
+hospital's local labelled sample with :func:`meddx.inference.refit.refit_package`, stored as JSON in
 ``package.json["trust"]``, and applied to every prediction, whatever the model's
 modality:
 
@@ -217,26 +217,3 @@ def _plain_decision(row: np.ndarray, class_names: list[str], positive_index: int
         return {"decision": "positive" if top == positive_index else "negative",
                 "reason": "no abstention policy in this package: the most probable class"}
     return {"decision": class_names[top], "reason": "no abstention policy in this package: the most probable class"}
-
-
-def refit_package(folder: str | Path, images: np.ndarray, labels: np.ndarray, *, fitted_on: str,
-                  **options: Any) -> dict[str, Any]:
-    """Refit a package's trust layer on labelled ``images`` (a local validation set) and save it.
-
-    What a hospital does before go-live: the model stays as trained, its calibrator,
-    conformal predictor and abstention policy are refitted on the hospital's own
-    labelled sample. Returns the new ``trust`` block.
-    """
-    import json
-
-    from meddx.inference import Pipeline
-    from meddx.packaging.card import write_card
-
-    pipeline = Pipeline.load(folder)
-    trust = fit_trust(pipeline.predict_logits(images), np.asarray(labels).reshape(-1), fitted_on=fitted_on, **options)
-    path = Path(pipeline.folder) / "package.json"
-    package = json.loads(path.read_text(encoding="utf-8"))
-    package["trust"] = trust
-    path.write_text(json.dumps(package, indent=2), encoding="utf-8")
-    write_card(pipeline.folder, package)
-    return trust

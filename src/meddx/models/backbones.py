@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meddx.models.registry import register_model
+from meddx.models._builders import register_model
 
 TIMM_NAMES = {
     "resnet18": "resnet18",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meddx.models.registry import register_model
+from meddx.models._builders import register_model
 
 
 def _block(cin: int, cout: int) -> Any:

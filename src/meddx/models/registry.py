@@ -9,29 +9,18 @@ shapes do not fit (the classifier of another task, a 3-channel stem for a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from meddx.exceptions import ModelError
+from meddx.models._builders import MODELS as _MODELS
+from meddx.models._builders import Builder, register_model
 
-Builder = Callable[..., Any]
-_MODELS: dict[str, Builder] = {}
-
-
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register a builder ``(num_classes, in_chans, **kw) -> nn.Module`` as ``name``."""
-
-    def decorator(func: Builder) -> Builder:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = func
-        return func
-
-    return decorator
+__all__ = ["Builder", "create_model", "list_models", "load_pretrained", "register_model"]
 
 
 def _load_builtin() -> None:
+    """Import the built-in model families (each registers its builders in :mod:`meddx.models._builders`)."""
     import meddx.models.backbones  # noqa: F401
     import meddx.models.cnn  # noqa: F401
 

@@ -825,3 +825,10 @@ Intended use: {esc(str(package.get('intended_use')))}.</p>
 
 
 __all__ = ["evaluate", "load", "predict", "recalibrate", "report", "site_robustness", "train", "validate"]
+
+
+def fhir(predictions: list[dict[str, Any]], subject: str | None) -> list[dict[str, Any]]:
+    """Each prediction as a validated FHIR R4 RiskAssessment about ``subject`` (``meddx predict --fhir``)."""
+    from meddx.records.fhir import risk_assessment
+
+    return [risk_assessment(p, subject=subject) for p in predictions]

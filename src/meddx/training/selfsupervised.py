@@ -56,7 +56,7 @@ def view_augment(size: int) -> Any:
 def unlabelled_pool(config: PretrainConfig) -> tuple[list[TaskData], list[tuple[str, np.ndarray]]]:
     """The tasks (for the probe) and every image source of the pool as ``(name, uint8 images)``."""
     from meddx.data.datasets import load_images
-    from meddx.training.trainer import prepare_arrays
+    from meddx.preprocess.arrays import prepare_arrays
 
     tasks = [load_task(name, size=config.size, cap=config.max_per_task, seed=config.seed, exclude=config.exclude)
              for name in config.tasks]

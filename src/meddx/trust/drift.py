@@ -222,7 +222,7 @@ def recommend(flag_share: float, flag_rate: float, n: int, *, ece: float | None 
         return {"action": "recalibrate on local labelled cases", "local_cases": 200,
                 "why": "the inputs look like the training data but the probabilities are off here: "
                        + "; ".join(detail) + ". Refit the calibrator on about 200 local labelled cases (at least 100) "
-                       "with meddx.inference.trust.refit_package, or `meddx report MODEL DATA --local-fraction`."}
+                       "with meddx.inference.refit.refit_package, or `meddx report MODEL DATA --local-fraction`."}
     return {"action": "use as is",
             "why": f"{flag_share:.0%} of inputs flagged (in-distribution: about {flag_rate:.0%})"
                    + ("" if ece is None else f"; ECE {ece:.3f} within its noise floor {ece_floor:.3f}")}
