@@ -258,7 +258,7 @@ def render_card(package: dict[str, Any]) -> str:
 
 def write_card(folder: str | Path, package: dict[str, Any] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into ``folder`` (from its ``package.json`` unless given)."""
-    from meddx.packaging.registry import CARD_FILE, read_package
+    from meddx.packaging.files import CARD_FILE, read_package
 
     folder = Path(folder)
     package = read_package(folder) if package is None else package
