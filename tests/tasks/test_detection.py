@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from meddx.exceptions import ConfigError, CorruptFileError, DataFileNotFoundError, EmptyDataError, InvalidValueError
-from meddx.tasks.detection.data import load_detection_data, read_coco, read_voc, split_items
+from meddx.tasks.detection.data import load_detection_data, looks_like_detection, read_coco, read_voc, split_items
 from meddx.tasks.detection.decode import decode, nms
 from meddx.tasks.detection.metrics import best_threshold, bootstrap_map, detection_map
 
@@ -55,6 +55,7 @@ def test_voc_parsing_reads_boxes_and_clips_slightly_outside(tmp_path: Path) -> N
     root = _synthetic_voc(tmp_path / "voc", n=3)
     xml = root / "Annotations" / "img00.xml"
     xml.write_text(_voc_xml("img00.png", (96, 96), [("dot", (-2, 10, 30, 40)), ("bar", (50, 60, 97, 70))]))
+    assert looks_like_detection(str(root)) and not looks_like_detection(str(root / "JPEGImages"))
     ds = read_voc(root, CLASSES)
     assert ds.classes == CLASSES and len(ds.items) == 3
     item = ds.items[0]
@@ -72,6 +73,7 @@ def test_coco_parsing_groups_by_patient_and_splits_by_group(tmp_path: Path) -> N
     cats = [{"id": 1, "name": "Right Lung"}, {"id": 2, "name": "Left Lung"}]
     path = tmp_path / "ann.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    assert looks_like_detection(str(tmp_path)) and looks_like_detection(str(path))
     ds = load_detection_data(str(tmp_path))
     assert ds.classes == ["Right Lung", "Left Lung"] and len(ds.items) == 20
     np.testing.assert_allclose(ds.items[0].boxes, [[5, 6, 25, 16]])

@@ -125,8 +125,10 @@ def _class_index(name: str, classes: list[str] | None, found: list[str], path: P
 
 
 # --------------------------------------------------------------------------- VOC
-def read_voc_xml(xml: Path, image_dir: Path, classes: list[str] | None, found: list[str] | None = None) -> Item:
-    """One VOC annotation file as an :class:`Item` (boxes checked, image located)."""
+def read_voc_xml(xml: Path, image_dir: Path, classes: list[str] | None, found: list[str] | None = None, *,
+                 drop_degenerate: bool = False) -> Item:
+    """One VOC annotation file as an :class:`Item` (boxes checked, image located); ``drop_degenerate``
+    skips zero-size boxes instead of raising."""
     found = [] if found is None else found
     try:
         text = xml.read_text(encoding="utf-8", errors="replace")
@@ -165,6 +167,8 @@ def read_voc_xml(xml: Path, image_dir: Path, classes: list[str] | None, found: l
             box = tuple(float(bb.findtext(t) or "nan") for t in ("xmin", "ymin", "xmax", "ymax"))
         except ValueError as exc:
             raise CorruptFileError(f"bad <bndbox> value: {exc}", path=xml, field=f"{where}.bndbox") from exc
+        if drop_degenerate and not (box[2] > box[0] and box[3] > box[1]):
+            continue
         boxes.append(check_box(box, width, height, path=xml, field=f"{where}.bndbox"))  # type: ignore[arg-type]
         labels.append(_class_index(name, classes, found, xml, f"{where}.name"))
     return Item(image, width, height, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
@@ -193,11 +197,7 @@ def read_voc(folder: str | Path, classes: list[str] | None = None, *, errors: st
     items, rejected = [], []
     for xml in xmls:
         try:
-            if drop_degenerate:
-                xml_text = _drop_degenerate_voc(xml)
-                item = _read_voc_text(xml, xml_text, _voc_image_dir(folder), fixed, found)
-            else:
-                item = read_voc_xml(xml, _voc_image_dir(folder), fixed, found)
+            item = read_voc_xml(xml, _voc_image_dir(folder), fixed, found, drop_degenerate=drop_degenerate)
         except DataError as exc:
             if errors == "raise":
                 raise
@@ -217,33 +217,6 @@ def read_voc(folder: str | Path, classes: list[str] | None = None, *, errors: st
             if f.is_file():
                 splits[part] = [by_stem[s] for s in f.read_text().split() if s in by_stem]
     return DetectionSet(items, names, str(folder), splits, rejected)
-
-
-def _drop_degenerate_voc(xml: Path) -> str:
-    text = xml.read_text(encoding="utf-8", errors="replace")
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError:
-        return text
-    for obj in list(root.iter("object")):
-        bb = obj.find("bndbox")
-        try:
-            x0, y0, x1, y1 = (float(bb.findtext(t) or "nan") for t in ("xmin", "ymin", "xmax", "ymax"))
-        except (AttributeError, ValueError):
-            continue
-        if not (x1 > x0 and y1 > y0):
-            root.remove(obj)
-    return ET.tostring(root, encoding="unicode")
-
-
-def _read_voc_text(xml: Path, text: str, image_dir: Path, classes: list[str] | None, found: list[str]) -> Item:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / xml.name
-        copy.write_text(text, encoding="utf-8")
-        item = read_voc_xml(copy, image_dir, classes, found)
-    return item
 
 
 # --------------------------------------------------------------------------- COCO
@@ -360,3 +333,24 @@ def split_items(ds: DetectionSet, seed: int = 0, val: float = 0.15, test: float 
     for it in ds.items:
         out[part.get(it.group, "train")].append(it.name)
     return out
+
+
+def looks_like_detection(data: str) -> bool:
+    """True for a VOC folder (``Annotations/*.xml``) or a COCO detection file / folder: the ``accepts``
+    test :mod:`meddx.modalities` can use to route a folder to this task. Reads at most one JSON file."""
+    path = Path(data)
+    if path.is_dir():
+        if (path / "Annotations").is_dir() and any((path / "Annotations").glob("*.xml")):
+            return True
+        jsons = sorted(path.glob("*.json"))
+        if len(jsons) != 1:
+            return False
+        path = jsons[0]
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return False
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and {"images", "annotations", "categories"} <= set(doc) and any(
+        "bbox" in a for a in doc.get("annotations") or [])

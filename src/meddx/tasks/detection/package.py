@@ -34,7 +34,8 @@ MODELS = ("slim", "resnet18")
 user-supplied ImageNet state dict (``imagenet=<file>``)."""
 FIT_OPTIONS = ("batch_size", "lr", "weight_decay", "long_side", "scale_jitter", "rotate", "colour",
                "warmup_epochs", "eval_every", "time_budget_s", "threads")
-OPTIONS = (*FIT_OPTIONS, "imagenet", "max_images", "n_boot", "fpn_channels", "head_convs", "name", "export_onnx")
+OPTIONS = (*FIT_OPTIONS, "imagenet", "max_images", "n_boot", "fpn_channels", "head_convs", "name", "export_onnx",
+           "export")
 MIN_SIDE = 32
 """Images with a side below this many pixels are rejected."""
 COLOURS = [(230, 25, 75), (60, 120, 240), (255, 200, 0), (60, 180, 75), (145, 30, 180), (70, 240, 240)]
@@ -110,7 +111,8 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     ``long_side`` (input size), ``scale_jitter``, ``rotate``, ``colour``, ``warmup_epochs``,
     ``eval_every``, ``time_budget_s`` (stop and keep the best model), ``threads``, ``imagenet`` (a
     ResNet-18 state dict for ``resnet18``), ``max_images`` (cap per split, for smoke tests), ``n_boot``,
-    ``fpn_channels``, ``head_convs``, ``name``, ``export_onnx``. Others are a ConfigError.
+    ``fpn_channels``, ``head_convs``, ``name``, ``export`` (``onnx`` or ``none``; also ``export_onnx``).
+    Others are a ConfigError.
     """
     _check_options(options)
     import torch
@@ -166,7 +168,9 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     run.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(run / WEIGHTS_FILE))
     onnx_note = None
-    if options.get("export_onnx", True):
+    if options.get("export") not in (None, "onnx", "none"):
+        raise ConfigError(f"unknown export {options['export']!r}", field="export", hint="Use onnx or none")
+    if options.get("export_onnx", options.get("export", "onnx") != "none"):
         try:
             export_onnx(net, det_cfg, run / ONNX_FILE, (32 * -(-int(cfg.long_side * 0.75) // 32), cfg.long_side))
         except Exception as exc:  # noqa: BLE001 - the torch path still works; say why
@@ -331,6 +335,11 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
             "class_names": names, "intended_use": package.get("intended_use")}
     det = Detector(Path(folder), package)
     seen = (package.get("intended_input") or {}).get("median_size")
+    notes = []
+    if options.get("uncertainty") not in (None, "auto", "none"):
+        notes.append(f"uncertainty {options['uncertainty']!r} is not available for detection models; method none")
+    if options.get("explain"):
+        notes.append("saliency maps are not available for detection models; the overlay shows the boxes")
     results = []
     for item in inputs:
         try:
@@ -369,7 +378,7 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
             uncertainty=Uncertainty(method="none", samples=1, predictive_entropy=0.0, expected_entropy=0.0,
                                     mutual_information=0.0, max_probability=float(max(probs.values(), default=0.0))),
             decision=Decision(**decide(trust)), input_check=InputCheck(passed=True),
-            boxes=[Box(**b) for b in found], counts=counts, warnings=warns,
+            boxes=[Box(**b) for b in found], counts=counts, warnings=[*warns, *notes],
             explanation=Explanation(method="boxes", target=top or "none", overlay=str(overlay)),
         ))
     return [p.to_json_dict() for p in results]
