@@ -1,7 +1,7 @@
 """Which code trains, evaluates, predicts and reports for a model: its modality × its task.
 
 Every model meddx builds is a *package* whose ``package.json`` names its ``modality``
-(``image``, ``signal``, ``tabular``, ``fusion``; default ``image``) and its ``task``
+(``image``, ``volume`` (3-D), ``signal``, ``tabular``, ``fusion``; default ``image``) and its ``task``
 (``classification``, ``segmentation``, ``detection``; default ``classification``).
 Each registered :class:`Handler` is one (modality, task) pair pointing at a module,
 imported only when used, that defines
@@ -198,6 +198,13 @@ def call(func: Callable[..., Any], *args: Any, what: str = "", **options: Any) -
 FUSION_PREFIX = "fusion:"
 
 
+def _volume_source(data: str) -> bool:
+    """3-D training sources (``phantom-volumes[:N]``, a folder of NIfTI volume + mask pairs)."""
+    from meddx.tasks.volume.package import is_source
+
+    return is_source(data)
+
+
 def _fusion_source(data: str) -> bool:
     """``fusion:<catalogue set or folder>``, or a folder with ``clinical.csv`` beside its images."""
     if data.startswith(FUSION_PREFIX):
@@ -209,6 +216,7 @@ def _fusion_source(data: str) -> bool:
 register(Handler(IMAGE, "meddx.modalities.image"))
 register(Handler(IMAGE, "meddx.tasks.segmentation.package", ("chase-db1-retina-vessel-seg",), task=SEGMENTATION))
 register(Handler(IMAGE, "meddx.tasks.detection.package", ("bccd-blood-cell-detection",), task=DETECTION))
+register(Handler("volume", "meddx.tasks.volume.package", (), _volume_source, task=SEGMENTATION))
 register(Handler("signal", "meddx.signals.package", ("ecg-cinc2017-af",)))
 register(Handler(
     "tabular", "meddx.records.package",

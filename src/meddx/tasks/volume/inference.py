@@ -62,7 +62,9 @@ def load_volume(path: str | Path, *, frame: int = 0, **options: Any) -> Volume:
         raise InvalidValueError(f"the image has shape {array.shape}, not a 3-D volume", path=path, field="shape",
                                 hint="Colour images and 5-D files are not volumes")
     return Volume(array=np.asarray(array, dtype=np.float32), spacing=spacing[:3] if spacing else None,
-                  affine=sample.affine, source=path, meta={"format": sample.format, "frame": frame})
+                  affine=sample.affine, source=path,
+                  meta={"format": sample.format, "frame": frame,
+                        "files": [str(path / f) for f in (sample.meta or {}).get("files", [])] if path.is_dir() else []})
 
 
 def is_2d(model: Any) -> bool:
