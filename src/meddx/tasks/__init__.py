@@ -1,0 +1,1 @@
+"""Tasks beyond classification (segmentation, detection): head, loss, metrics and output decoding per task."""
