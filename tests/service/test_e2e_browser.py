@@ -1,5 +1,6 @@
 """End to end in a real browser: log in, upload a chest radiograph, read the result card, upload a CT slice
-and read its rejection, log out.
+and read its rejection, log out; and a fundus photograph given to a vessel segmentation model, whose mask
+is drawn over the image under the opacity slider.
 
 The real service runs in a subprocess (uvicorn, see ``_server.py``) with a
 freshly trained tiny model declared a chest X-ray model (DICOM CR/DX of the
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.service._server import Home, ServerProcess, prepare_home, train_tiny_model
+from tests.service._task_models import fundus, train_tiny_segmenter
 
 pytestmark = pytest.mark.mirror
 
@@ -223,3 +225,56 @@ def test_clinician_uploads_a_dicom_and_reads_the_result_card(service: tuple[Home
     assert not driver.find_elements(By.ID, "decision")
     print(f"uploaded {uploaded.name}: decision {decision!r}; CT slice: {rejected!r}; "
           f"browser part {time.monotonic() - started:.1f} s; screenshots {screenshot}, {rejection_shot}")
+
+
+@pytest.fixture
+def segmentation_service(tmp_path: Path) -> Iterator[tuple[Home, ServerProcess]]:
+    pytest.importorskip("onnxruntime")
+    run = train_tiny_segmenter(tmp_path / "work")
+    home = prepare_home(tmp_path / "home", run)
+    with ServerProcess(home.home) as server:
+        yield home, server
+
+
+def test_clinician_sees_a_segmentation_mask_over_the_image(segmentation_service: tuple[Home, ServerProcess],
+                                                           browser: Any, tmp_path: Path) -> None:
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    home, server = segmentation_service
+    driver, base = browser, server.url
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "username").send_keys(home.username)
+    driver.find_element(By.ID, "password").send_keys(home.password)
+    driver.find_element(By.ID, "login-button").click()
+    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not open the upload page")
+
+    photo = tmp_path / "fundus.png"
+    Image.fromarray(fundus(3, (120, 110))[0]).save(photo)
+    _upload(driver, base, home, photo)
+    _wait(driver, lambda d: d.find_element(By.ID, "decision").text.strip(), message="empty decision")
+    for element_id in ("image", "overlay"):
+        _wait(driver, lambda d, i=element_id: _image_loaded(d, i), message=f"#{element_id} did not load")
+    sizes = driver.execute_script(
+        "const i = document.getElementById('image'), o = document.getElementById('overlay');"
+        "const a = i.getBoundingClientRect(), b = o.getBoundingClientRect();"
+        "return [i.naturalWidth, i.naturalHeight, o.naturalWidth, o.naturalHeight, a.left, a.top, a.width,"
+        " b.left, b.top, b.width];")
+    assert sizes[:4] == [110, 120, 110, 120], f"the mask is on the image's own grid: {sizes[:4]}"
+    assert sizes[4:7] == sizes[7:10], f"the mask lies exactly over the image: {sizes[4:]}"
+    legend = driver.find_element(By.ID, "legend")
+    assert legend.is_displayed() and "vessel" in legend.text and "of the analysed area" in legend.text
+    assert "Mean uncertainty" in legend.text
+
+    # the opacity slider drives the mask overlay
+    opacity = "return getComputedStyle(document.getElementById('overlay')).opacity"
+    assert driver.execute_script(opacity) == "0.6"
+    driver.execute_script(
+        "const s = document.getElementById('opacity'); s.value = 25;"
+        "s.dispatchEvent(new Event('input', {bubbles: true}));")
+    assert driver.execute_script(opacity) == "0.25"
+    assert driver.find_element(By.ID, "opacity-value").text == "25%"
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, f"browser console errors: {severe}"
+    shot = artifacts_dir() / "e2e_segmentation_card.png"
+    assert driver.save_screenshot(str(shot))

@@ -241,6 +241,7 @@ class ModelInfo(BaseModel):
     version: str
     architecture: str | None = None
     modality: str = "image"
+    task: str = Field("classification", description="classification | segmentation | detection")
     classes: list[str]
     intended_use: str | None = None
     calibration: str | None = None
@@ -249,14 +250,17 @@ class ModelInfo(BaseModel):
 
 @router.get("/models", response_model=list[ModelInfo], tags=["models"])
 def models(request: Request, user: Anyone) -> list[ModelInfo]:
-    """The models this service offers, with what their packages say."""
+    """The models this service offers, with what their packages say (and their task)."""
+    from meddx.modalities import task_of_package
+
     ctx = ctx_of(request)
     out = []
     for ref in ctx.model_refs():
         pipe = ctx.pipeline(ref)
         p = pipe.package
         out.append(ModelInfo(name=p["name"], version=str(p["version"]), architecture=p.get("architecture"),
-                             modality=p.get("modality", "image"), classes=pipe.class_names,
+                             modality=p.get("modality", "image"), task=task_of_package(p),
+                             classes=pipe.class_names,
                              intended_use=p.get("intended_use"),
                              calibration=((p.get("trust") or {}).get("calibration") or {}).get("name"),
                              uncertainty=pipe.default_uncertainty()))
@@ -302,9 +306,12 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
     An upload the service will not keep (too large, not an image, not de-identifiable)
     is refused with an HTTP error; a kept file the model was not made for gets a
     stored ``rejected`` result with the reasons, and the model never runs on it.
+    A segmentation or detection model (:mod:`meddx.service.tasks`) stores its overlay
+    (mask colours, box outlines) as the result's overlay and its other files (label
+    mask, DICOM SEG / SR of a DICOM upload) beside the prediction.
     """
     from meddx.exceptions import MeddxError
-    from meddx.service import drift, workflow
+    from meddx.service import drift, tasks, workflow
     from meddx.service.uploads import UploadRejected, receive
     from meddx.storage.db import begin_write
     from meddx.storage.models import Patient, Result, Study
@@ -326,8 +333,16 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
         raise refused(ctx, user, exc.status, exc.reason, "study.refused") from exc
     finally:
         upload.discard()  # the original bytes (with identifiers) are never kept
+    outputs = None
     if screened.image is None:
         prediction = pipeline.rejection("upload", screened.reasons).to_json_dict()
+    elif tasks.is_task_model(pipeline):
+        try:
+            outputs = await asyncio.to_thread(pipeline.run, screened.image, uncertainty=uncertainty,
+                                              dicom=data if upload.kind == "dicom" else None)
+        except MeddxError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        prediction = outputs.prediction
     else:
         ref = f"{pipeline.package['name']}:{pipeline.package['version']}:{uncertainty}"
         batcher = ctx.batcher(ref, workflow.predict_batch(pipeline, uncertainty))
@@ -337,7 +352,11 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
             raise HTTPException(422, str(exc)) from exc
         prediction["input"] = "upload"
     overlay = None
-    if explain and screened.image is not None and pipeline.package.get("modality", "image") == "image":
+    files: dict[str, str] = {}  # tasks.FILES key -> blob id
+    if outputs is not None:
+        overlay = ctx.blobs.put(outputs.overlay, kind="overlay") if outputs.overlay else None
+        files = {key: ctx.blobs.put(content, kind=key) for key, content in outputs.files.items()}
+    elif explain and screened.image is not None and pipeline.package.get("modality", "image") == "image":
         record, overlay_png = await asyncio.to_thread(workflow.explanation, pipeline, screened.image,
                                                       prediction["prediction"])
         prediction["explanation"] = record
@@ -363,7 +382,9 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
                         decision=prediction["decision"]["decision"], overlay_blob_id=overlay)
         session.add(result)
         session.flush()
-        stored = {"prediction": prediction, "preview_blob_id": preview}
+        if outputs is not None:
+            tasks.link_outputs(prediction, str(result.id), files, overlay is not None)
+        stored = {"prediction": prediction, "preview_blob_id": preview, "files": files}
         result.prediction = ctx.blobs.encryptor.encrypt(json.dumps(stored).encode(), _aad(result.id))
         session.commit()
         study_id, result_id, created = str(study.id), str(result.id), study.created_at.isoformat()
@@ -373,7 +394,7 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
           summary=f"decision={prediction['decision']['decision']}")
     await asyncio.to_thread(drift.observe, ctx, pipeline, prediction, user)
     return StudyOut(study_id=study_id, result_id=result_id, patient=patient, created_at=created,
-                    prediction=prediction, links=_links(result_id, overlay is not None, preview is not None))
+                    prediction=prediction, links=_links(result_id, overlay is not None, preview is not None, files))
 
 
 _CONTENT = {"dicom": "application/dicom", "png": "image/png", "jpeg": "image/jpeg", "nifti": "application/x-nifti"}
@@ -383,12 +404,17 @@ def _aad(result_id: Any) -> bytes:
     return f"result:{result_id}".encode()
 
 
-def _links(result_id: str, overlay: bool, preview: bool = True) -> dict[str, str]:
+def _links(result_id: str, overlay: bool, preview: bool = True, files: dict[str, Any] | None = None
+           ) -> dict[str, str]:
+    from meddx.service.tasks import FILES
+
     links = {"self": f"/api/results/{result_id}", "fhir": f"/api/results/{result_id}/fhir"}
     if preview:
         links["preview"] = f"/api/results/{result_id}/image.png"
     if overlay:
         links["overlay"] = f"/api/results/{result_id}/overlay.png"
+    for key in files or {}:
+        links[key] = f"/api/results/{result_id}/{FILES[key][0]}"
     return links
 
 
@@ -519,13 +545,14 @@ def get_result(request: Request, result_id: str, user: Clinical) -> ResultOut:
     return ResultOut(result_id=str(result.id), study_id=str(result.study_id), patient=patient,
                      created_at=result.created_at.isoformat(), prediction=payload["prediction"],
                      links=_links(str(result.id), result.overlay_blob_id is not None,
-                                  payload.get("preview_blob_id") is not None))
+                                  payload.get("preview_blob_id") is not None, payload.get("files")))
 
 
 @router.get("/results/{result_id}/overlay.png", response_class=Response, tags=["studies"],
             responses={200: {"content": {"image/png": {}}}})
 def get_overlay(request: Request, result_id: str, user: Clinical) -> Response:
-    """The Grad-CAM overlay (PNG)."""
+    """The overlay (PNG): a classifier's Grad-CAM map over the image, or a segmentation/detection model's
+    transparent layer of mask colours and box outlines on the input's grid."""
     ctx = ctx_of(request)
     result, _, _ = load_result(ctx, result_id, user.username, "result.overlay")
     if not result.overlay_blob_id:
@@ -544,6 +571,43 @@ def get_preview(request: Request, result_id: str, user: Clinical) -> Response:
         raise HTTPException(404, "this result has no image: the file could not be drawn")
     return Response(ctx.blobs.get(payload["preview_blob_id"]), media_type="image/png",
                     headers={"Cache-Control": "no-store"})
+
+
+def _result_file(request: Request, result_id: str, user: TokenData, key: str) -> Response:
+    """One of a task result's stored files (:data:`meddx.service.tasks.FILES`); 404 when it has none."""
+    from meddx.service.tasks import FILES
+
+    ctx = ctx_of(request)
+    _, payload, _ = load_result(ctx, result_id, user.username, f"result.{key}")
+    blob = (payload.get("files") or {}).get(key)
+    if not blob:
+        raise HTTPException(404, f"this result has no {FILES[key][0]}")
+    name, media = FILES[key]
+    headers = {"Cache-Control": "no-store"}
+    if media != "image/png":
+        headers["Content-Disposition"] = f'attachment; filename="result-{result_id}-{name}"'
+    return Response(ctx.blobs.get(blob), media_type=media, headers=headers)
+
+
+@router.get("/results/{result_id}/mask.png", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"image/png": {}}}})
+def get_mask(request: Request, result_id: str, user: Clinical) -> Response:
+    """A segmentation result's label mask (PNG on the input's grid: 0 background, k the mask's k-th class)."""
+    return _result_file(request, result_id, user, "mask")
+
+
+@router.get("/results/{result_id}/seg.dcm", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"application/dicom": {}}}})
+def get_seg(request: Request, result_id: str, user: Clinical) -> Response:
+    """The DICOM Segmentation of a segmentation result on a DICOM upload."""
+    return _result_file(request, result_id, user, "seg")
+
+
+@router.get("/results/{result_id}/sr.dcm", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"application/dicom": {}}}})
+def get_sr(request: Request, result_id: str, user: Clinical) -> Response:
+    """The DICOM Structured Report (TID 1500) of a detection result on a DICOM upload."""
+    return _result_file(request, result_id, user, "sr")
 
 
 @router.get("/results/{result_id}/fhir", tags=["studies"])

@@ -54,6 +54,22 @@ class Settings:
         return cls(**values)
 
 
+def load_model(ref: str) -> Any:
+    """A classifier's :class:`~meddx.inference.Pipeline` (micro-batched, explained), or the thin
+    :class:`~meddx.service.tasks.TaskModel` adapter over the handler of any other task."""
+    from meddx.inference import Pipeline
+    from meddx.modalities import CLASSIFICATION, task_of_package
+    from meddx.packaging.registry import read_package, resolve
+
+    folder = resolve(ref)
+    package = read_package(folder)
+    if task_of_package(package) == CLASSIFICATION:
+        return Pipeline.load(ref)
+    from meddx.service.tasks import TaskModel
+
+    return TaskModel(folder, package)
+
+
 @dataclass
 class ServiceContext:
     settings: Settings
@@ -102,9 +118,8 @@ class ServiceContext:
         return [m["name"] for m in list_models() if m["latest"] and m["modality"] == "image"]
 
     def pipeline(self, ref: str | None) -> Any:
-        """The loaded :class:`~meddx.inference.Pipeline` for ``ref`` (default model when None)."""
-        from meddx.inference import Pipeline
-
+        """The loaded model for ``ref`` (default model when None): a :class:`~meddx.inference.Pipeline` for an
+        image classifier, a :class:`~meddx.service.tasks.TaskModel` for a segmentation or detection package."""
         refs = self.model_refs()
         if ref is None:
             ref = self.settings.default_model or (refs[0] if refs else None)
@@ -117,7 +132,7 @@ class ServiceContext:
                              hint=f"Available: {', '.join(refs)}")
         with self._lock:
             if ref not in self.pipelines:
-                self.pipelines[ref] = Pipeline.load(ref)
+                self.pipelines[ref] = load_model(ref)
             return self.pipelines[ref]
 
     def batcher(self, ref: str, fn: Any) -> Any:

@@ -15,6 +15,12 @@ EHR never files a guess as a finding:
   probability Observation carries that warning, and an Observation holds the
   OOD score against its threshold (interpretation ``H``, high);
 * otherwise the calibrated probabilities and the decision, as before.
+
+A segmentation or detection result says its task in the report's code, its
+findings in the conclusion ("3 RBC, 1 WBC detected"; "vessel 12.3% of the
+analysed area") and adds one Observation per class: the number of objects
+found (``valueInteger``) or the share of the image the mask covers (``%``).
+The mask, boxes and DICOM SEG/SR stay with the service (``links`` of the result).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ def diagnostic_report(prediction: dict[str, Any], *, patient_pseudonym: str, stu
     flagged = bool(ood.get("flagged"))
     rejected = decision["decision"] == REJECTED
     observations = [] if rejected else _probabilities(prediction, report_id, subject, issued, flagged)
+    if not rejected:
+        observations += _findings(prediction, report_id, subject, issued)
     if ood and not rejected:
         observations.append(_ood_observation(prediction, ood, report_id, subject, issued))
     if rejected:
@@ -52,14 +60,18 @@ def diagnostic_report(prediction: dict[str, Any], *, patient_pseudonym: str, stu
         conclusion = (f"Referred: the image is outside the model's training data, so the model's answer is not a "
                       f"finding. {words} {decision['reason']}. Decision support only; not for primary diagnosis.")
     else:
+        from meddx.service.tasks import summary
+
+        found = summary(prediction)
         conclusion = (f"{decision['decision']}: {prediction['prediction']} "
-                      f"(calibrated probability {max(prediction['calibrated_probabilities'].values()):.2f}). "
+                      + (f"({found}; " if found else "(")
+                      + f"calibrated probability {max(prediction['calibrated_probabilities'].values()):.2f}). "
                       f"{decision['reason']}. Decision support only; not for primary diagnosis.")
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport", "id": report_id, "status": "cancelled" if rejected else "preliminary",
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD",
                                   "display": "Radiology"}]}],
-        "code": {"text": f"AI-assisted image classification ({prediction['model']})"},
+        "code": {"text": f"AI-assisted image {prediction.get('task') or 'classification'} ({prediction['model']})"},
         "subject": subject, "issued": issued,
         "performer": [{"display": f"meddx model {prediction['model']} version {prediction['model_version']}"}],
         "conclusion": conclusion,
@@ -96,6 +108,29 @@ def _probabilities(prediction: dict[str, Any], report_id: str, subject: dict[str
                               "system": "http://unitsofmeasure.org", "code": "1"},
             "note": notes,
         })
+    return out
+
+
+def _findings(prediction: dict[str, Any], report_id: str, subject: dict[str, str], issued: str) -> list[dict[str, Any]]:
+    """A segmentation or detection result's findings: objects per class, share of the image per mask class."""
+    out = []
+    note = [{"text": f"Model {prediction['model']} {prediction['model_version']} ({prediction.get('task')})"}]
+
+    def observation(key: str, name: str, text: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Observation", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{report_id}/{key}/{name}")),
+                "status": "preliminary",
+                "code": {"coding": [{"system": MEDDX_SYSTEM, "code": f"{key}-{name.replace(' ', '-')}",
+                                     "display": text}], "text": text},
+                "subject": subject, "issued": issued, **value, "note": note}
+
+    for name, count in (prediction.get("counts") or {}).items():
+        out.append(observation("count", name, f"Number of {name} detected", {"valueInteger": int(count)}))
+    mask = prediction.get("mask") or {}
+    for name in (mask.get("classes") or [])[1:]:
+        share = float((mask.get("fraction") or {}).get(name, 0.0))
+        out.append(observation("fraction", name, f"Share of the analysed area segmented as {name}",
+                               {"valueQuantity": {"value": round(100 * share, 4), "unit": "%",
+                                                  "system": "http://unitsofmeasure.org", "code": "%"}}))
     return out
 
 

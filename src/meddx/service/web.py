@@ -1,7 +1,10 @@
 """The web page for clinicians: log in, upload, read the result card, browse past studies; admin views.
 
 Server-rendered HTML (Jinja2, autoescaped), one stylesheet and one small script
-(the overlay opacity slider) served by the app itself: nothing from a CDN. The
+(the overlay opacity slider) served by the app itself: nothing from a CDN. A
+segmentation or detection result shows its mask colours and box outlines over the
+image with the same slider, a legend (class colours, counts or shares, mean
+uncertainty) and its files (label mask, DICOM SEG / SR). The
 result card leads with the decision in plain words (:func:`headline`): a file the
 model was not made for says "Not analysed" and why, an image outside the training
 data says it was referred for that reason. The admin page shows each model's
@@ -253,11 +256,19 @@ def result_page(request: Request, result_id: str) -> Response:
     if user is None:
         return _login_redirect()
     result, payload, patient = api.load_result(api.ctx_of(request), result_id, user.username, "result.view")
+    from meddx.service import tasks
+
     prediction = payload["prediction"]
+    downloads = [{"name": tasks.FILES[key][0], "url": f"/api/results/{result.id}/{tasks.FILES[key][0]}",
+                  "label": DOWNLOADS.get(key, key)} for key in tasks.FILES if key in (payload.get("files") or {})]
     return render(request, "result.html", user=user, prediction=prediction, patient=patient,
                   result_id=str(result.id), study_id=str(result.study_id), created_at=result.created_at.isoformat(),
                   has_overlay=result.overlay_blob_id is not None, has_image=bool(payload.get("preview_blob_id")),
-                  headline=headline(prediction))
+                  headline=headline(prediction), legend=tasks.legend(prediction), findings=tasks.summary(prediction),
+                  downloads=downloads)
+
+
+DOWNLOADS = {"mask": "Label mask (PNG)", "seg": "DICOM Segmentation", "sr": "DICOM Structured Report (TID 1500)"}
 
 
 @router.get("/results/{result_id}/overlay.png")

@@ -176,8 +176,13 @@ def digest(data: bytes) -> str:
 
 
 def output_summary(prediction: dict[str, Any]) -> str:
-    """What the audit log hashes of a result: decision, prediction, calibrated probabilities, OOD flag."""
+    """What the audit log hashes of a result: decision, prediction, calibrated probabilities, OOD flag (and a
+    detection's counts, a segmentation's class shares)."""
     ood = prediction.get("ood") or {}
-    return json.dumps({"decision": prediction["decision"]["decision"], "prediction": prediction["prediction"],
-                       "calibrated": prediction["calibrated_probabilities"], "ood_flagged": ood.get("flagged")},
-                      sort_keys=True)
+    summary = {"decision": prediction["decision"]["decision"], "prediction": prediction["prediction"],
+               "calibrated": prediction["calibrated_probabilities"], "ood_flagged": ood.get("flagged")}
+    if prediction.get("counts") is not None:
+        summary["counts"] = prediction["counts"]
+    if prediction.get("mask"):
+        summary["fraction"] = prediction["mask"].get("fraction")
+    return json.dumps(summary, sort_keys=True)
