@@ -87,7 +87,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"Command: `{meta['command']}`", "",
              f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores shared with other jobs, "
              f"training on {rows[0].get('train_threads') or 'all'} torch thread(s); {meta['machine']['date']}. "
-             f"Wall time {meta['wall_s']:.0f} s.", "",
+             f"Wall time {meta['wall_s']:.0f} s.", "", *([meta["note"], ""] if meta.get("note") else []),
              "Detector: torchvision FCOS (BSD) on meddx's from-scratch `slim` residual backbone (FPN P3-P5, "
              "2-conv GroupNorm head), no pretrained weights (none can be downloaded here). mAP by pycocotools "
              "(all areas, 300 detections per image), 95% CIs from 1000 bootstrap resamples of the test images. "
@@ -135,13 +135,14 @@ def main() -> None:
     parser.add_argument("--bccd-run", type=Path, help="score this package instead of training")
     parser.add_argument("--covid-lungs-run", type=Path, help="score this package instead of training")
     parser.add_argument("--stem", default="detection")
+    parser.add_argument("--note", default="", help="a line for the table (e.g. how a --bccd-run package was made)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     rows = [run_set(k, args) for k in args.only]
-    meta = {"command": command_line(), "machine": machine(), "wall_s": time.perf_counter() - t0}
+    meta = {"command": command_line(), "machine": machine(), "wall_s": time.perf_counter() - t0, "note": args.note}
     payload = {"benchmark": "detection", **meta, "rows": rows, "anchors": ANCHORS}
     paths = write_results(args.stem, payload, markdown(rows, meta))
     print(json.dumps([{k: r[k] for k in ("set", "map50", "map50_ci", "map50_95")} for r in rows]))

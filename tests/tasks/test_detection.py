@@ -163,6 +163,29 @@ def test_map_is_one_for_perfect_boxes_and_lower_for_shifted_ones() -> None:
     assert f1 == pytest.approx(1.0) and thr <= 0.8
 
 
+def test_bootstrap_resamples_match_pycocotools_on_the_same_images() -> None:
+    from meddx.tasks.detection import metrics as M
+
+    rng = np.random.default_rng(0)
+    gts, dets = [], []
+    for _ in range(15):
+        b = rng.uniform(0, 300, (6, 2))
+        b = np.concatenate([b, b + 40], 1)
+        lab = rng.integers(0, 3, 6)
+        gts.append((b, lab))
+        d = np.concatenate([b + rng.normal(0, 6, b.shape), rng.uniform(0, 300, (4, 4))])
+        d[:, 2:] = d[:, :2] + 40
+        dets.append((d, rng.uniform(0, 1, 10), np.concatenate([lab, rng.integers(0, 3, 4)])))
+    names = ["a", "b", "c"]
+    ev = M._coco_eval(gts, dets, 3)
+    rows = M._per_image(ev, len(gts), 3)
+    idx = np.random.default_rng(1).integers(0, len(gts), len(gts))  # with repeats
+    ref = detection_map([gts[i] for i in idx], [dets[i] for i in idx], names)
+    ap = np.array([M._ap_of(rows[k], idx, np.asarray(ev.params.recThrs)) for k in range(3)])
+    assert ap[:, 0].mean() == pytest.approx(ref["map50"]) and ap.mean() == pytest.approx(ref["map50_95"])
+    assert ap[1, 0] == pytest.approx(ref["per_class"]["b"]["ap50"])
+
+
 def test_nms_and_decode() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float32)
     assert nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 2]

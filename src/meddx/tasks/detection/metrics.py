@@ -43,6 +43,7 @@ def _coco_eval(gts: list[GroundTruth], dets: list[Detections], n_classes: int) -
             dt.createIndex()
         ev = COCOeval(gt, dt, iouType="bbox")
         ev.params.maxDets = [1, 10, 300]  # a blood smear holds 10-30 cells
+        ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]  # boxes only: no small/medium/large
         ev.evaluate()
         ev.accumulate()
     return ev
@@ -70,21 +71,75 @@ def detection_map(gts: list[GroundTruth], dets: list[Detections], class_names: l
             "map50_95": float(np.mean(ap)) if ap else float("nan"), "per_class": per_class}
 
 
+def _per_image(ev: Any, n_images: int, n_classes: int) -> list[list[tuple[np.ndarray, np.ndarray, int]]]:
+    """From a COCOeval after ``evaluate()``: per class, per image, (scores (D,), true positive flags (T, D)
+    without ignored detections, number of ground-truth boxes). The matching is COCO's own."""
+    n_areas = len(ev.params.areaRng)
+    out = []
+    for k in range(n_classes):
+        rows = []
+        for i in range(n_images):
+            e = ev.evalImgs[k * n_areas * n_images + i]  # area index 0: all
+            if e is None:
+                rows.append((np.zeros(0), np.zeros((len(ev.params.iouThrs), 0), bool), 0))
+                continue
+            order = np.argsort(-np.asarray(e["dtScores"]), kind="mergesort")[: ev.params.maxDets[-1]]
+            scores = np.asarray(e["dtScores"])[order]
+            matched = (np.asarray(e["dtMatches"])[:, order] > 0) & ~np.asarray(e["dtIgnore"])[:, order]
+            rows.append((scores, matched, int(np.sum(~np.asarray(e["gtIgnore"], bool)))))
+        out.append(rows)
+    return out
+
+
+def _ap_of(rows: list[tuple[np.ndarray, np.ndarray, int]], idx: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """AP per IoU threshold over the images ``idx`` (repeats allowed), as COCOeval.accumulate computes it."""
+    n_gt = sum(rows[i][2] for i in idx)
+    n_t = rows[0][1].shape[0]
+    if n_gt == 0:
+        return np.full(n_t, np.nan)
+    scores = np.concatenate([rows[i][0] for i in idx])
+    if scores.size == 0:
+        return np.zeros(n_t)
+    tps = np.concatenate([rows[i][1] for i in idx], axis=1)
+    order = np.argsort(-scores, kind="mergesort")
+    tps = tps[:, order]
+    tp = np.cumsum(tps, axis=1, dtype=float)
+    fp = np.cumsum(~tps, axis=1, dtype=float)
+    out = np.zeros(n_t)
+    for t in range(n_t):
+        rc = tp[t] / n_gt
+        pr = tp[t] / (fp[t] + tp[t] + np.spacing(1))
+        pr = np.maximum.accumulate(pr[::-1])[::-1]
+        ix = np.searchsorted(rc, rec_thrs, side="left")
+        q = np.zeros(rec_thrs.size)
+        ok = ix < pr.size
+        q[ok] = pr[ix[ok]]
+        out[t] = q.mean()
+    return out
+
+
 def bootstrap_map(gts: list[GroundTruth], dets: list[Detections], class_names: list[str], *, n_boot: int = 1000,
                   seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """Point values and percentile CIs over images resampled with replacement, for mAP@0.5 and
-    mAP@0.5:0.95 and each class's AP@0.5: ``{"map50": {"value", "low", "high"}, ...}``."""
+    mAP@0.5:0.95 and each class's AP@0.5: ``{"map50": {"value", "low", "high"}, ...}``.
+
+    COCO's matching runs once (pycocotools); each resample re-accumulates precision and recall
+    from the matched detections of the drawn images, exactly as ``COCOeval.accumulate`` would."""
     point = detection_map(gts, dets, class_names)
-    rng = np.random.default_rng(seed)
+    ev = _coco_eval(gts, dets, len(class_names))
     n = len(gts)
+    rows = _per_image(ev, n, len(class_names))
+    rec_thrs = np.asarray(ev.params.recThrs)
+    rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {"map50": [], "map50_95": [], **{f"ap50_{c}": [] for c in class_names}}
     for _ in range(max(0, n_boot)):
         idx = rng.integers(0, n, n)
-        r = detection_map([gts[i] for i in idx], [dets[i] for i in idx], class_names)
-        draws["map50"].append(r["map50"])
-        draws["map50_95"].append(r["map50_95"])
-        for c in class_names:
-            draws[f"ap50_{c}"].append(r["per_class"][c]["ap50"])
+        ap = np.array([_ap_of(rows[k], idx, rec_thrs) for k in range(len(class_names))])  # (classes, T)
+        present = np.isfinite(ap[:, 0])
+        draws["map50"].append(float(ap[present, 0].mean()) if present.any() else np.nan)
+        draws["map50_95"].append(float(ap[present].mean()) if present.any() else np.nan)
+        for k, c in enumerate(class_names):
+            draws[f"ap50_{c}"].append(float(ap[k, 0]))
     values = {"map50": point["map50"], "map50_95": point["map50_95"],
               **{f"ap50_{c}": point["per_class"][c]["ap50"] for c in class_names}}
     out: dict[str, Any] = {}

@@ -54,8 +54,8 @@ def _check_options(options: dict[str, Any]) -> None:
 def _defaults(data: str, ds: DetectionSet) -> dict[str, Any]:
     """Per-data-set defaults: cells can be turned any way; X-rays keep up/down and left/right."""
     if data == COVID_LUNGS:
-        return {"rotate": False, "long_side": 384, "epochs": 30, "flip": False}
-    return {"rotate": True, "long_side": 416, "epochs": 60, "flip": True}
+        return {"rotate": False, "long_side": 256, "epochs": 40}
+    return {"rotate": True, "long_side": 416, "epochs": 60}
 
 
 def _gt(items: list[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -116,16 +116,13 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     """
     _check_options(options)
     import torch
-    from safetensors.torch import save_file
 
-    from meddx import __version__
-    from meddx.config import home_dir
-    from meddx.packaging.registry import write_package
-    from meddx.tasks.detection.metrics import best_threshold
-    from meddx.tasks.detection.model import DetectorConfig, export_onnx
+    from meddx.tasks.detection.model import DetectorConfig
     from meddx.tasks.detection.train import FitConfig, fit, torch_predict
 
     arch = model or "slim"
+    if options.get("export") not in (None, "onnx", "none"):
+        raise ConfigError(f"unknown export {options['export']!r}", field="export", hint="Use onnx or none")
     if arch not in MODELS:
         raise ConfigError(f"unknown detection model {arch!r}", field="model", hint=f"Choose one of {list(MODELS)}")
     if options.get("imagenet") and arch != "resnet18":
@@ -162,14 +159,32 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
 
     net, history = fit(train_items, cfg, det_cfg, val=val_items, seed=seed, imagenet=options.get("imagenet"),
                        progress=say if progress else None, evaluate_fn=val_map)
+    return write_run(data, ds, parts, cfg, det_cfg, net, history, model=arch, seed=seed, out=out, options=options,
+                     t_start=t_start, say=say)
+
+
+def write_run(data: str, ds: DetectionSet, parts: dict[str, list[str]], cfg: Any, det_cfg: Any, net: Any,
+              history: dict[str, Any], *, model: str, seed: int, out: Path | None, options: dict[str, Any],
+              t_start: float, say: Any = print) -> Path:
+    """The second half of :func:`train`: save the weights and ``model.onnx``, pick the score threshold on
+    the validation split, score the test split and write ``package.json``, ``metrics.json`` and the card."""
+    import torch
+    from safetensors.torch import save_file
+
+    from meddx import __version__
+    from meddx.config import home_dir
+    from meddx.packaging.registry import write_package
+    from meddx.tasks.detection.metrics import best_threshold
+    from meddx.tasks.detection.model import export_onnx
+
+    arch = model
+    train_items, val_items, test_items = (ds.subset(parts[k]) for k in ("train", "val", "test"))
     train_seconds = history["seconds"]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(data).name if data not in (BCCD, COVID_LUNGS) else data).strip("-")
     run = Path(out) if out else home_dir() / "runs" / f"{stem}-fcos-{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     run.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(run / WEIGHTS_FILE))
     onnx_note = None
-    if options.get("export") not in (None, "onnx", "none"):
-        raise ConfigError(f"unknown export {options['export']!r}", field="export", hint="Use onnx or none")
     if options.get("export_onnx", options.get("export", "onnx") != "none"):
         try:
             export_onnx(net, det_cfg, run / ONNX_FILE, (32 * -(-int(cfg.long_side * 0.75) // 32), cfg.long_side))
@@ -390,4 +405,4 @@ def _rejected(item: str, reason: str, base: dict[str, Any]) -> Any:
     return Prediction.rejected(input=item, reasons=[reason], **base).model_copy(update={"task": "detection"})
 
 
-__all__ = ["MODELS", "OPTIONS", "evaluate", "predict", "train"]
+__all__ = ["MODELS", "OPTIONS", "evaluate", "predict", "train", "write_run"]
