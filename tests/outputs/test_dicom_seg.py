@@ -168,3 +168,24 @@ def test_a_waveform_is_not_a_source_image(tmp_path: Path) -> None:
                   version="1")
     assert info.value.path == str(ecg) and info.value.field == "PixelData"
     assert not (tmp_path / "s.dcm").exists()
+
+
+def test_a_source_without_its_uids_is_a_missing_field_error_naming_it(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from meddx.exceptions import MissingFieldError
+    from meddx.outputs import write_seg
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 4, 4, 8, 8, 7
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    ds.PixelData = bytes(16)
+    with pytest.raises(MissingFieldError, match="StudyInstanceUID or SeriesInstanceUID") as err:
+        write_seg(ds, np.ones((4, 4), dtype=np.uint8), classes=["vessel"], out=tmp_path / "s.dcm",
+                  algorithm="m", version="1")
+    assert err.value.field == "StudyInstanceUID"

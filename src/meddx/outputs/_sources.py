@@ -17,6 +17,10 @@ _TYPE2_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
 """Patient and study attributes a derived object copies; present but empty is valid (DICOM type 2)."""
 
 
+_REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+"""What a derived object references its source by (type 1 in every image IOD)."""
+
+
 def _with_type2(ds: Any) -> Any:
     """``ds``, or a copy with the missing type-2 patient/study attributes added empty (highdicom copies them)."""
     missing = [k for k in _TYPE2_KEYWORDS if k not in ds]
@@ -67,6 +71,14 @@ def load_sources(source: Any) -> list[Any]:
                 path=where(ds), field="PixelData",
                 hint="A SEG or SR must reference the image the model read (CT, MR, DX, ...), "
                 "not a waveform, report or presentation state",
+            )
+        absent = [k for k in _REFERENCE_UIDS if not ds.get(k)]
+        if absent:
+            raise MissingFieldError(
+                f"the source image has no {' or '.join(absent)}, which a SEG or SR must reference",
+                path=where(ds), field=absent[0],
+                hint="Give the image as stored by its modality or PACS (every DICOM image carries its study, "
+                "series and instance UIDs); a file that lost them cannot be linked to a derived object",
             )
         datasets.append(_with_type2(ds))
     first = datasets[0]
