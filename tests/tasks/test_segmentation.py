@@ -269,6 +269,10 @@ def test_predict_torch_backend_matches_onnx(tiny_run, tmp_path):
         seg = SegModel(run, package, backend=backend)
         maps.append(seg.probability(*seg.prepare(image)))
     assert np.abs(maps[0] - maps[1]).max() < 1e-3
+    flipped = dict(package, segmentation={**package["segmentation"], "tta": True})
+    seg = SegModel(run, flipped)
+    tta = seg.probability(*seg.prepare(image))
+    assert tta.shape == maps[0].shape and 0 < np.abs(tta - maps[0]).max() < 0.5
 
 
 @pytest.mark.mirror

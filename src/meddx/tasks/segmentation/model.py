@@ -92,6 +92,7 @@ class SegModel:
         self.threshold = float(seg.get("threshold", 0.5))
         self.network = str(seg.get("network", "unet-small"))
         self.dropout = float(seg.get("dropout", 0.1))
+        self.tta = bool(seg.get("tta", False))
         onnx = self.folder / ONNX_FILE
         self.backend = ("onnx" if onnx.is_file() else "torch") if backend == "auto" else backend
         self._onnx: OnnxModel | None = None
@@ -124,7 +125,17 @@ class SegModel:
         return D.preprocess(image, fov, self.preprocessing), fov
 
     def logits(self, x: np.ndarray, *, mc: bool = False) -> np.ndarray:
-        """Uncalibrated vessel logits (H, W); ``mc`` = one MC-dropout draw."""
+        """Uncalibrated vessel logits (H, W); ``mc`` = one MC-dropout draw. With the package's ``tta``
+        (deterministic maps only) the mean logit over the image and its horizontal, vertical and both flips."""
+        if self.tta and not mc:
+            total = np.zeros(x.shape[1:], np.float32)
+            for rows, cols in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                flipped = np.ascontiguousarray(x[:, ::rows, ::cols])
+                total += self._logits(flipped, mc=False)[::rows, ::cols]
+            return total / 4
+        return self._logits(x, mc=mc)
+
+    def _logits(self, x: np.ndarray, *, mc: bool) -> np.ndarray:
         if self.backend == "torch":
             return torch_logits(self._net, x, roi=self.roi, overlap=self.overlap, mc_dropout=mc)
         session = self._onnx

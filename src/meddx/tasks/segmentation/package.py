@@ -28,7 +28,8 @@ STEPS_PER_EPOCH = 200
 _CONFIG_OPTIONS = {"patch": int, "batch": int, "lr": float, "preprocessing": str, "time_limit_s": float,
                    "eval_every": int, "roi": int, "overlap": float, "dropout": float}
 """Training options that set a :class:`~meddx.tasks.segmentation.training.TrainConfig` field, with their type."""
-TRAIN_OPTIONS = {*_CONFIG_OPTIONS, "steps", "batch_size", "max_train_images", "val_fraction", "n_boot", "threads"}
+TRAIN_OPTIONS = {*_CONFIG_OPTIONS, "steps", "batch_size", "max_train_images", "val_fraction", "n_boot", "threads",
+                 "tta"}
 PREDICT_OPTIONS = {"uncertainty", "samples", "out_dir", "explain_dir", "backend", "threads", "explain",
                    "threshold", "slice_index"}
 UNCERTAINTY = ("auto", "none", "mc-dropout")
@@ -65,6 +66,17 @@ def _calibration_pixels(logits: np.ndarray, labels: np.ndarray, limit: int = 400
     return logits[pick], labels[pick]
 
 
+def operating_point(seg: Any, images: list[Any], *, seed: int = 0) -> dict[str, Any]:
+    """Temperature (NLL) and threshold (maximal pooled F1 of the calibrated probability) fitted on ``images``
+    (prepared validation images) through the model's own inference path; pixel ECE before and after."""
+    logits = np.concatenate([seg.logits(img.x)[img.fov] for img in images])
+    labels = np.concatenate([img.mask[img.fov] for img in images])
+    temperature = M.fit_temperature(*_calibration_pixels(logits, labels, seed=seed))
+    prob = 1 / (1 + np.exp(-logits / temperature))
+    return {"temperature": temperature, "threshold": M.best_threshold(prob, labels),
+            "validation_ece": {"raw": M.ece(1 / (1 + np.exp(-logits)), labels), "calibrated": M.ece(prob, labels)}}
+
+
 def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | None = None, out: Path | None = None,
           progress: bool = True, **options: Any) -> Path:
     """Train a vessel segmentation model on ``data``; return the run folder (a model package).
@@ -80,7 +92,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     from meddx.packaging.registry import write_package
     from meddx.tasks.segmentation.model import SegModel, save
     from meddx.tasks.segmentation.network import DEFAULT, NETWORKS
-    from meddx.tasks.segmentation.training import TrainConfig, train_network, validation_scores
+    from meddx.tasks.segmentation.training import TrainConfig, train_network
 
     _check_options(options, TRAIN_OPTIONS, "training")
     network = model or DEFAULT
@@ -112,16 +124,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         f"{network}, {cfg.steps} steps of {cfg.batch} patches of {cfg.patch} px")
     fit, val = _prepare(fit_samples, cfg.preprocessing), _prepare(val_samples, cfg.preprocessing)
     net, info = train_network(fit, val, cfg, log=say)
-    # calibration and threshold on the validation images only
-    v_logits, v_labels = validation_scores(net, val, cfg)
-    c_logits, c_labels = _calibration_pixels(v_logits, v_labels, seed=seed)
-    temperature = M.fit_temperature(c_logits, c_labels)
-    v_prob = 1 / (1 + np.exp(-v_logits / temperature))
-    threshold = M.best_threshold(v_prob, v_labels)
-    val_ece = {"raw": M.ece(1 / (1 + np.exp(-v_logits)), v_labels), "calibrated": M.ece(v_prob, v_labels)}
     vessel_fractions = [float(img.mask[img.fov].mean()) for img in fit + val]
-    say(f"temperature {temperature:.3f}, threshold {threshold:.3f}, validation pixel ECE "
-        f"{val_ece['raw']:.4f} → {val_ece['calibrated']:.4f}")
     source, kind = D.resolve(data)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", data if kind == "chase" and data == D.CHASE else source.name)
     stem = stem.strip("-") or "segmentation"
@@ -143,11 +146,10 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         "segmentation": {
             "network": network, "in_channels": int(fit[0].x.shape[0]), "preprocessing": cfg.preprocessing,
             "patch": cfg.patch, "roi": cfg.roi, "overlap": cfg.overlap, "window": "gaussian (sigma 0.125 roi)",
-            "dropout": cfg.dropout, "temperature": temperature, "threshold": threshold,
+            "dropout": cfg.dropout, "tta": bool(options.get("tta", False)), "temperature": 1.0, "threshold": 0.5,
             "threshold_rule": "maximal pooled F1 on the validation images (calibrated probability)",
             "field_of_view": "red channel > 20, opening/closing (7 px disc), largest region, holes filled, "
                              "eroded 2 px (meddx.tasks.segmentation.fov)",
-            "validation_ece": val_ece,
             "vessel_fraction_range": [min(vessel_fractions), max(vessel_fractions)],
         },
         "preprocess": {"method": cfg.preprocessing, "description": D.PREPROCESSING[cfg.preprocessing],
@@ -166,6 +168,12 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
                      "history": info.get("history", [])},
         "intended_use": "Research: retinal vessel maps of colour fundus photographs; not for diagnosis on its own.",
     }
+    # calibration and threshold on the validation images only, through the package's own inference path
+    point = operating_point(SegModel(run, package), val, seed=seed)
+    package["segmentation"].update(point)
+    threshold = point["threshold"]
+    say(f"temperature {point['temperature']:.3f}, threshold {threshold:.3f}, validation pixel ECE "
+        f"{point['validation_ece']['raw']:.4f} → {point['validation_ece']['calibrated']:.4f}")
     write_package(run, package)
     n_boot = int(options.get("n_boot", 1000))
     if parts["test"]:
@@ -413,4 +421,4 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     return results
 
 
-__all__ = ["CLASS_NAMES", "evaluate", "predict", "train"]
+__all__ = ["CLASS_NAMES", "evaluate", "operating_point", "predict", "train"]
