@@ -203,6 +203,9 @@ def test_unknown_option_is_named(tiny_run):
     with pytest.raises(ConfigError) as err:
         P.train(str(tiny_run[0]), steps=1, pach=32)
     assert err.value.field == "pach"
+    with pytest.raises(ConfigError, match="patch 128") as err:
+        P.train(str(tiny_run[0]), steps=1, patch=128)
+    assert err.value.field == "patch"
 
 
 def test_evaluate_default_is_the_test_split(tiny_run):

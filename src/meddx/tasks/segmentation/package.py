@@ -123,6 +123,11 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     say(f"{len(fit_samples)} training, {len(val_samples)} validation, {len(parts['test'])} test images; "
         f"{network}, {cfg.steps} steps of {cfg.batch} patches of {cfg.patch} px")
     fit, val = _prepare(fit_samples, cfg.preprocessing), _prepare(val_samples, cfg.preprocessing)
+    smallest = min(fit, key=lambda img: min(img.mask.shape))
+    if cfg.patch > min(smallest.mask.shape) or cfg.patch % 8:
+        raise ConfigError(f"patch {cfg.patch} px does not fit image {smallest.name} "
+                          f"({smallest.mask.shape[0]}×{smallest.mask.shape[1]}) or is not a multiple of 8",
+                          field="patch", hint="Give a multiple of 8 no larger than the smallest training image")
     net, info = train_network(fit, val, cfg, log=say)
     vessel_fractions = [float(img.mask[img.fov].mean()) for img in fit + val]
     source, kind = D.resolve(data)
