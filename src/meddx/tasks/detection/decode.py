@@ -65,6 +65,12 @@ def decode(outputs: list[np.ndarray], height: int, width: int, *, score_thresh: 
     labels = np.concatenate(all_labels).astype(np.int64)
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    return suppress(boxes, scores, labels, nms_iou=nms_iou, max_det=max_det)
+
+
+def suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, nms_iou: float = 0.5,
+             max_det: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-wise NMS, then the ``max_det`` highest scores, highest first."""
     keep_all = []
     for c in np.unique(labels):
         ix = np.flatnonzero(labels == c)

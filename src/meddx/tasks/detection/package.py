@@ -234,7 +234,21 @@ def write_run(data: str, ds: DetectionSet, parts: dict[str, list[str]], cfg: Any
     if onnx_note:
         package["warnings"] = [onnx_note]
     det = Detector(run, package)
-    val_dets, _ = _detect_items(det, val_items)
+    from meddx.tasks.detection.metrics import detection_map
+
+    # test-time flips where the training flipped too (cells; never X-rays, whose left and right are labels),
+    # kept when they raise the validation mAP@0.5
+    tried = {}
+    for views in ([], ["hflip"], ["hflip", "vflip"]) if cfg.rotate and val_items else ([],):
+        package["tta"] = views
+        dets_v, _ = _detect_items(det, val_items)
+        score = detection_map(_gt(val_items), dets_v, ds.classes)["map50"] if val_items else 0.0
+        tried["+".join(views) or "none"] = round(score, 4)
+        if views == [] or score > best_score + 1e-4:
+            best_score, best_views, val_dets = score, views, dets_v
+    package["tta"] = best_views
+    package["tta_fit"] = {"split": "val", "map50": tried}
+    say(f"test-time flips on validation (mAP@0.5): {tried}; kept {best_views or 'none'}")
     thr, f1 = best_threshold(_gt(val_items), val_dets) if val_items else (0.3, float("nan"))
     package["score_threshold"] = thr
     package["score_threshold_fit"] = {"split": "val", "criterion": "micro F1 at IoU 0.5", "f1": f1}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from meddx.exceptions import ModelError
-from meddx.tasks.detection.decode import decode
+from meddx.tasks.detection.decode import decode, suppress
 
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "model.safetensors"
@@ -86,11 +86,30 @@ class Detector:
         with torch.no_grad():
             return [o.numpy() for o in head(torch.from_numpy(x)[None])]
 
-    def detect(self, rgb: np.ndarray, score_thresh: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes (n, 4) in ``rgb``'s pixels, scores and labels, highest score first."""
+    def detect(self, rgb: np.ndarray, score_thresh: float = 0.05, tta: list[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (n, 4) in ``rgb``'s pixels, scores and labels, highest score first.
+
+        ``tta`` (default: the package's ``tta``) adds flipped views (``hflip``, ``vflip``): each view's
+        boxes are mapped back and all are suppressed together (class-wise NMS)."""
         x, s, (nh, nw) = to_input(rgb, self.long_side, self.pad_value)
-        boxes, scores, labels = decode(self.raw(x), x.shape[1], x.shape[2], score_thresh=score_thresh,
-                                       nms_iou=self.nms_iou)
+        ph, pw = x.shape[1:]
+        views = ["none", *(self.package.get("tta") or [] if tta is None else tta)]
+        found = []
+        for view in views:
+            xv = {"none": x, "hflip": x[:, :, ::-1], "vflip": x[:, ::-1, :]}[view]
+            b, sc, lab = decode(self.raw(np.ascontiguousarray(xv)), ph, pw, score_thresh=score_thresh,
+                                nms_iou=self.nms_iou)
+            if view == "hflip":
+                b = np.stack([pw - b[:, 2], b[:, 1], pw - b[:, 0], b[:, 3]], 1)
+            elif view == "vflip":
+                b = np.stack([b[:, 0], ph - b[:, 3], b[:, 2], ph - b[:, 1]], 1)
+            found.append((b.reshape(-1, 4), sc, lab))
+        if len(found) == 1:
+            boxes, scores, labels = found[0]
+        else:
+            boxes, scores, labels = suppress(*(np.concatenate(z) for z in zip(*found)), nms_iou=self.nms_iou)
+        boxes = boxes.astype(np.float32).copy()
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, nw) / s
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, nh) / s
         h, w = rgb.shape[:2]
