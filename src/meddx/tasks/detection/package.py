@@ -32,7 +32,7 @@ from meddx.tasks.detection.runtime import ONNX_FILE, WEIGHTS_FILE, Detector, rea
 MODELS = ("slim", "resnet18")
 """``slim``: from-scratch residual CNN (default); ``resnet18``: ResNet-18 trunk, optionally from a
 user-supplied ImageNet state dict (``imagenet=<file>``)."""
-FIT_OPTIONS = ("batch_size", "lr", "weight_decay", "long_side", "scale_jitter", "rotate", "colour",
+FIT_OPTIONS = ("batch_size", "lr", "weight_decay", "long_side", "scale_jitter", "hflip", "rotate", "colour",
                "warmup_epochs", "eval_every", "time_budget_s", "threads")
 OPTIONS = (*FIT_OPTIONS, "imagenet", "max_images", "n_boot", "fpn_channels", "head_convs", "name", "export_onnx",
            "export")
@@ -54,8 +54,8 @@ def _check_options(options: dict[str, Any]) -> None:
 def _defaults(data: str, ds: DetectionSet) -> dict[str, Any]:
     """Per-data-set defaults: cells can be turned any way; X-rays keep up/down and left/right."""
     if data == COVID_LUNGS:
-        return {"rotate": False, "long_side": 256, "epochs": 40}
-    return {"rotate": True, "long_side": 416, "epochs": 60}
+        return {"rotate": False, "hflip": False, "long_side": 256, "epochs": 40}
+    return {"rotate": True, "hflip": True, "long_side": 416, "epochs": 60}
 
 
 def _gt(items: list[Item]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -108,7 +108,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     """Train an FCOS detector on ``data`` and write its run folder (a model package); returns the folder.
 
     ``model``: ``slim`` (default) or ``resnet18``. Options: ``batch_size``, ``lr``, ``weight_decay``,
-    ``long_side`` (input size), ``scale_jitter``, ``rotate``, ``colour``, ``warmup_epochs``,
+    ``long_side`` (input size), ``scale_jitter``, ``hflip``, ``rotate``, ``colour``, ``warmup_epochs``,
     ``eval_every``, ``time_budget_s`` (stop and keep the best model), ``threads``, ``imagenet`` (a
     ResNet-18 state dict for ``resnet18``), ``max_images`` (cap per split, for smoke tests), ``n_boot``,
     ``fpn_channels``, ``head_convs``, ``name``, ``export`` (``onnx`` or ``none``; also ``export_onnx``).
@@ -142,6 +142,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     defaults = _defaults(data, ds)
     fit_kw = {k: options[k] for k in FIT_OPTIONS if k in options}
     fit_kw.setdefault("rotate", defaults["rotate"])
+    fit_kw.setdefault("hflip", defaults["hflip"])
     fit_kw.setdefault("long_side", defaults["long_side"])
     if "scale_jitter" in fit_kw:
         fit_kw["scale_jitter"] = tuple(float(v) for v in fit_kw["scale_jitter"])
@@ -239,7 +240,7 @@ def write_run(data: str, ds: DetectionSet, parts: dict[str, list[str]], cfg: Any
     # test-time flips where the training flipped too (cells; never X-rays, whose left and right are labels),
     # kept when they raise the validation mAP@0.5
     tried = {}
-    for views in ([], ["hflip"], ["hflip", "vflip"]) if cfg.rotate and val_items else ([],):
+    for views in ([], ["hflip"], ["hflip", "vflip"]) if cfg.rotate and cfg.hflip and val_items else ([],):
         package["tta"] = views
         dets_v, _ = _detect_items(det, val_items)
         score = detection_map(_gt(val_items), dets_v, ds.classes)["map50"] if val_items else 0.0

@@ -4,7 +4,8 @@
 :class:`~meddx.tasks.detection.data.Item` and returns the model with a history. Images are
 decoded once and kept as uint8; every step draws a batch, rescales each image by a random
 factor around the input scale (multi-scale training), flips it both ways, turns it by a multiple
-of 90 degrees (cells have no up or down; off for X-rays) and jitters brightness, contrast,
+of 90 degrees (cells have no up or down; both off for X-rays, whose left and right lungs are
+labels) and jitters brightness, contrast,
 saturation and hue. The model at the best validation mAP@0.5 is kept when ``val`` is given.
 """
 
@@ -37,6 +38,8 @@ class FitConfig:
     long_side: int = 416
     """The input size: an image's long side is scaled to this (BCCD 640x480 -> 416x312)."""
     scale_jitter: tuple[float, float] = (0.8, 1.25)
+    hflip: bool = True
+    """Random horizontal flips (wrong where left and right are labels, e.g. right / left lung)."""
     rotate: bool = True
     """Random 90-degree turns and vertical flips (right for cells, wrong for X-rays)."""
     colour: float = 0.15
@@ -69,7 +72,7 @@ def _augment(img: Any, boxes: np.ndarray, cfg: FitConfig, rng: np.random.Generat
     nh, nw = max(32, round(h * s)), max(32, round(w * s))
     img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
     b = boxes * np.array([nw / w, nh / h, nw / w, nh / h], np.float32)
-    if rng.random() < 0.5:
+    if cfg.hflip and rng.random() < 0.5:
         img = img.flip(2)
         b = np.stack([nw - b[:, 2], b[:, 1], nw - b[:, 0], b[:, 3]], 1)
     if cfg.rotate:
