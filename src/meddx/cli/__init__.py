@@ -14,6 +14,7 @@ from meddx.cli import audit as _audit
 from meddx.cli import data as _data
 from meddx.cli import deidentify as _deidentify
 from meddx.cli import evaluate as _evaluate
+from meddx.cli import index as _index
 from meddx.cli import info as _info
 from meddx.cli import models as _models
 from meddx.cli import predict as _predict
@@ -40,6 +41,7 @@ app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
 app.command("validate")(_validate.validate)
 app.add_typer(_models.app, name="models")
+app.add_typer(_index.app, name="index")
 app.command("pretrain")(_pretrain.pretrain)
 app.command("report")(_report.report)
 app.command("serve")(_serve.serve)

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
+from meddx.cli.index import duplicates as _duplicates
+
 app = typer.Typer(help="The data catalogue: list, info, fetch, read.", no_args_is_help=True)
+app.command("duplicates")(_duplicates)
 
 
 @app.command("list")
