@@ -1,4 +1,5 @@
-"""End to end in a real browser: log in, upload a chest radiograph, read the result card, upload a CT slice
+"""End to end in a real browser: log in, upload a chest radiograph, read the result card (and, with a case index,
+its similar confirmed cases), upload a CT slice
 and read its rejection, log out; and a fundus photograph given to a vessel segmentation model, whose mask
 is drawn over the image under the opacity slider.
 
@@ -278,3 +279,56 @@ def test_clinician_sees_a_segmentation_mask_over_the_image(segmentation_service:
     assert not severe, f"browser console errors: {severe}"
     shot = artifacts_dir() / "e2e_segmentation_card.png"
     assert driver.save_screenshot(str(shot))
+
+
+@pytest.fixture
+def indexed_service(tmp_path: Path) -> Iterator[tuple[Home, ServerProcess]]:
+    """The chest X-ray model served with a case index of 12 labelled cases and their thumbnails."""
+    pytest.importorskip("faiss")
+    from meddx.retrieval.build import build_index
+    from meddx.service.similar import thumbnails_from_source
+    from tests._factories import make_labelled_pngs
+
+    run = train_tiny_model(tmp_path / "work")
+    gallery = make_labelled_pngs(tmp_path / "gallery", n=12, size=16, seed=3)
+    index = build_index(run, gallery, tmp_path / "index", progress=False)
+    assert thumbnails_from_source(tmp_path / "index", run) == 12
+    home = prepare_home(tmp_path / "home", run)
+    env = {"MEDDX_INDEXES": f"{home.model}={tmp_path / 'index'}"}
+    assert index.info["model"]["name"] == home.model
+    with ServerProcess(home.home, env=env) as server:
+        yield home, server
+
+
+def test_clinician_sees_similar_confirmed_cases_on_the_result_card(indexed_service: tuple[Home, ServerProcess],
+                                                                   browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    home, server = indexed_service
+    driver, base = browser, server.url
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "username").send_keys(home.username)
+    driver.find_element(By.ID, "password").send_keys(home.password)
+    driver.find_element(By.ID, "login-button").click()
+    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not open the upload page")
+
+    _upload(driver, base, home, chest_radiograph(tmp_path))
+    _wait(driver, lambda d: d.find_element(By.ID, "decision").text.strip(), message="empty decision")
+    panel = driver.find_element(By.ID, "similar")
+    assert panel.is_displayed() and "Similar confirmed cases" in panel.text
+    cases = panel.find_elements(By.CSS_SELECTOR, "li.case")
+    assert len(cases) == 6, panel.text
+    for case in cases:
+        assert case.find_element(By.CSS_SELECTOR, ".case-label").text in ("lesion", "normal")
+        assert case.find_element(By.CSS_SELECTOR, ".case-similarity").text.endswith("% similar")
+    all_loaded = ("return [...document.querySelectorAll('#similar img.case-thumb')]"
+                  ".map(i => i.complete && i.naturalWidth > 0)")
+    _wait(driver, lambda d: (lambda s: len(s) == 6 and all(s))(d.execute_script(all_loaded)),
+          message="the similar cases' thumbnails did not load")
+    assert "img0" not in panel.text and ".png" not in panel.text  # case ids, never file names
+    for element_id in ("image", "overlay"):  # the rest of the card still works
+        _wait(driver, lambda d, i=element_id: _image_loaded(d, i), message=f"#{element_id} did not load")
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, f"browser console errors: {severe}"
+    driver.execute_script("document.getElementById('similar').scrollIntoView()")
+    assert driver.save_screenshot(str(artifacts_dir() / "e2e_similar_cases.png"))

@@ -100,6 +100,8 @@ def test_no_server_errors_as_admin(service: Service) -> None:
         _stop_schemathesis_lifespans()
     print(f"[{service.backend}] admin: {outcome.summary()}")
     assert len(outcome.operations) >= 20 and "POST /api/studies" in outcome.operations
+    # similar confirmed cases (issue 20): fuzzed like every route (a real study's query string: test_similar.py)
+    assert {"GET /api/studies/{study_id}/similar", "GET /api/cases/{case_id}/thumbnail.png"} <= set(outcome.operations)
     assert outcome.by_operation["POST /api/studies"] & {400, 415, 422}  # the multipart upload was exercised
     assert outcome.requests >= 10 * len(outcome.operations)
     assert not outcome.server_errors, "\n\n".join(outcome.server_errors[:10])

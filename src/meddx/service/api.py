@@ -620,6 +620,101 @@ def get_fhir(request: Request, result_id: str, user: Clinical) -> dict[str, Any]
                              issued=result.created_at.isoformat())
 
 
+def load_study_result(ctx: Any, study_id: str, user: str, action: str) -> tuple[Any, dict[str, Any], str]:
+    """:func:`load_result` for a study's latest result (same access checks, same audit); 404 for a study that
+    is unknown, not the caller's to read, or without a result."""
+    from meddx.service import access
+    from meddx.storage.models import Result, Study
+
+    hidden = HTTPException(404, access.NOT_VISIBLE.format(what="study"))
+    with ctx.sessions() as session:
+        try:
+            study = get_row_or_404(session, Study, study_id, "study")
+        except HTTPException:
+            raise hidden from None
+        latest = (session.query(Result.id).filter(Result.study_id == study.id)
+                  .order_by(Result.created_at.desc()).first())
+    if latest is None:
+        raise hidden
+    try:
+        return load_result(ctx, str(latest[0]), user, action)
+    except HTTPException as exc:
+        if exc.status_code == 404:  # said of the study, not of its result
+            raise hidden from None
+        raise
+
+
+class SimilarCase(BaseModel):
+    rank: int
+    case_id: str = Field(description="the case's id in the index (never a file name or a patient identifier)")
+    label: str | None = Field(description="the confirmed diagnosis")
+    similarity: float = Field(description="cosine of the model's pre-logit features, 1 = identical")
+    thumbnail: str | None = Field(description="link to a small greyscale picture of the case, when the index has one")
+
+
+class SimilarOut(BaseModel):
+    study_id: str
+    result_id: str
+    model: str
+    k: int
+    filters: dict[str, str]
+    hits: list[SimilarCase]
+
+
+FilterValue = Annotated[str | None, Query(min_length=1, max_length=64)]
+
+
+def similar_for(ctx: Any, result: Any, payload: dict[str, Any], k: int, filters: dict[str, str]) -> list[SimilarCase]:
+    """The confirmed cases most like a loaded result's image (404 without an index, 409 for a rejected input)."""
+    from meddx.service import similar
+
+    served = similar.served_index(ctx, result.model_name)
+    if served is None:
+        raise HTTPException(404, f"model {result.model_name} has no case index on this service")
+    if result.decision == "rejected":
+        raise HTTPException(409, "the model did not read this input (it was rejected): no similar cases")
+    image = similar.query_image(ctx, payload)
+    if image is None:
+        raise HTTPException(409, "this result has no image to search with")
+    return [SimilarCase(**hit) for hit in similar.search(served, image, k, filters)]
+
+
+@router.get("/studies/{study_id}/similar", response_model=SimilarOut, tags=["studies"])
+def similar_cases(request: Request, study_id: str, user: Clinical,
+                  k: Annotated[int, Query(ge=1, le=50, description="how many cases")] = 10,
+                  label: FilterValue = None, sex: FilterValue = None, age_band: FilterValue = None,
+                  site: FilterValue = None, modality: FilterValue = None) -> SimilarOut:
+    """Confirmed cases that look like this study's image (its latest result's model and case index), with
+    their diagnoses and similarity, best first; optionally only cases with the given label, sex, age band
+    (``40-49``), site or modality. Read like the study's result (same access, audited as ``result.similar``);
+    no identifiers and no file names. 404 when the model has no case index; 409 for a rejected input."""
+    ctx = ctx_of(request)
+    result, payload, _ = load_study_result(ctx, study_id, user.username, "result.similar")
+    filters = {name: value for name, value in (("label", label), ("sex", sex), ("age_band", age_band),
+                                               ("site", site), ("modality", modality)) if value is not None}
+    hits = similar_for(ctx, result, payload, k, filters)
+    return SimilarOut(study_id=str(result.study_id), result_id=str(result.id), model=result.model_name, k=k,
+                      filters=filters, hits=hits)
+
+
+@router.get("/cases/{case_id}/thumbnail.png", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"image/png": {}}}})
+def case_thumbnail(request: Request, case_id: str, user: Clinical,
+                   model: Annotated[str | None, Query(max_length=128, description="the model whose case index "
+                                                                                   "holds the case")] = None
+                   ) -> Response:
+    """A confirmed case's thumbnail (small greyscale PNG) from a served case index; 404 when there is none."""
+    from meddx.service import similar
+
+    ctx = ctx_of(request)
+    indexes = getattr(ctx, "case_indexes", None) or {}
+    candidates = [indexes[model]] if model in indexes else ([] if model else list(indexes.values()))
+    path = next((p for p in (s.thumbnail(case_id) for s in candidates) if p is not None), None)
+    if path is None:
+        raise HTTPException(404, "no such case thumbnail")
+    return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
 class StudySummary(BaseModel):
     study_id: str
     result_id: str | None

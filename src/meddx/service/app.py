@@ -97,6 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Calibrated, explained diagnoses with uncertainty and referral. "
                               "Decision support for qualified staff; not for primary diagnosis.")
     app.state.ctx = ServiceContext.build(settings)
+    if settings.indexes:  # loaded once, checked against the served models: a mismatch stops the start-up
+        from meddx.service.similar import load_indexes
+
+        load_indexes(app.state.ctx)
     app.include_router(api.router)
     app.include_router(web.router)
     app.include_router(monitor.router)

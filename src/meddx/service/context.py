@@ -34,6 +34,7 @@ class Settings:
     explain: bool = True
     cookie_secure: bool = False  # set True behind HTTPS
     stream_store: Path = Path()  # the `meddx stream run` store the live monitor reads
+    indexes: dict[str, str] = field(default_factory=dict)  # served model -> case index folder (similar cases)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -49,9 +50,17 @@ class Settings:
             "batching": env.get("MEDDX_BATCHING", "1") not in ("0", "false", "no"),
             "cookie_secure": env.get("MEDDX_COOKIE_SECURE", "0") in ("1", "true", "yes"),
             "stream_store": Path(env.get("MEDDX_STREAM_STORE") or home_dir() / "stream" / "stream.db"),
+            "indexes": _indexes(env.get("MEDDX_INDEXES", "")),
         }
         values.update(overrides)
         return cls(**values)
+
+
+def _indexes(value: str) -> dict[str, str]:
+    """``MEDDX_INDEXES=MODEL=FOLDER,MODEL2=FOLDER2`` → ``{MODEL: FOLDER, ...}``."""
+    from meddx.service.similar import parse_indexes
+
+    return parse_indexes(value.split(","))
 
 
 def load_model(ref: str) -> Any:
@@ -82,6 +91,7 @@ class ServiceContext:
     pipelines: dict[str, Any] = field(default_factory=dict)
     batchers: dict[str, Any] = field(default_factory=dict)
     drift_ids: dict[str, int] = field(default_factory=dict)  # "name:version" -> drift monitor row id
+    case_indexes: dict[str, Any] = field(default_factory=dict)  # package name -> similar.ServedIndex
     upload_dir: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

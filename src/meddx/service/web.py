@@ -265,7 +265,33 @@ def result_page(request: Request, result_id: str) -> Response:
                   result_id=str(result.id), study_id=str(result.study_id), created_at=result.created_at.isoformat(),
                   has_overlay=result.overlay_blob_id is not None, has_image=bool(payload.get("preview_blob_id")),
                   headline=headline(prediction), legend=tasks.legend(prediction), findings=tasks.summary(prediction),
-                  downloads=downloads)
+                  downloads=downloads, similar=_similar_panel(request, result, payload, patient, user))
+
+
+SIMILAR_ON_CARD = 6
+
+
+def _similar_panel(request: Request, result: Any, payload: dict[str, Any], patient: str, user: Any) -> dict[str, Any] | None:
+    """The "Similar confirmed cases" panel: for clinicians (and admins), when the result's model has a case
+    index and the model read the input; None otherwise. A failing search leaves the rest of the card intact."""
+    import logging
+
+    from meddx.service import similar
+
+    ctx = api.ctx_of(request)
+    if user.role not in ("clinician", "admin") or result.decision == "rejected" \
+            or similar.served_index(ctx, result.model_name) is None:
+        return None
+    try:
+        hits = api.similar_for(ctx, result, payload, SIMILAR_ON_CARD, {})
+    except HTTPException:
+        return None
+    except Exception:  # noqa: BLE001 - the panel is an aid; the result card must still show
+        logging.getLogger(__name__).exception("similar cases for result %s failed", result.id)
+        return None
+    api.audit(ctx, user.username, "result.similar", patient_pseudonym=patient,
+              model_version=f"{result.model_name}:{result.model_version}", summary=f"{len(hits)} cases on the card")
+    return {"model": result.model_name, "hits": [h.model_dump() for h in hits]}
 
 
 DOWNLOADS = {"mask": "Label mask (PNG)", "seg": "DICOM Segmentation", "sr": "DICOM Structured Report (TID 1500)"}
