@@ -115,8 +115,6 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     Others are a ConfigError.
     """
     _check_options(options)
-    import torch
-
     from meddx.tasks.detection.model import DetectorConfig
     from meddx.tasks.detection.train import FitConfig, fit, torch_predict
 
@@ -150,8 +148,6 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     det_cfg = DetectorConfig(arch=arch, num_classes=len(ds.classes),
                              fpn_channels=int(options.get("fpn_channels", 96)),
                              head_convs=int(options.get("head_convs", 2)))
-    if cfg.threads is None:
-        cfg.threads = 1 if torch.get_num_threads() > 1 and cap else None
 
     def val_map(m: Any, items: list[Item]) -> float:
         from meddx.tasks.detection.metrics import detection_map
