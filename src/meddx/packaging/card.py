@@ -156,6 +156,13 @@ def _trust_section(package: dict[str, Any]) -> list[str]:
     return lines
 
 
+_OUTPUTS = {
+    "classification": "class probabilities (softmax)",
+    "segmentation": "a class per pixel or voxel (a label mask, with a foreground probability map)",
+    "detection": "labelled boxes with scores",
+}
+
+
 def render_card(package: dict[str, Any]) -> str:
     """The model card (Markdown) for a parsed ``package.json``."""
     name = package.get("name", "unnamed model")
@@ -166,13 +173,16 @@ def render_card(package: dict[str, Any]) -> str:
     classes = list(package.get("class_names") or [])
     licence = data.get("licence")
     citation, homepage = _citation(package)
+    task = str(package.get("task") or "classification").lower()
+    kind = next((k for k in _OUTPUTS if k in task), "classification")
 
     lines = [f"# Model card: {name}", "", f"Version **{version}**", ""]
     lines += [
         "## Model details",
         "",
         f"- Name: `{name}`; version `{version}` (load it as `{name}:{version}` once registered)",
-        f"- Architecture: `{_fmt(package.get('architecture'))}`, {_fmt(package.get('num_classes'))} outputs (softmax)",
+        f"- Architecture: `{_fmt(package.get('architecture'))}`, "
+        + (f"{_fmt(package.get('num_classes'))} outputs (softmax)" if kind == "classification" else _OUTPUTS[kind]),
         f"- Classes (output order): {', '.join(f'`{c}`' for c in classes) if classes else _MISSING}",
         f"- Task: {_fmt(package.get('task'))}; input modality: {_fmt(package.get('modality'))}",
         f"- Package format: `{_fmt(package.get('format'))}`, written by meddx {_fmt(package.get('meddx_version'))}",
@@ -200,12 +210,21 @@ def render_card(package: dict[str, Any]) -> str:
         f"Learnt from {_fmt(data.get('train'))} training images of {source}. Performance on other hospitals, "
         "scanners, protocols and patient populations is unknown until measured: validate on local data first "
         "(`meddx evaluate MODEL FOLDER`, a folder of images with a labels.csv).",
-        f"Images are resized to {_fmt(pre.get('size'))}×{_fmt(pre.get('size'))} pixels with "
-        f"{_fmt(pre.get('in_chans'))} channel(s); findings smaller than that resolution can be lost.",
-        _calibration_limit(package.get("trust")),
-        "Only the classes listed above can be predicted; anything else (another disease, another body part, "
-        "another modality) still gets one of them.",
     ]
+    if kind == "classification":
+        limits += [
+            f"Images are resized to {_fmt(pre.get('size'))}×{_fmt(pre.get('size'))} pixels with "
+            f"{_fmt(pre.get('in_chans'))} channel(s); findings smaller than that resolution can be lost.",
+            _calibration_limit(package.get("trust")),
+            "Only the classes listed above can be predicted; anything else (another disease, another body part, "
+            "another modality) still gets one of them.",
+        ]
+    else:
+        limits += [
+            f"Only the classes listed above are {'segmented' if kind == 'segmentation' else 'detected'}; any "
+            "other structure or finding is background to this model, and its absence from the output means nothing.",
+            "The output is a measurement aid: every mask or box is to be checked by the reader.",
+        ]
     if licence and any(tag in str(licence).upper() for tag in ("NC", "NON-COMMERCIAL", "UNKNOWN", "UNCLEAR")):
         limits.append(f"The training data's licence ({licence}) may restrict commercial or clinical use.")
     limits += [str(item) for item in package.get("limitations") or []]
@@ -232,15 +251,18 @@ def render_card(package: dict[str, Any]) -> str:
 
     lines += ["", "## Preprocessing", ""]
     window = pre.get("window") or pre.get("windowing")
-    lines += [
-        f"- Channels: {_fmt(pre.get('in_chans'))}; size: {_fmt(pre.get('size'))}×{_fmt(pre.get('size'))} (bilinear)",
-        f"- Intensity: {pre.get('scale') or 'divide by 255 (uint8) or 65535 (uint16)'}, then "
-        f"(x − {_fmt(pre.get('mean'))}) / {_fmt(pre.get('std'))}",
-        "- Windowing: "
-        + (str(window) if window else "DICOM images use the file's WindowCenter/WindowWidth; "
-           "NIfTI slices and float data are scaled by their min–max; 8-bit PNG/JPEG are used as they are"),
-        "- 3-D volumes need a chosen slice (`meddx predict MODEL FILE --slice N`); signals and tables are refused.",
-    ]
+    if kind != "classification":
+        lines += [f"- {key}: {_fmt(value)}" for key, value in pre.items()] or [f"- {_MISSING}"]
+    else:
+        lines += [
+            f"- Channels: {_fmt(pre.get('in_chans'))}; size: {_fmt(pre.get('size'))}×{_fmt(pre.get('size'))} (bilinear)",
+            f"- Intensity: {pre.get('scale') or 'divide by 255 (uint8) or 65535 (uint16)'}, then "
+            f"(x − {_fmt(pre.get('mean'))}) / {_fmt(pre.get('std'))}",
+            "- Windowing: "
+            + (str(window) if window else "DICOM images use the file's WindowCenter/WindowWidth; "
+               "NIfTI slices and float data are scaled by their min–max; 8-bit PNG/JPEG are used as they are"),
+            "- 3-D volumes need a chosen slice (`meddx predict MODEL FILE --slice N`); signals and tables are refused.",
+        ]
 
     lines += [""] + _trust_section(package)
     lines += [""] + _metrics_section(package)
