@@ -250,6 +250,21 @@ def _axis_code(vector: np.ndarray) -> str:
     return positive if vector[axis] > 0 else negative
 
 
+def lps_affine(slice_vector: np.ndarray, iop: np.ndarray, row_col: tuple[float, float],
+               origin: np.ndarray) -> np.ndarray:
+    """The (slice, row, col) voxel index -> patient LPS mm affine of a slice stack.
+
+    ``iop`` holds the row and column direction cosines (ImageOrientationPatient), ``row_col``
+    the PixelSpacing (between rows, between columns), ``origin`` the first slice's position.
+    """
+    affine = np.eye(4)
+    affine[:3, 0] = slice_vector
+    affine[:3, 1] = iop[1] * row_col[0]
+    affine[:3, 2] = iop[0] * row_col[1]
+    affine[:3, 3] = origin
+    return affine
+
+
 def _stored_range(ds: Dataset) -> tuple[float, float]:
     """Smallest and largest stored pixel value from BitsStored and PixelRepresentation."""
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
@@ -978,11 +993,7 @@ class DicomReader(Reader):
                 slice_vector = normal * z_spacing
             orientation = (_axis_code(slice_vector), _axis_code(iop[1]), _axis_code(iop[0]))
             if row_col is not None:
-                affine = np.eye(4)
-                affine[:3, 0] = slice_vector
-                affine[:3, 1] = iop[1] * row_col[0]
-                affine[:3, 2] = iop[0] * row_col[1]
-                affine[:3, 3] = positions[0]
+                affine = lps_affine(slice_vector, iop, row_col, positions[0])
                 meta["coordinate_system"] = "LPS"
             meta["ImagePositionPatient"] = [float(v) for v in positions[0]]
         patient_id, study_id = _ids(first_ds)

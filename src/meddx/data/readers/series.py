@@ -37,11 +37,12 @@ from meddx.data.readers.dicom import (
     DICM_OFFSET,
     DicomReader,
     _axis_code,
-    _LazyDecodeErrors,
     _decoding,
     _ids,
+    _LazyDecodeErrors,
     _meta,
     _orientation,
+    lps_affine,
     _pixel_spacing,
     _pixels,
     _position,
@@ -214,11 +215,7 @@ def read_series(
         orientation = (_axis_code(slice_vector), _axis_code(iop[1]), _axis_code(iop[0]))
         meta["slice_positions"] = [[float(v) for v in p] for p in positions]
         if row_col is not None:
-            affine = np.eye(4)
-            affine[:3, 0] = slice_vector
-            affine[:3, 1] = iop[1] * row_col[0]
-            affine[:3, 2] = iop[0] * row_col[1]
-            affine[:3, 3] = positions[0]
+            affine = lps_affine(slice_vector, iop, row_col, positions[0])
             meta["coordinate_system"] = "LPS"
     patient_id, study_id = _ids(first_ds)
     assert first_info is not None
