@@ -110,6 +110,7 @@ class FuzzyIndex(VectorIndex):
         self.lists: list[np.ndarray] = []
         self.iterations = 0
         self._layout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._centre_sq: np.ndarray | None = None
 
     @property
     def ntotal(self) -> int:
@@ -134,6 +135,7 @@ class FuzzyIndex(VectorIndex):
         p["clusters"] = int(c)
         centres, _, self.iterations = fuzzy_cmeans(sample, c, m=p["m"], max_iter=p["max_iter"], seed=p["seed"])
         self.centres = centres.astype(np.float32)
+        self._centre_sq = None
         self.lists = [np.zeros(0, dtype=np.int64) for _ in range(c)]
 
     def memberships(self, x: Any) -> np.ndarray:
@@ -167,14 +169,22 @@ class FuzzyIndex(VectorIndex):
 
     def probe(self, q: np.ndarray) -> np.ndarray:
         """The clusters each query probes: a boolean ``(n_queries, clusters)`` mask."""
-        u = memberships(q, self.centres, self.params["m"])
-        order = np.argsort(-u, axis=1)
-        cumulative = np.cumsum(np.take_along_axis(u, order, axis=1), axis=1)
-        count = np.minimum((cumulative < self.params["coverage"]).sum(axis=1) + 1, self.params["max_probe"])
-        mask = np.zeros_like(u, dtype=bool)
-        for i, n in enumerate(count):
-            mask[i, order[i, :n]] = True
+        mask = np.zeros((len(q), len(self.centres)), dtype=bool)
+        for i, v in enumerate(np.asarray(q, dtype=np.float32)):
+            mask[i, self._probe_one(v)] = True
         return mask
+
+    def _probe_one(self, v: np.ndarray) -> np.ndarray:
+        """Cluster ids one query probes, by decreasing membership, until they hold ``coverage`` of it."""
+        if self._centre_sq is None:
+            self._centre_sq = (self.centres * self.centres).sum(axis=1)
+        d2 = np.maximum(self._centre_sq - 2 * (self.centres @ v) + float(v @ v), 1e-12)
+        weights = (d2.min() / d2) ** (1.0 / (self.params["m"] - 1.0))  # memberships up to their sum
+        limit = min(self.params["max_probe"], len(d2))
+        top = np.argpartition(d2, limit - 1)[:limit] if limit < len(d2) else np.arange(len(d2))
+        top = top[np.argsort(d2[top], kind="stable")]
+        share = np.cumsum(weights[top]) / weights.sum()
+        return top[:min(int(np.searchsorted(share, self.params["coverage"])) + 1, limit)]
 
     def _packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectors laid out list after list (ids, vectors, offsets), so a probed list is one slice."""
@@ -193,9 +203,9 @@ class FuzzyIndex(VectorIndex):
             allowed[ids] = True
         order, packed, offsets = self._packed()
         spilled = self.params["spill"] < 1.0
-        for i, clusters in enumerate(self.probe(q)):
+        for i in range(len(q)):
             cand_ids, cand_scores = [], []
-            for j in np.flatnonzero(clusters):
+            for j in self._probe_one(q[i]):
                 lo, hi = offsets[j], offsets[j + 1]
                 members = order[lo:hi]
                 if allowed is not None:  # the filter restricts the candidates before scoring
@@ -230,6 +240,7 @@ class FuzzyIndex(VectorIndex):
     def _load(self, folder: Path) -> None:
         with np.load(folder / self.FILE) as data:
             self.centres, self.vectors = data["centres"], data["vectors"]
+            self._centre_sq = None
             self.lists = np.split(data["list_ids"], np.cumsum(data["list_sizes"])[:-1])
         self._layout = None
 
