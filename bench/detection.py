@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import RUNS, command_line, machine, write_results
+from bench._common import RUNS, machine, write_results
 
 SETS = {"bccd": "bccd-blood-cell-detection", "covid-lungs": "covid-cxr-ieee8023-lungbbox"}
 ANCHORS = [
@@ -91,7 +93,7 @@ def run_set(key: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = ["# Object detection: BCCD blood cells and COVID X-ray lung boxes", "",
-             f"Command: `{meta['command']}`", "",
+             "Command:", "", "```bash", meta["command"], "```", "",
              f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores shared with other jobs, "
              f"training on {rows[0].get('train_threads') or 'all'} torch thread(s); {meta['machine']['date']}. "
              f"Wall time {meta['wall_s']:.0f} s.", "", *([meta["note"], ""] if meta.get("note") else []),
@@ -162,7 +164,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     rows = [run_set(k, args) for k in args.only]
-    meta = {"command": command_line(), "machine": machine(), "wall_s": time.perf_counter() - t0, "note": args.note}
+    meta = {"command": "python -m bench.detection " + shlex.join(sys.argv[1:]), "machine": machine(), "wall_s": time.perf_counter() - t0, "note": args.note}
     payload = {"benchmark": "detection", **meta, "rows": rows, "anchors": ANCHORS}
     paths = write_results(args.stem, payload, markdown(rows, meta))
     print(json.dumps([{k: r[k] for k in ("set", "map50", "map50_ci", "map50_95")} for r in rows]))
