@@ -30,10 +30,11 @@ def machine() -> dict[str, Any]:
 
 def command_line() -> str:
     """The benchmark's command as run (``python -m bench.NAME ARGS``), for the table's header."""
+    import shlex
     import sys
 
     module = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "?"
-    return " ".join(["python -m", f"bench.{module}", *sys.argv[1:]])
+    return "python -m " + shlex.join([f"bench.{module}", *sys.argv[1:]])
 
 
 def write_results(stem: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:

@@ -84,3 +84,10 @@ def test_cli_commands_do_not_branch_on_the_image_modality() -> None:
     for name in ("train.py", "evaluate.py", "predict.py", "report.py", "validate.py", "models.py"):
         text = (cli / name).read_text(encoding="utf-8")
         assert "!= IMAGE" not in text and "== IMAGE" not in text, name
+
+
+def test_a_voc_folder_trains_a_detector_by_default(tmp_path: Path) -> None:
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "a.xml").write_text("<annotation/>")
+    assert handler_for_data(str(tmp_path)).key == (IMAGE, DETECTION)
+    assert handler_for_data(str(tmp_path), "classification").key == (IMAGE, CLASSIFICATION)

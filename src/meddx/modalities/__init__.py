@@ -198,6 +198,13 @@ def call(func: Callable[..., Any], *args: Any, what: str = "", **options: Any) -
 FUSION_PREFIX = "fusion:"
 
 
+def _detection_source(data: str) -> bool:
+    """A folder in Pascal VOC layout or with one COCO detection file (:func:`looks_like_detection`)."""
+    from meddx.tasks.detection.data import looks_like_detection
+
+    return looks_like_detection(data)
+
+
 def _volume_source(data: str) -> bool:
     """3-D training sources (``phantom-volumes[:N]``, a folder of NIfTI volume + mask pairs)."""
     from meddx.tasks.volume.package import is_source
@@ -215,7 +222,8 @@ def _fusion_source(data: str) -> bool:
 
 register(Handler(IMAGE, "meddx.modalities.image"))
 register(Handler(IMAGE, "meddx.tasks.segmentation.package", ("chase-db1-retina-vessel-seg",), task=SEGMENTATION))
-register(Handler(IMAGE, "meddx.tasks.detection.package", ("bccd-blood-cell-detection",), task=DETECTION))
+register(Handler(IMAGE, "meddx.tasks.detection.package", ("bccd-blood-cell-detection",), _detection_source,
+                 task=DETECTION))
 register(Handler("volume", "meddx.tasks.volume.package", (), _volume_source, task=SEGMENTATION))
 register(Handler("signal", "meddx.signals.package", ("ecg-cinc2017-af",)))
 register(Handler(

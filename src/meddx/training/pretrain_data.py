@@ -277,10 +277,18 @@ BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
 
 
 def load_bccd_cells(folder: Path, size: int, cap: int | None, rng: np.random.Generator) -> Loaded:
-    """Crops of the BCCD VOC boxes: RBC (0), WBC (1), Platelets (2); groups = source image."""
+    """Crops of the BCCD VOC boxes: RBC (0), WBC (1), Platelets (2); groups = source image.
+
+    The images of BCCD's own test split (``ImageSets/Main/test.txt``) are left out, so a backbone
+    pretrained here can start a detector that is scored on them.
+    """
     boxes: list[tuple[str, tuple[float, float, float, float]]] = []
     labels: list[int] = []
+    test_list = folder / "ImageSets" / "Main" / "test.txt"
+    held_out = set(test_list.read_text(encoding="utf-8").split()) if test_list.is_file() else set()
     for xml in sorted((folder / "Annotations").glob("*.xml")):
+        if xml.stem in held_out:
+            continue
         try:
             root = ET.parse(xml).getroot()
         except ET.ParseError as exc:
