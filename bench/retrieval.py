@@ -450,12 +450,11 @@ def bars(rows: list[dict[str, Any]]) -> list[str]:
     for name in ("breastmnist", "pneumoniamnist"):
         mine = [r for r in rows if r["set"] == name and str(r["method"]).startswith("meddx backbone")]
         if mine:
-            plain = next(r for r in mine if r["method"] == "meddx backbone")
-            tuned = next((r for r in mine if r is not plain), None)
-            text = f"plain {_ci(plain, 'map_at_5')}" + (f", options chosen on val {_ci(tuned, 'map_at_5')}" if tuned
-                                                        else "")
+            text = "; ".join(f"{r['method']} [{str(r.get('model', '')).split(' (')[0]}] {_ci(r, 'map_at_5')}"
+                             for r in mine)
             best = max(r["map_at_5"] for r in mine)
-            out.append(f"- {name} mAP@5 ≥ 0.88: {text}: {'met' if best >= 0.88 else 'not met'} (point estimate).")
+            out.append(f"- {name} mAP@5 ≥ 0.88: {text}: {'met' if best >= 0.88 else 'not met'} (best point "
+                       f"estimate {best:.3f}).")
     ann_rows = {r["method"]: r for r in rows if str(r["set"]).startswith("ann-")}
     if "meddx-fuzzy" in ann_rows and "faiss-ivf" in ann_rows:
         f, i = ann_rows["meddx-fuzzy"], ann_rows["faiss-ivf"]
@@ -497,6 +496,14 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     for name, (anchor, best) in ANCHORS.items():
         lines.append(f"| {name} | anchor: Mahbod et al., ResNet-50 at 28 px | {anchor:.3f} (best published "
                      f"{best:.3f}) | – | – | goal ≥ 0.88 |")
+    lines += ["", "Notes: \"meddx backbone\" is the package named in the notes (`meddx train` defaults, cnn-small "
+              "from scratch; no `meddx pretrain` backbone was used). The BreastMNIST 3-member ensemble (`meddx train "
+              "breastmnist --ensemble 3`) was trained after the single model's figure was known; its first member is "
+              "the same network as the single package (seed 0), and its options were chosen on the 78 validation "
+              "queries, so 0.881 against 0.880 is well inside the noise. The brain package was trained on the "
+              "training side of the bench's grouped split only (`bench.retrieval.write_brain_split`); it is weak "
+              "(out-of-fold AUC 0.80) and random weights beat it on mAP@5, not on P@10. Latencies are noisy: "
+              "other jobs shared the 2 cores."]
     ann_rows = [r for r in rows if str(r["set"]).startswith("ann-")]
     if ann_rows:
         lines += ["", f"## Fuzzy c-means index vs FAISS IVF vs exact ({ann_rows[0]['set']}: real PneumoniaMNIST "
@@ -583,11 +590,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{stem}: {payload['seconds']:.0f} s", flush=True)
         for r in rows:
             print(json.dumps({k: v for k, v in r.items() if k not in ("sweep", "params")}, default=float), flush=True)
-    stems = [p.stem for n in ("breastmnist", "pneumoniamnist", BRAIN) for p in sorted(OUT.glob(f"quality-{n}*.json"))]
+    stems = [p.stem for n in ("breastmnist", "pneumoniamnist", BRAIN)
+             for p in sorted(OUT.glob(f"quality-{n}*.json"), key=lambda p: (len(p.stem), p.stem))]
     stems += list(PARTS[1:])
     parts = {p: json.loads((OUT / f"{p}.json").read_text()) for p in stems if (OUT / f"{p}.json").is_file()}
     keys = ("set", "method", "map_at_5", "precision_at_10", "recall_at_10", "p50_ms", "p99_ms")
-    rows = [{**{k: r.get(k) for k in keys}, **r} for p in parts.values() for r in p["rows"]]
+    rows, seen = [], set()
+    for r in (r for p in parts.values() for r in p["rows"]):
+        key = (r["set"], r["method"], r.get("model"))  # baselines repeated by a run with another package
+        if key not in seen:
+            seen.add(key)
+            rows.append({**{k: r.get(k) for k in keys}, **r})
     info = {"command": "; ".join(sorted({p["command"] for p in parts.values()})),
             "machine": machine(), "seconds": {k: round(v["seconds"]) for k, v in parts.items()}}
     write_results("retrieval", rows, markdown(rows, info))
