@@ -80,7 +80,17 @@ class _Block(nn.Module):
         return torch.relu(self.c2(self.c1(x)) + self.skip(x))
 
 
-class SlimBackbone(nn.Module):
+class _PyramidBackbone(nn.Module):
+    """A trunk's stride-8/16/32 stages (``stem``, ``s8``, ``s16``, ``s32``) through an FPN (``fpn``)."""
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        c3 = self.s8(self.stem(x))
+        c4 = self.s16(c3)
+        c5 = self.s32(c4)
+        return self.fpn(OrderedDict([("p3", c3), ("p4", c4), ("p5", c5)]))
+
+
+class SlimBackbone(_PyramidBackbone):
     """Stride-8/16/32 features of a small residual CNN, through an FPN (``out_channels`` each)."""
 
     widths = (24, 32, 64, 128, 192)
@@ -95,14 +105,8 @@ class SlimBackbone(nn.Module):
         self.fpn = FeaturePyramidNetwork([w[2], w[3], w[4]], out_channels)
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        c3 = self.s8(self.stem(x))
-        c4 = self.s16(c3)
-        c5 = self.s32(c4)
-        return self.fpn(OrderedDict([("p3", c3), ("p4", c4), ("p5", c5)]))
 
-
-class ResNet18Backbone(nn.Module):
+class ResNet18Backbone(_PyramidBackbone):
     """torchvision ResNet-18 layers 2-4 (strides 8/16/32) through an FPN; optional ImageNet state dict."""
 
     def __init__(self, out_channels: int = 96, imagenet: str | Path | None = None) -> None:
@@ -116,12 +120,6 @@ class ResNet18Backbone(nn.Module):
         self.s8, self.s16, self.s32 = trunk.layer2, trunk.layer3, trunk.layer4
         self.fpn = FeaturePyramidNetwork([128, 256, 512], out_channels)
         self.out_channels = out_channels
-
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        c3 = self.s8(self.stem(x))
-        c4 = self.s16(c3)
-        c5 = self.s32(c4)
-        return self.fpn(OrderedDict([("p3", c3), ("p4", c4), ("p5", c5)]))
 
 
 def load_imagenet(trunk: nn.Module, path: str | Path) -> None:
