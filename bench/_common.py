@@ -28,13 +28,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def portable(text: str) -> str:
+    """``text`` with this checkout's absolute path made repository-relative (results name no machine's paths)."""
+    return str(text).replace(f"{REPO}/", "").replace(str(REPO), ".")
+
+
 def command_line() -> str:
     """The benchmark's command as run (``python -m bench.NAME ARGS``), for the table's header."""
     import shlex
     import sys
 
     module = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "?"
-    return "python -m " + shlex.join([f"bench.{module}", *sys.argv[1:]])
+    return portable("python -m " + shlex.join([f"bench.{module}", *sys.argv[1:]]))
 
 
 def write_results(stem: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import RUNS, machine, write_results
+from bench._common import RUNS, machine, portable, write_results
 
 SETS = {"bccd": "bccd-blood-cell-detection", "covid-lungs": "covid-cxr-ieee8023-lungbbox"}
 ANCHORS = [
@@ -62,7 +62,7 @@ def run_set(key: str, args: argparse.Namespace) -> dict[str, Any]:
     m = result["metrics"]
     tr = package.get("training", {})
     row: dict[str, Any] = {
-        "set": key, "data": data, "method": f"meddx {package.get('architecture')}", "run": str(run),
+        "set": key, "data": data, "method": f"meddx {package.get('architecture')}", "run": portable(str(run)),
         "pretrained": package.get("pretrained"), "split": package["data"]["split"],
         "n_train": package["data"]["train"], "n_val": package["data"]["val"], "n_test": result["n"],
         "map50": m["map50"]["value"], "map50_ci": [m["map50"]["low"], m["map50"]["high"]],

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import RUNS, command_line, machine, write_results
+from bench._common import RUNS, command_line, machine, portable, write_results
 
 ANCHORS = [
     {"set": "chase-db1", "method": "U-Net (published range, e.g. R2U-Net / LadderNet / IterNet papers)",
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(tta_row)
     if second:
         rows.append(_row("second observer (2ndHO vs 1stHO)", second["metrics"], second.get("per_image_spread")))
-    payload = {"command": command_line(), "machine": machine(), "run": str(run), "rows": rows, "anchors": ANCHORS,
+    payload = {"command": command_line(), "machine": machine(), "run": portable(str(run)), "rows": rows, "anchors": ANCHORS,
                "timing": timing, "bars": {"f1": 0.80, "auc": 0.985, "inference_seconds": 5.0},
                "wall_seconds": round(time.perf_counter() - t0, 1)}
     spread = metrics.get("per_image") or {}
