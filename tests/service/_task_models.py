@@ -49,26 +49,9 @@ def fundus_folder(folder: Path, n: int = 6) -> Path:
 
 def cells_voc(root: Path, n: int = 12, size: int = 96, seed: int = 0) -> Path:
     """Grey images with bright squares ("dot") and a dark bar ("bar"), in VOC layout."""
-    rng = np.random.default_rng(seed)
-    (root / "Annotations").mkdir(parents=True, exist_ok=True)
-    (root / "JPEGImages").mkdir(exist_ok=True)
-    for i in range(n):
-        img = np.full((size, size, 3), 128, np.uint8)
-        objects = []
-        for _ in range(2):
-            x, y = (int(v) for v in rng.integers(4, size - 36, 2))
-            img[y:y + 20, x:x + 20] = 240
-            objects.append(("dot", (x, y, x + 20, y + 20)))
-        x, y = int(rng.integers(2, size - 50)), int(rng.integers(2, size - 14))
-        img[y:y + 12, x:x + 44] = 20
-        objects.append(("bar", (x, y, x + 44, y + 12)))
-        Image.fromarray(img).save(root / "JPEGImages" / f"img{i:02d}.png")
-        boxes = "".join(f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}"
-                        f"</xmax><ymax>{b[3]}</ymax></bndbox></object>" for name, b in objects)
-        (root / "Annotations" / f"img{i:02d}.xml").write_text(
-            f"<annotation><filename>img{i:02d}.png</filename><size><width>{size}</width><height>{size}</height>"
-            f"</size>{boxes}</annotation>")
-    return root
+    from tests._factories import voc_shapes
+
+    return voc_shapes(root, n=n, size=size, seed=seed)
 
 
 def train_tiny_segmenter(work: Path) -> Path:

@@ -18,43 +18,17 @@ from meddx.tasks.detection.data import load_detection_data, looks_like_detection
 from meddx.tasks.detection.decode import decode, nms
 from meddx.tasks.detection.metrics import best_threshold, bootstrap_map, detection_map
 
+from tests._factories import voc_shapes, voc_xml  # noqa: E402
+
 CLASSES = ["dot", "bar"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _voc_xml(filename: str, size: tuple[int, int], objects: list[tuple[str, tuple[float, ...]]]) -> str:
-    objs = "".join(
-        f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
-        f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
-    return (f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
-            f"</size>{objs}</annotation>")
-
-
-def _synthetic_voc(root: Path, n: int = 12, size: int = 96, seed: int = 0) -> Path:
-    """Grey images with bright squares ("dot") and dark wide bars ("bar"), in VOC layout."""
-    rng = np.random.default_rng(seed)
-    (root / "Annotations").mkdir(parents=True)
-    (root / "JPEGImages").mkdir()
-    for i in range(n):
-        img = np.full((size, size, 3), 128, np.uint8)
-        objects = []
-        for _ in range(2):
-            x, y = (int(v) for v in rng.integers(4, size - 36, 2))
-            img[y:y + 20, x:x + 20] = 240
-            objects.append(("dot", (x, y, x + 20, y + 20)))
-        x, y = int(rng.integers(2, size - 50)), int(rng.integers(2, size - 14))
-        img[y:y + 12, x:x + 44] = 20
-        objects.append(("bar", (x, y, x + 44, y + 12)))
-        Image.fromarray(img).save(root / "JPEGImages" / f"img{i:02d}.png")
-        (root / "Annotations" / f"img{i:02d}.xml").write_text(_voc_xml(f"img{i:02d}.png", (size, size), objects))
-    return root
-
-
 # --------------------------------------------------------------------------- readers
 def test_voc_parsing_reads_boxes_and_clips_slightly_outside(tmp_path: Path) -> None:
-    root = _synthetic_voc(tmp_path / "voc", n=3)
+    root = voc_shapes(tmp_path / "voc", n=3)
     xml = root / "Annotations" / "img00.xml"
-    xml.write_text(_voc_xml("img00.png", (96, 96), [("dot", (-2, 10, 30, 40)), ("bar", (50, 60, 97, 70))]))
+    xml.write_text(voc_xml("img00.png", (96, 96), [("dot", (-2, 10, 30, 40)), ("bar", (50, 60, 97, 70))]))
     assert looks_like_detection(str(root)) and not looks_like_detection(str(root / "JPEGImages"))
     ds = read_voc(root, CLASSES)
     assert ds.classes == CLASSES and len(ds.items) == 3
@@ -87,20 +61,20 @@ def test_coco_parsing_groups_by_patient_and_splits_by_group(tmp_path: Path) -> N
 @pytest.mark.parametrize("box, fragment", [((200, 10, 230, 40), "outside"), ((30, 10, 30, 40), "degenerate"),
                                            ((-30, 10, 20, 40), "outside")])
 def test_bad_box_is_an_error_naming_file_and_field(tmp_path: Path, box: tuple, fragment: str) -> None:
-    root = _synthetic_voc(tmp_path / "voc", n=2)
+    root = voc_shapes(tmp_path / "voc", n=2)
     xml = root / "Annotations" / "img01.xml"
-    xml.write_text(_voc_xml("img01.png", (96, 96), [("dot", (1, 1, 20, 20)), ("dot", box)]))
+    xml.write_text(voc_xml("img01.png", (96, 96), [("dot", (1, 1, 20, 20)), ("dot", box)]))
     with pytest.raises(InvalidValueError, match=fragment) as info:
         read_voc(root, CLASSES)
     assert info.value.path == str(xml) and info.value.field == "object[1].bndbox" and info.value.hint
 
 
 def test_empty_malformed_unknown_class_and_missing_image(tmp_path: Path) -> None:
-    root = _synthetic_voc(tmp_path / "voc", n=4)
+    root = voc_shapes(tmp_path / "voc", n=4)
     ann = root / "Annotations"
     (ann / "img00.xml").write_text("")
     (ann / "img01.xml").write_text("<annotation><object>")
-    (ann / "img02.xml").write_text(_voc_xml("img02.png", (96, 96), [("cat", (1, 1, 20, 20))]))
+    (ann / "img02.xml").write_text(voc_xml("img02.png", (96, 96), [("cat", (1, 1, 20, 20))]))
     (root / "JPEGImages" / "img03.png").unlink()
     with pytest.raises(EmptyDataError, match="empty"):
         read_voc(root, CLASSES)
@@ -117,7 +91,7 @@ def test_empty_malformed_unknown_class_and_missing_image(tmp_path: Path) -> None
 
 
 def test_skip_mode_collects_bad_files_and_keeps_the_rest(tmp_path: Path) -> None:
-    root = _synthetic_voc(tmp_path / "voc", n=4)
+    root = voc_shapes(tmp_path / "voc", n=4)
     (root / "Annotations" / "img00.xml").write_text("")
     ds = read_voc(root, CLASSES, errors="skip")
     assert len(ds.items) == 3 and [n for n, _ in ds.rejected] == ["img00.xml"]
@@ -237,7 +211,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from meddx.tasks.detection.package import train
 
     base = tmp_path_factory.mktemp("det")
-    data = _synthetic_voc(base / "voc", n=12)
+    data = voc_shapes(base / "voc", n=12)
     run = train(str(data), epochs=1, out=base / "run", progress=False, long_side=96, n_boot=5, threads=1,
                 batch_size=4)
     return run, data

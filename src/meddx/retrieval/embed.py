@@ -61,23 +61,13 @@ def penultimate_columns(pipeline: Any) -> tuple[int, int]:
 
 def _member_views(pipeline: Any) -> list[Any]:
     """One single-network view of the pipeline per ensemble member (the pipeline itself for one network)."""
-    if pipeline.networks:
-        nets = pipeline.networks
-        if len(nets) == 1:
-            return [pipeline]
-        views = []
-        for net in nets:
-            view = copy.copy(pipeline)
-            view.networks = [net]
-            views.append(view)
-        return views
-    members = pipeline.members
-    if len(members) == 1:
+    attribute, nets = ("networks", pipeline.networks) if pipeline.networks else ("_members", pipeline.members)
+    if len(nets) == 1:
         return [pipeline]
     views = []
-    for member in members:
+    for net in nets:
         view = copy.copy(pipeline)
-        view._members = [member]
+        setattr(view, attribute, [net])
         views.append(view)
     return views
 

@@ -41,6 +41,7 @@ def segmenter_3d(
     channels: Sequence[int] = (8, 16, 32),
     strides: Sequence[int] = (2, 2),
     num_res_units: int = 1,
+    spatial_dims: int = 3,
 ) -> Any:
     """A 3-D UNet (MONAI ``UNet``, ``spatial_dims=3``) returning ``n_classes`` logits per voxel (0 = background).
 
@@ -55,26 +56,14 @@ def segmenter_3d(
         raise ConfigError(f"{len(channels)} channel sizes need {len(channels) - 1} strides, not {len(strides)}",
                           field="strides")
     return UNet(
-        spatial_dims=3, in_channels=in_channels, out_channels=n_classes, channels=tuple(channels),
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=n_classes, channels=tuple(channels),
         strides=tuple(strides), num_res_units=num_res_units,
     )
 
 
-def segmenter_2d(
-    n_classes: int = 2,
-    *,
-    in_channels: int = 1,
-    channels: Sequence[int] = (8, 16, 32),
-    strides: Sequence[int] = (2, 2),
-    num_res_units: int = 1,
-) -> Any:
+def segmenter_2d(n_classes: int = 2, **options: Any) -> Any:
     """The 2-D twin of :func:`segmenter_3d` (``spatial_dims=2``), for slice-wise work on volumes."""
-    from monai.networks.nets import UNet
-
-    return UNet(
-        spatial_dims=2, in_channels=in_channels, out_channels=n_classes, channels=tuple(channels),
-        strides=tuple(strides), num_res_units=num_res_units,
-    )
+    return segmenter_3d(n_classes, spatial_dims=2, **options)
 
 
 __all__ = ["classifier_3d", "segmenter_2d", "segmenter_3d"]
