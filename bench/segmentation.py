@@ -65,9 +65,10 @@ def _timings(run: Path, package: dict[str, Any], image: np.ndarray, threads: int
     return {**best, "by_threads": per}
 
 
-def _tta_variant(run: Path, package: dict[str, Any], n_boot: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The same weights with flip test-time augmentation; temperature and threshold refit on the validation
-    images (never on test). Returns ``(package copy, test result)``."""
+def _variant(run: Path, package: dict[str, Any], tta: bool, n_boot: int,
+             seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The same weights with flip test-time augmentation switched to ``tta``; temperature and threshold refit
+    on the validation images (never on test). Returns ``(package copy, test result)``."""
     import copy
 
     from meddx.tasks.segmentation import data as D
@@ -75,7 +76,7 @@ def _tta_variant(run: Path, package: dict[str, Any], n_boot: int, seed: int) -> 
     from meddx.tasks.segmentation.model import SegModel
 
     variant = copy.deepcopy(package)
-    variant["segmentation"]["tta"] = True
+    variant["segmentation"]["tta"] = tta
     samples = {s.name: s for s in D.chase_samples(D.resolve(D.CHASE)[0])}
     val = P._prepare([samples[n] for n in package["splits"]["val"]], variant["segmentation"]["preprocessing"])
     variant["segmentation"].update(P.operating_point(SegModel(run, variant), val, seed=seed))
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     timing = _timings(run, package, image, args.threads)
     seg = package["segmentation"]
     training = package["training"]
-    model_row = _row(f"meddx {seg['network']} ({seg['preprocessing']}, patch {seg['patch']}, Dice+BCE)",
+    base = f"meddx {seg['network']} ({seg['preprocessing']}, patch {seg['patch']}, Dice+BCE"
+    model_row = _row(base + (", flip TTA)" if seg.get("tta") else ")"),
                      metrics["values"], metrics.get("per_image"), ece=round(metrics["ece"], 4) if metrics.get("ece")
                      is not None else None, threshold=round(seg["threshold"], 4),
                      temperature=round(seg["temperature"], 4), train_seconds=training.get("train_seconds"),
@@ -141,15 +143,16 @@ def main(argv: list[str] | None = None) -> None:
                      onnx_seconds=round(timing["onnx"], 3), torch_seconds=round(timing["torch"], 3))
     second = metrics.get("second_observer") or {}
     rows = [model_row]
-    tta_row = None
-    if not seg.get("tta"):
-        variant, tta = _tta_variant(run, package, metrics["n_boot"], args.seed)
-        vseg = variant["segmentation"]
-        tta_row = _row(model_row["method"] + " + flip TTA (T, threshold refit on validation)", tta["metrics"],
-                       tta["per_image_spread"], ece=round(tta["ece"], 4), threshold=round(vseg["threshold"], 4),
-                       temperature=round(vseg["temperature"], 4),
-                       onnx_seconds=round(_time_inference(run, variant, image, 1, backends=("onnx",))["onnx"], 3))
-        rows.append(tta_row)
+    # the other flip setting (the package's own was chosen on the validation images), for comparison
+    other = not seg.get("tta")
+    variant, alt = _variant(run, package, other, metrics["n_boot"], args.seed)
+    vseg = variant["segmentation"]
+    alt_row = _row(base + (", flip TTA" if other else ", no TTA") + "; not chosen, T and threshold refit on "
+                   "validation)", alt["metrics"], alt["per_image_spread"],
+                   ece=round(alt["ece"], 4), threshold=round(vseg["threshold"], 4),
+                   temperature=round(vseg["temperature"], 4),
+                   onnx_seconds=round(_time_inference(run, variant, image, 1, backends=("onnx",))["onnx"], 3))
+    rows.append(alt_row)
     if second:
         rows.append(_row("second observer (2ndHO vs 1stHO)", second["metrics"], second.get("per_image_spread")))
     payload = {"command": command_line(), "machine": machine(), "run": portable(str(run)), "rows": rows, "anchors": ANCHORS,
@@ -173,10 +176,14 @@ def main(argv: list[str] | None = None) -> None:
         f1 = "–".join(f"{v:.2f}" for v in a["f1"]) if isinstance(a["f1"], list) else a["f1"]
         auc = "–".join(f"{v:.3f}" for v in a["auc"]) if isinstance(a["auc"], list) else a["auc"]
         lines.append(f"| anchor: {a['method']} | {f1} | {auc} | | | |")
-    if tta_row is not None:
-        lines += ["", f"Flip TTA (4 flips, ONNX, 1 thread): {tta_row['onnx_seconds']:.2f} s per image; its threshold "
-                  f"{tta_row['threshold']:.3f} and temperature {tta_row['temperature']:.3f} refit on the validation "
-                  "images. Both rows are reported; neither was chosen on the test images."]
+    choice = seg.get("tta_choice") or {}
+    lines += ["", f"Flip test-time augmentation (mean logit over 4 flips): {'on' if seg.get('tta') else 'off'} in the "
+              f"package, chosen on the 4 validation images ({choice.get('rule', 'set by option')}; validation AUC "
+              f"{choice.get('val_auc_tta', float('nan')):.4f} with, {choice.get('val_auc_plain', float('nan')):.4f} "
+              f"without). The row marked 'not chosen' is the other setting, its threshold "
+              f"{alt_row['threshold']:.3f} and temperature {alt_row['temperature']:.3f} refit on the validation "
+              f"images, ONNX {alt_row['onnx_seconds']:.2f} s per image (1 thread); nothing was chosen on the test "
+              "images."]
     lines += ["", "Per-image spread of the model (mean ± sd, min–max over the 8 test images):", ""]
     for k in ("f1", "auc", "sensitivity", "specificity"):
         if k in spread:

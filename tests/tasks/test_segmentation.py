@@ -181,6 +181,21 @@ def tiny_run(tmp_path_factory):
     return data, run
 
 
+def test_flip_tta_is_chosen_on_validation(tiny_run, tmp_path):
+    from meddx.packaging.registry import read_package
+    from meddx.tasks.segmentation import package as P
+
+    data, run = tiny_run
+    package = read_package(run)
+    choice = package["segmentation"]["tta_choice"]
+    assert package["segmentation"]["tta"] == (choice["val_auc_tta"] > choice["val_auc_plain"])
+    val = P._prepare(P.D.split(str(data))["train"][-1:], "green-clahe")
+    assert P.choose_tta(run, package, val, False)["tta"] is False
+    assert P.choose_tta(run, package, val, "true")["tta"] is True
+    with pytest.raises(ConfigError, match="tta must be"):
+        P.choose_tta(run, package, val, "sometimes")
+
+
 def test_train_writes_a_package(tiny_run):
     from meddx.packaging.registry import read_package
 
@@ -266,6 +281,7 @@ def test_predict_torch_backend_matches_onnx(tiny_run, tmp_path):
 
     data, run = tiny_run
     package = read_package(run)
+    package["segmentation"]["tta"] = False
     image = D.read_image(data / "case05.png")
     maps = []
     for backend in ("onnx", "torch"):

@@ -12,8 +12,10 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "basicunet": {"net": "BasicUNet", "features": (16, 16, 32, 64, 128, 16)},
     "attention-unet": {"net": "AttentionUnet", "channels": (16, 32, 64, 128), "strides": (2, 2, 2)},
 }
-"""Name → MONAI class and its arguments. ``unet-small`` is the default (see docs/segmentation.md)."""
-DEFAULT = "unet-small"
+"""Name → MONAI class and its arguments (see docs/segmentation.md)."""
+DEFAULT = "unet"
+"""The default: on CHASE_DB1's 4 validation images the 5-level ``unet`` reached AUC 0.979 against 0.978 for
+``unet-small`` with the same 50-minute CPU budget (docs/segmentation.md); ``unet-small`` trains ~1.7x faster."""
 
 
 def build(name: str, *, in_channels: int = 1, dropout: float = 0.1):  # noqa: ANN201 (torch is imported lazily)

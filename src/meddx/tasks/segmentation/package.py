@@ -77,6 +77,32 @@ def operating_point(seg: Any, images: list[Any], *, seed: int = 0) -> dict[str, 
             "validation_ece": {"raw": M.ece(1 / (1 + np.exp(-logits)), labels), "calibrated": M.ece(prob, labels)}}
 
 
+def choose_tta(run: Path, package: dict[str, Any], val: list[Any], tta: Any,
+               say: Any = lambda _m: None) -> dict[str, Any]:
+    """``{"tta": bool, "tta_choice": ...}``: flip test-time augmentation on when ``tta`` is true, off when false,
+    and with ``"auto"`` (the default) on only if it raises the validation AUC (pooled FOV pixels)."""
+    from sklearn.metrics import roc_auc_score
+
+    from meddx.tasks.segmentation.model import SegModel
+
+    if isinstance(tta, str) and tta.lower() not in ("auto", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"tta must be auto, true or false, not {tta!r}", field="tta",
+                          hint="Leave it out (auto: chosen on the validation images) or give true/false")
+    if not (isinstance(tta, str) and tta.lower() == "auto"):
+        on = tta if isinstance(tta, bool) else str(tta).lower() in ("true", "1", "yes")
+        return {"tta": bool(on), "tta_choice": {"rule": "set by the tta option"}}
+    labels = np.concatenate([img.mask[img.fov] for img in val])
+    auc = {}
+    for flag in (False, True):
+        variant = {**package, "segmentation": {**package["segmentation"], "tta": flag}}
+        model = SegModel(run, variant)
+        auc[flag] = float(roc_auc_score(labels, np.concatenate([model.logits(img.x)[img.fov] for img in val])))
+    on = auc[True] > auc[False]
+    say(f"flip TTA {'on' if on else 'off'}: validation AUC {auc[True]:.4f} with, {auc[False]:.4f} without")
+    return {"tta": on, "tta_choice": {"rule": "on if it raises the pooled validation AUC", "val_auc_plain":
+                                      round(auc[False], 5), "val_auc_tta": round(auc[True], 5)}}
+
+
 def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | None = None, out: Path | None = None,
           progress: bool = True, **options: Any) -> Path:
     """Train a vessel segmentation model on ``data``; return the run folder (a model package).
@@ -151,7 +177,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         "segmentation": {
             "network": network, "in_channels": int(fit[0].x.shape[0]), "preprocessing": cfg.preprocessing,
             "patch": cfg.patch, "roi": cfg.roi, "overlap": cfg.overlap, "window": "gaussian (sigma 0.125 roi)",
-            "dropout": cfg.dropout, "tta": bool(options.get("tta", False)), "temperature": 1.0, "threshold": 0.5,
+            "dropout": cfg.dropout, "tta": False, "temperature": 1.0, "threshold": 0.5,
             "threshold_rule": "maximal pooled F1 on the validation images (calibrated probability)",
             "field_of_view": "red channel > 20, opening/closing (7 px disc), largest region, holes filled, "
                              "eroded 2 px (meddx.tasks.segmentation.fov)",
@@ -173,7 +199,9 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
                      "history": info.get("history", [])},
         "intended_use": "Research: retinal vessel maps of colour fundus photographs; not for diagnosis on its own.",
     }
-    # calibration and threshold on the validation images only, through the package's own inference path
+    # test-time flips, calibration and threshold on the validation images only, through the package's own
+    # inference path
+    package["segmentation"].update(choose_tta(run, package, val, options.get("tta", "auto"), say))
     point = operating_point(SegModel(run, package), val, seed=seed)
     package["segmentation"].update(point)
     threshold = point["threshold"]
