@@ -22,6 +22,7 @@ from meddx.cli import pretrain as _pretrain
 from meddx.cli import report as _report
 from meddx.cli import serve as _serve
 from meddx.cli import stream as _stream
+from meddx.cli import synthesize as _synthesize
 from meddx.cli import train as _train
 from meddx.cli import users as _users
 from meddx.cli import validate as _validate
@@ -46,6 +47,7 @@ app.command("pretrain")(_pretrain.pretrain)
 app.command("report")(_report.report)
 app.command("serve")(_serve.serve)
 app.add_typer(_stream.app, name="stream")
+app.add_typer(_synthesize.app, name="synthesize")
 app.command("deidentify")(_deidentify.deidentify)
 app.add_typer(_users.app, name="users")
 app.add_typer(_audit.app, name="audit")

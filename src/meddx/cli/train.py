@@ -56,12 +56,16 @@ def train(
     cv_folds: int = typer.Option(0, help="Folds of the cross-validated ensemble (0: the recipe's choice, 5 for "
                                  "small-data)."),
     out: Path = typer.Option(None, help="Run folder (default under $MEDDX_HOME/runs)."),
+    set_: list[str] = typer.Option(
+        None, "--set", help="KEY=VALUE: an option of the model kind's own (repeatable), e.g. --set noise=mri-rician "
+        "for restoration, --set steps=2000; numbers and true/false are converted."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a model (images, signals, records, fusion; classification, segmentation or detection); write a
     run folder (model package) that evaluate/predict/report/serve accept. Image-classifier options are
     refused by name for models that do not take them."""
-    given = {k: v for k, v in locals().items() if k not in ("data", "task", "resume") and v != _DEFAULTS[k]}
+    given = {k: v for k, v in locals().items() if k not in ("data", "task", "resume", "set_") and v != _DEFAULTS[k]}
+    given.update(_settings(set_ or []))
     from meddx.modalities import CLASSIFICATION, IMAGE, call, get_handler, handler_for_data
 
     if resume is not None:
@@ -72,6 +76,31 @@ def train(
     given.setdefault("progress", progress)
     run = call(handler.handler().train, data, what=f"{handler.name} {handler.task}", **given)
     typer.echo(str(run))
+
+
+def _value(text: str) -> object:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _settings(items: list[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` pairs as options (keys with ``-`` become ``_``)."""
+    from meddx.exceptions import ConfigError
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE", field="set", hint="e.g. --set noise=mri-rician")
+        out[key.strip().replace("-", "_")] = _value(value)
+    return out
 
 
 def _defaults() -> dict:

@@ -98,13 +98,31 @@ class Box(BaseModel):
     box: list[float] = Field(description="x0, y0, x1, y1 in pixels of the input image (x right, y down)")
 
 
+class Synthetic(BaseModel):
+    """A synthetic image (``task`` ``restoration`` or ``translation``): always marked as derived."""
+
+    derived: bool = Field(True, description="always true: the image was computed, not acquired")
+    kind: str = Field(description="restoration | translation")
+    method: str = Field(description="the model (or baseline) that made it")
+    banner: str = Field(description="the text shown over the image wherever it is displayed")
+    image: str | None = Field(None, description="PNG of the synthetic image, with the banner")
+    image_raw: str | None = Field(None, description="16-bit PNG of the synthetic pixels, no banner (for analysis)")
+    dicom: str | None = Field(None, description="DICOM written for a DICOM input (ImageType DERIVED, new UIDs)")
+    dose: float | None = Field(None, description="dose fraction of the input (restoration)")
+    source_modality: str | None = None
+    target_modality: str | None = None
+    checks: dict[str, Any] = Field(
+        default_factory=dict, description="hallucination checks: structures added or removed, downstream agreement")
+
+
 class Prediction(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     schema_version: str = SCHEMA_VERSION
     input: str = Field(description="file, record or row the prediction is for")
     modality: str
-    task: str = Field("classification", description="classification | segmentation | detection")
+    task: str = Field("classification",
+                      description="classification | segmentation | detection | restoration | translation")
     model: str
     model_version: str
     class_names: list[str]
@@ -136,6 +154,8 @@ class Prediction(BaseModel):
     counts: dict[str, int] | None = Field(None, description="detected objects per class (detection models)")
     dicom_sr: str | None = Field(
         None, description="DICOM Structured Report (TID 1500) written for the findings of a DICOM input")
+    synthetic: Synthetic | None = Field(
+        None, description="the synthetic image and its checks (restoration and translation models)")
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

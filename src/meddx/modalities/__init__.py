@@ -2,7 +2,8 @@
 
 Every model meddx builds is a *package* whose ``package.json`` names its ``modality``
 (``image``, ``volume`` (3-D), ``signal``, ``tabular``, ``fusion``; default ``image``) and its ``task``
-(``classification``, ``segmentation``, ``detection``; default ``classification``).
+(``classification``, ``segmentation``, ``detection``, ``restoration``, ``translation``; default
+``classification``).
 Each registered :class:`Handler` is one (modality, task) pair pointing at a module,
 imported only when used, that defines
 
@@ -41,10 +42,14 @@ IMAGE = "image"
 CLASSIFICATION = "classification"
 SEGMENTATION = "segmentation"
 DETECTION = "detection"
+RESTORATION = "restoration"
+TRANSLATION = "translation"
 TASKS = {
     CLASSIFICATION: "one label (or class probabilities) per input",
     SEGMENTATION: "a label per pixel/voxel: masks, with per-pixel uncertainty",
     DETECTION: "labelled boxes around objects, with scores",
+    RESTORATION: "a synthetic full-dose image from a low-dose one (marked as derived), with hallucination checks",
+    TRANSLATION: "a synthetic image of another modality or domain (marked as derived), with hallucination checks",
 }
 """The task axis: what a model outputs (see the optional parts of :class:`meddx.inference.schema.Prediction`)."""
 
@@ -225,6 +230,8 @@ register(Handler(IMAGE, "meddx.tasks.segmentation.package", ("chase-db1-retina-v
 register(Handler(IMAGE, "meddx.tasks.detection.package", ("bccd-blood-cell-detection",), _detection_source,
                  task=DETECTION))
 register(Handler("volume", "meddx.tasks.volume.package", (), _volume_source, task=SEGMENTATION))
+register(Handler(IMAGE, "meddx.synthesis.package", (), task=RESTORATION))
+register(Handler(IMAGE, "meddx.synthesis.translation.package", (), task=TRANSLATION))
 register(Handler("signal", "meddx.signals.package", ("ecg-cinc2017-af",)))
 register(Handler(
     "tabular", "meddx.records.package",
