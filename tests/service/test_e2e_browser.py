@@ -1,7 +1,8 @@
 """End to end in a real browser: log in, upload a chest radiograph, read the result card (and, with a case index,
 its similar confirmed cases), upload a CT slice
-and read its rejection, log out; and a fundus photograph given to a vessel segmentation model, whose mask
-is drawn over the image under the opacity slider.
+and read its rejection, log out; a fundus photograph given to a vessel segmentation model, whose mask
+is drawn over the image under the opacity slider; and a low-dose image given to a restoration model, whose
+synthetic image shows under a visible red "SYNTHETIC – not acquired" banner.
 
 The real service runs in a subprocess (uvicorn, see ``_server.py``) with a
 freshly trained tiny model declared a chest X-ray model (DICOM CR/DX of the
@@ -279,6 +280,62 @@ def test_clinician_sees_a_segmentation_mask_over_the_image(segmentation_service:
     assert not severe, f"browser console errors: {severe}"
     shot = artifacts_dir() / "e2e_segmentation_card.png"
     assert driver.save_screenshot(str(shot))
+
+
+@pytest.fixture
+def restoration_service(tmp_path: Path) -> Iterator[tuple[Home, ServerProcess]]:
+    """A tiny low-dose restorer (DnCNN-small, 30 steps on phantoms) served alone."""
+    pytest.importorskip("monai")
+    from meddx.synthesis import package as restoration
+    from tests.synthesis.test_restoration import write_phantoms
+
+    run = restoration.train(str(write_phantoms(tmp_path / "phantoms", 10)), noise="xray-poisson", out=tmp_path / "run",
+                            steps=30, patch=32, batch=4, eval_every=15, n_boot=50, progress=False, model="dncnn-small",
+                            threads=1)
+    home = prepare_home(tmp_path / "home", run)
+    with ServerProcess(home.home) as server:
+        yield home, server
+
+
+def test_clinician_sees_the_synthetic_banner_on_a_restored_image(restoration_service: tuple[Home, ServerProcess],
+                                                                 browser: Any, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from meddx.synthesis.dose import get
+    from tests.synthesis.test_restoration import phantom
+
+    home, server = restoration_service
+    driver, base = browser, server.url
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "username").send_keys(home.username)
+    driver.find_element(By.ID, "password").send_keys(home.password)
+    driver.find_element(By.ID, "login-button").click()
+    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not open the upload page")
+    low = tmp_path / "low-dose.png"
+    Image.fromarray((get("xray-poisson").degrade(phantom(64, 3), 0.1, 0) * 255).astype(np.uint8)).save(low)
+    driver.get(base + "/")
+    driver.find_element(By.ID, "file").send_keys(str(low))
+    Select(driver.find_element(By.ID, "model")).select_by_value(home.model)
+    driver.find_element(By.ID, "dose").send_keys("0.1")
+    driver.find_element(By.ID, "upload-button").click()
+    _wait(driver, lambda d: "/results/" in d.current_url or d.find_elements(By.CSS_SELECTOR, "p.error"),
+          60, "no result page and no error after the upload")
+    assert "/results/" in driver.current_url, driver.find_element(By.CSS_SELECTOR, "p.error").text
+    for element_id in ("image", "synthetic-image"):
+        _wait(driver, lambda d, i=element_id: _image_loaded(d, i), message=f"#{element_id} did not load")
+    banner = driver.find_element(By.ID, "synthetic-banner")
+    assert banner.is_displayed() and "SYNTHETIC \u2013 not acquired" in banner.text
+    red, green, blue = (int(v) for v in driver.execute_script(
+        "return getComputedStyle(arguments[0]).backgroundColor.match(/\\d+/g).slice(0, 3);", banner))
+    assert red > 150 and green < 60 and blue < 60, f"the banner is red: {(red, green, blue)}"
+    checks = driver.find_element(By.ID, "synthetic-checks")
+    assert "0.1 of the full dose" in checks.text and "Hallucination checks" in checks.text
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, f"browser console errors: {severe}"
+    assert driver.save_screenshot(str(artifacts_dir() / "e2e_restoration_card.png"))
 
 
 @pytest.fixture

@@ -122,7 +122,9 @@ def register(
     member_files = _member_files(run, package)  # a deep ensemble keeps its weights in its members' folders
     if not member_files and not (run / WEIGHTS_FILE).is_file():
         raise ModelError("no model.safetensors in the package", path=run, hint="Re-run `meddx train`")
-    for field in ("name", "version", "architecture", "class_names"):
+    # a restorer's output is an image, not a class: it has no class names (a translator names its two domains)
+    synthetic = str(package.get("task") or "") in ("restoration", "translation")
+    for field in ("name", "version", "architecture") + (() if synthetic else ("class_names",)):
         if not package.get(field):
             raise ModelError(f"package.json has no {field!r}", path=run / PACKAGE_FILE, field=field)
     name = _check_name(name or str(package["name"]), "name", run)

@@ -241,7 +241,8 @@ class ModelInfo(BaseModel):
     version: str
     architecture: str | None = None
     modality: str = "image"
-    task: str = Field("classification", description="classification | segmentation | detection")
+    task: str = Field("classification",
+                      description="classification | segmentation | detection | restoration | translation")
     classes: list[str]
     intended_use: str | None = None
     calibration: str | None = None
@@ -300,7 +301,8 @@ UNCERTAINTY = ("auto", "none", "mc-dropout", "bayes", "tta", "ensemble")
 
 
 async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, patient_id: str | None,
-                    uncertainty: str, explain: bool, slice_index: int | None) -> StudyOut:
+                    uncertainty: str, explain: bool, slice_index: int | None,
+                    options: dict[str, Any] | None = None) -> StudyOut:
     """Check, de-identify, store, screen, predict, explain, audit (see :mod:`meddx.service.workflow`).
 
     An upload the service will not keep (too large, not an image, not de-identifiable)
@@ -308,7 +310,11 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
     stored ``rejected`` result with the reasons, and the model never runs on it.
     A segmentation or detection model (:mod:`meddx.service.tasks`) stores its overlay
     (mask colours, box outlines) as the result's overlay and its other files (label
-    mask, DICOM SEG / SR of a DICOM upload) beside the prediction.
+    mask, DICOM SEG / SR of a DICOM upload) beside the prediction; a restoration or
+    translation model stores its synthetic image (``synthetic.png``, banner burnt in) and,
+    for a DICOM upload, the derived DICOM (``synthetic.dcm``). ``options``: the task's own
+    upload options (``dose`` for restoration, ``direction`` for translation); one given to a
+    model that does not take it is refused (422) before anything is stored.
     """
     from meddx.exceptions import MeddxError
     from meddx.service import drift, tasks, workflow
@@ -319,6 +325,14 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
     if uncertainty not in UNCERTAINTY:
         raise HTTPException(422, f"uncertainty must be one of {', '.join(UNCERTAINTY)}")
     pipeline = _pipeline_or_404(ctx, model)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    if options:
+        if not tasks.is_task_model(pipeline):
+            raise HTTPException(422, f"{sorted(options)[0]} does not apply to classification models")
+        try:
+            pipeline.check_options(options)
+        except MeddxError as exc:
+            raise HTTPException(422, str(exc)) from exc
     settings = ctx.settings
     try:
         upload = await asyncio.to_thread(receive, file.file, ctx.upload_dir,
@@ -339,7 +353,7 @@ async def run_study(ctx: Any, user: str, file: UploadFile, model: str | None, pa
     elif tasks.is_task_model(pipeline):
         try:
             outputs = await asyncio.to_thread(pipeline.run, screened.image, uncertainty=uncertainty,
-                                              dicom=data if upload.kind == "dicom" else None)
+                                              dicom=data if upload.kind == "dicom" else None, options=options)
         except MeddxError as exc:
             raise HTTPException(422, str(exc)) from exc
         prediction = outputs.prediction
@@ -418,6 +432,11 @@ def _links(result_id: str, overlay: bool, preview: bool = True, files: dict[str,
     return links
 
 
+DOSE_HELP = ("restoration models: the fraction of the full dose the image was acquired at (0-1]; without it the "
+             "model assumes one and says so in a warning")
+DIRECTION_HELP = "translation models: a2b (source to target, the default) or b2a (CycleGAN models only)"
+
+
 @router.post("/studies", response_model=StudyOut, status_code=201, tags=["studies"])
 async def upload_study(
     request: Request,
@@ -428,9 +447,21 @@ async def upload_study(
     uncertainty: Annotated[str, Form(max_length=16)] = "auto",
     explain: Annotated[bool, Form()] = True,
     slice_index: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+    dose: Annotated[float | None, Form(gt=0, le=1, description=DOSE_HELP)] = None,
+    direction: Annotated[str | None, Form(pattern="^(a2b|b2a)$", description=DIRECTION_HELP)] = None,
+    dose_query: Annotated[float | None, Query(alias="dose", gt=0, le=1, description=DOSE_HELP)] = None,
+    direction_query: Annotated[str | None, Query(alias="direction", pattern="^(a2b|b2a)$",
+                                                 description=DIRECTION_HELP)] = None,
 ) -> StudyOut:
-    """Upload a study and get the full prediction (calibrated, uncertain, explained, decided)."""
-    return await run_study(ctx_of(request), user.username, file, model, patient_id, uncertainty, explain, slice_index)
+    """Upload a study and get the full prediction (calibrated, uncertain, explained, decided).
+
+    A restoration or translation model returns a ``synthetic`` part; its image (banner burnt in) is at
+    ``links.synthetic`` and, for a DICOM upload, the derived DICOM at ``links.synthetic_dicom``.
+    """
+    options = {"dose": dose if dose is not None else dose_query,
+               "direction": direction if direction is not None else direction_query}
+    return await run_study(ctx_of(request), user.username, file, model, patient_id, uncertainty, explain, slice_index,
+                           options)
 
 
 MAX_BATCH_FILES = 32
@@ -452,7 +483,7 @@ class BatchOut(BaseModel):
 
 
 async def run_batch(ctx: Any, user: str, files: list[UploadFile], model: str | None, uncertainty: str,
-                    explain: bool, patient_id: str | None = None) -> BatchOut:
+                    explain: bool, patient_id: str | None = None, options: dict[str, Any] | None = None) -> BatchOut:
     """One :func:`run_study` per file, in order; a bad file gets its own error and never stops the others."""
     import logging
 
@@ -466,7 +497,7 @@ async def run_batch(ctx: Any, user: str, files: list[UploadFile], model: str | N
     items = []
     for index, file in enumerate(files):
         try:
-            study = await run_study(ctx, user, file, model, patient_id, uncertainty, explain, None)
+            study = await run_study(ctx, user, file, model, patient_id, uncertainty, explain, None, options)
             items.append(BatchItem(index=index, status=201, study=study))
         except HTTPException as exc:
             items.append(BatchItem(index=index, status=exc.status_code, error=str(exc.detail)))
@@ -492,6 +523,8 @@ async def upload_batch(
                                                                         "identifier of its own (PNG/JPEG)")] = None,
     uncertainty: Annotated[str, Form(max_length=16)] = "auto",
     explain: Annotated[bool, Form()] = False,
+    dose: Annotated[float | None, Form(gt=0, le=1, description=DOSE_HELP)] = None,
+    direction: Annotated[str | None, Form(pattern="^(a2b|b2a)$", description=DIRECTION_HELP)] = None,
 ) -> BatchOut:
     """Upload several studies at once: one result (or one error) per file, in order.
 
@@ -501,7 +534,8 @@ async def upload_batch(
     """
     if uncertainty not in UNCERTAINTY:
         raise HTTPException(422, f"uncertainty must be one of {', '.join(UNCERTAINTY)}")
-    return await run_batch(ctx_of(request), user.username, files, model, uncertainty, explain, patient_id)
+    return await run_batch(ctx_of(request), user.username, files, model, uncertainty, explain, patient_id,
+                           {"dose": dose, "direction": direction})
 
 
 def load_result(ctx: Any, result_id: str, user: str, action: str) -> tuple[Any, dict[str, Any], str]:
@@ -608,6 +642,51 @@ def get_seg(request: Request, result_id: str, user: Clinical) -> Response:
 def get_sr(request: Request, result_id: str, user: Clinical) -> Response:
     """The DICOM Structured Report (TID 1500) of a detection result on a DICOM upload."""
     return _result_file(request, result_id, user, "sr")
+
+
+@router.get("/results/{result_id}/synthetic.png", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"image/png": {}}}})
+def get_synthetic(request: Request, result_id: str, user: Clinical) -> Response:
+    """A restoration or translation result's synthetic image: PNG with the red ``SYNTHETIC`` banner burnt in."""
+    return _result_file(request, result_id, user, "synthetic")
+
+
+@router.get("/results/{result_id}/synthetic.dcm", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"application/dicom": {}}}})
+def get_synthetic_dicom(request: Request, result_id: str, user: Clinical) -> Response:
+    """The synthetic image of a DICOM upload as a new DICOM instance (ImageType DERIVED, new UIDs, the source
+    referenced)."""
+    return _result_file(request, result_id, user, "synthetic_dicom")
+
+
+def _study_file(request: Request, study_id: str, user: TokenData, key: str) -> Response:
+    """:func:`_result_file` of a study's latest result (same access checks and audit)."""
+    from meddx.service.tasks import FILES
+
+    ctx = ctx_of(request)
+    result, payload, _ = load_study_result(ctx, study_id, user.username, f"result.{key}")
+    blob = (payload.get("files") or {}).get(key)
+    if not blob:
+        raise HTTPException(404, f"this study's result has no {FILES[key][0]}")
+    name, media = FILES[key]
+    headers = {"Cache-Control": "no-store"}
+    if media != "image/png":
+        headers["Content-Disposition"] = f'attachment; filename="result-{result.id}-{name}"'
+    return Response(ctx.blobs.get(blob), media_type=media, headers=headers)
+
+
+@router.get("/studies/{study_id}/synthetic.png", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"image/png": {}}}})
+def get_study_synthetic(request: Request, study_id: str, user: Clinical) -> Response:
+    """The synthetic image (banner burnt in) of the study's latest result."""
+    return _study_file(request, study_id, user, "synthetic")
+
+
+@router.get("/studies/{study_id}/synthetic.dcm", response_class=Response, tags=["studies"],
+            responses={200: {"content": {"application/dicom": {}}}})
+def get_study_synthetic_dicom(request: Request, study_id: str, user: Clinical) -> Response:
+    """The derived DICOM (ImageType DERIVED) of the study's latest result, for a DICOM upload."""
+    return _study_file(request, study_id, user, "synthetic_dicom")
 
 
 @router.get("/results/{result_id}/fhir", tags=["studies"])

@@ -21,6 +21,8 @@ findings in the conclusion ("3 RBC, 1 WBC detected"; "vessel 12.3% of the
 analysed area") and adds one Observation per class: the number of objects
 found (``valueInteger``) or the share of the image the mask covers (``%``).
 The mask, boxes and DICOM SEG/SR stay with the service (``links`` of the result).
+A restoration or translation result's conclusion says the image is SYNTHETIC and
+what its hallucination checks found; the synthetic image stays with the service.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ def diagnostic_report(prediction: dict[str, Any], *, patient_pseudonym: str, stu
     elif flagged:
         conclusion = (f"Referred: the image is outside the model's training data, so the model's answer is not a "
                       f"finding. {words} {decision['reason']}. Decision support only; not for primary diagnosis.")
+    elif isinstance(prediction.get("synthetic"), dict):
+        from meddx.service.tasks import summary
+
+        conclusion = (f"{decision['decision']}: {summary(prediction)}. {decision['reason']}. The image is SYNTHETIC "
+                      "(computed, not acquired). Decision support only; not for primary diagnosis.")
     else:
         from meddx.service.tasks import summary
 

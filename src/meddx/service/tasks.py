@@ -15,7 +15,14 @@ parts (see :class:`meddx.inference.schema.Prediction`):
   :func:`meddx.outputs.write_sr`);
 * either: a transparent overlay PNG of the mask colours and the box outlines
   with their labels, on the input's own pixel grid, which the result card blends
-  over the preview with its opacity slider.
+  over the preview with its opacity slider;
+* a ``synthetic`` part (restoration, translation): the synthetic image as the
+  handler wrote it, with the ``SYNTHETIC`` banner burnt in (``synthetic.png``),
+  and for a DICOM upload the new DICOM instance marked ``DERIVED``
+  (``synthetic.dcm``); the handler runs on the de-identified DICOM itself so that
+  it can write that instance. No overlay (the card shows the synthetic image
+  beside the input), and the banner-less 16-bit ``.raw.png`` is not kept: every
+  picture the service hands out is marked.
 
 The handler writes its files into a temporary folder that is removed at once;
 the stored prediction names none of them (file fields become API links once the
@@ -38,9 +45,16 @@ from meddx.exceptions import InvalidValueError, MeddxError
 PALETTE = [(0, 200, 83), (230, 25, 75), (60, 120, 240), (255, 190, 0), (145, 30, 180), (70, 220, 230)]
 """Colours of the foreground classes, in class order (the overlay and the legend use the same)."""
 FILES = {"mask": ("mask.png", "image/png"), "seg": ("seg.dcm", "application/dicom"),
-         "sr": ("sr.dcm", "application/dicom")}
+         "sr": ("sr.dcm", "application/dicom"), "synthetic": ("synthetic.png", "image/png"),
+         "synthetic_dicom": ("synthetic.dcm", "application/dicom")}
 """What a task result may store besides its overlay: key -> (file name under /api/results/{id}/, media type)."""
 UPLOAD = "the upload"
+SYNTHESIS = ("restoration", "translation")
+"""Tasks whose output is a synthetic image (:class:`meddx.inference.schema.Synthetic`)."""
+OPTIONS = {"restoration": ("dose",), "translation": ("direction",)}
+"""Upload options a task's handler takes (form fields / query parameters of ``POST /api/studies``)."""
+BANNER = "SYNTHETIC \u2013 not acquired"
+"""The banner the result card shows over every synthetic image (the PNG has its own burnt in)."""
 
 
 @dataclass
@@ -57,7 +71,7 @@ def is_task_model(model: Any) -> bool:
 
 
 class TaskModel:
-    """A segmentation or detection package served through its handler's ``predict``."""
+    """A segmentation, detection, restoration or translation package served through its handler's ``predict``."""
 
     def __init__(self, folder: str | Path, package: dict[str, Any]) -> None:
         from meddx.modalities import handler_for_package, task_of_package
@@ -111,23 +125,43 @@ class TaskModel:
             return None, [str(exc)]
 
     # predicting -----------------------------------------------------------------------------------------------
-    def run(self, image: np.ndarray, *, uncertainty: str = "auto", dicom: bytes | None = None) -> TaskOutputs:
+    @property
+    def synthetic(self) -> bool:
+        """True for a model whose output is a synthetic image (restoration, translation)."""
+        return self.task in SYNTHESIS
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse, by name, an upload option this model's task does not take (an InvalidValueError)."""
+        for key, value in options.items():
+            if value is not None and key not in OPTIONS.get(self.task, ()):
+                takes = [t for t, keys in OPTIONS.items() if key in keys]
+                raise InvalidValueError(f"{key} does not apply to {self.task} models", field=key,
+                                        hint=f"Give {key} to {' or '.join(takes) or 'no'} models only")
+
+    def run(self, image: np.ndarray, *, uncertainty: str = "auto", dicom: bytes | None = None,
+            options: dict[str, Any] | None = None) -> TaskOutputs:
         """Predict on ``image`` with the handler; the scrubbed prediction, the overlay and the files to keep.
 
-        ``dicom``: the de-identified DICOM the image came from, the source of the SEG / SR written here.
+        ``dicom``: the de-identified DICOM the image came from, the source of the SEG / SR written here
+        (a synthesis model reads the DICOM itself and writes its derived instance).
         A DICOM object that cannot be written is a warning in the prediction, never a lost result.
+        ``options``: the task's own upload options (:data:`OPTIONS`: ``dose``, ``direction``), None left out.
         """
         from PIL import Image
 
         from meddx.modalities import call
 
+        extra = {k: v for k, v in (options or {}).items() if v is not None}
+        self.check_options(extra)
         with tempfile.TemporaryDirectory(prefix="meddx-task-") as tmp:
             work = Path(tmp)
             source = work / "upload.png"
             Image.fromarray(image).save(source)
-            options: dict[str, Any] = {"out_dir": str(work / "out")}
+            options = {"out_dir": str(work / "out"), **extra}
             if uncertainty != "auto":
                 options["uncertainty"] = uncertainty
+            if self.synthetic:
+                return self._synthesize(source, dicom, work, options)
             [prediction] = call(self.handler.handler().predict, self.folder, self.package, [str(source)],
                                 what=f"{self.task}", **options)
             mask_file = (prediction.get("mask") or {}).get("mask")
@@ -142,6 +176,29 @@ class TaskModel:
             if dicom is not None:
                 outputs.files.update(self._dicom(prediction, mask, dicom, work))
         return outputs
+
+    def _synthesize(self, source: Path, dicom: bytes | None, work: Path, options: dict[str, Any]) -> TaskOutputs:
+        """A restoration or translation: the handler on the upload (the DICOM itself when there is one), its
+        synthetic PNG (banner burnt in) and derived DICOM kept; the raw PNG left behind."""
+        from meddx.modalities import call
+
+        paths = [str(source), str(work)]
+        if dicom is not None:
+            source = work / "upload.dcm"
+            source.write_bytes(dicom)
+            paths.insert(0, str(source))
+        [prediction] = call(self.handler.handler().predict, self.folder, self.package, [str(source)],
+                            what=f"{self.task}", **options)
+        synthetic = prediction.get("synthetic") or {}
+        files: dict[str, bytes] = {}
+        if synthetic.get("image"):
+            files["synthetic"] = Path(synthetic["image"]).read_bytes()
+        if synthetic.get("dicom"):
+            files["synthetic_dicom"] = Path(synthetic["dicom"]).read_bytes()
+        prediction = scrub(prediction, tuple(paths))
+        if dicom is not None and prediction["decision"]["decision"] != "rejected" and "synthetic_dicom" not in files:
+            prediction.setdefault("warnings", []).append("no DICOM of the synthetic image was written")
+        return TaskOutputs(prediction, files=files if prediction["decision"]["decision"] != "rejected" else {})
 
     def _dicom(self, prediction: dict[str, Any], mask: np.ndarray | None, data: bytes, work: Path) -> dict[str, bytes]:
         """The DICOM SEG of the mask and the SR of the boxes, on the de-identified source."""
@@ -249,6 +306,9 @@ def scrub(value: Any, paths: tuple[str, ...]) -> Any:
             out["input"] = "upload"
         if "dicom_sr" in out:
             out["dicom_sr"] = None
+        if isinstance(out.get("synthetic"), dict):
+            for key in ("image", "image_raw", "dicom"):
+                out["synthetic"][key] = None
         return out
     if isinstance(value, list):
         return [scrub(v, paths) for v in value]
@@ -271,6 +331,10 @@ def link_outputs(prediction: dict[str, Any], result_id: str, files: dict[str, An
         prediction["dicom_sr"] = f"{base}/sr.dcm"
     if isinstance(prediction.get("explanation"), dict) and overlay:
         prediction["explanation"]["overlay"] = f"{base}/overlay.png"
+    synthetic = prediction.get("synthetic")
+    if isinstance(synthetic, dict):
+        synthetic["image"] = f"{base}/synthetic.png" if "synthetic" in files else None
+        synthetic["dicom"] = f"{base}/synthetic.dcm" if "synthetic_dicom" in files else None
 
 
 def foreground(prediction: dict[str, Any]) -> list[str]:
@@ -336,6 +400,9 @@ def summary(prediction: dict[str, Any]) -> str:
         counts = prediction["counts"]
         found = ", ".join(f"{n} {c}" for c, n in counts.items() if n)
         parts.append(f"{found or 'no object'} detected")
+    synthetic = prediction.get("synthetic")
+    if isinstance(synthetic, dict):
+        parts.append(synthetic_summary(prediction))
     mask = prediction.get("mask")
     if isinstance(mask, dict):
         shares = ", ".join(f"{c} {100 * float(mask['fraction'].get(c, 0.0)):.1f}%" for c in foreground(prediction))
@@ -344,3 +411,75 @@ def summary(prediction: dict[str, Any]) -> str:
             line += f", mean uncertainty {float(mask['mean_uncertainty']):.3f}"
         parts.append(line)
     return "; ".join(parts)
+
+
+# --- synthetic images --------------------------------------------------------------------------------------
+
+
+def _n(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def synthetic_checks(prediction: dict[str, Any]) -> list[dict[str, Any]]:
+    """The hallucination checks of a synthetic prediction in words: ``[{"text", "flag"}]`` (flag: look again)."""
+    synthetic = prediction.get("synthetic")
+    if not isinstance(synthetic, dict):
+        return []
+    checks = synthetic.get("checks") or {}
+    rows: list[dict[str, Any]] = []
+    residual = checks.get("residual")
+    if isinstance(residual, dict):
+        n = _n(residual.get("regions"))
+        if n:
+            rows.append({"text": f"{n} region(s) changed beyond the expected noise ({_n(residual.get('brighter'))} "
+                                 f"brighter, {_n(residual.get('darker'))} darker) \u2013 compare with the input",
+                         "flag": True})
+        else:
+            rows.append({"text": "No region changed beyond the expected noise: what was removed looks like noise",
+                         "flag": False})
+    if checks.get("noise_sd") is not None:
+        rows.append({"text": f"Noise level estimated at the given dose: SD {float(checks['noise_sd']):.3f} "
+                             "(of the full intensity range)", "flag": False})
+    downstream = checks.get("downstream")
+    if isinstance(downstream, dict):
+        changed = bool(downstream.get("decision_changed"))
+        rows.append({"text": f"Classifier {downstream.get('classifier')}: decision "
+                             + ("CHANGED between the input and the synthetic image" if changed
+                                else "the same on the input and the synthetic image"), "flag": changed})
+    if "structures_added" in checks:
+        added = _n(checks.get("structures_added"))
+        rows.append({"text": (f"{added} structure(s) in the synthetic image have no counterpart in the input "
+                              "\u2013 compare with the input") if added else
+                             "No structure added: every edge in the synthetic image has one in the input",
+                     "flag": added > 0})
+    if "structures_removed" in checks:
+        rows.append({"text": f"{_n(checks.get('structures_removed'))} input structure(s) not reproduced",
+                     "flag": _n(checks.get("structures_removed")) > 0})
+    if checks.get("structure_ssim") is not None:
+        rows.append({"text": f"Structure similarity to the input (SSIM of gradients): "
+                             f"{float(checks['structure_ssim']):.3f}", "flag": False})
+    if checks.get("cycle_psnr") is not None:
+        rows.append({"text": f"Translated back, the input is recovered at PSNR {float(checks['cycle_psnr']):.1f} dB",
+                     "flag": False})
+    if checks.get("target_domain_probability") is not None:
+        rows.append({"text": f"Domain classifier: {100 * float(checks['target_domain_probability']):.0f}% that it "
+                             "looks like the target modality", "flag": False})
+    if checks.get("compared_at"):
+        rows.append({"text": f"Compared at {checks['compared_at']}", "flag": False})
+    return rows
+
+
+def synthetic_summary(prediction: dict[str, Any]) -> str:
+    """One line: what the synthetic image is and what its checks found."""
+    synthetic = prediction.get("synthetic") or {}
+    kind = str(synthetic.get("kind") or prediction.get("task") or "synthesis")
+    what = f"synthetic {kind} image (not acquired)"
+    if synthetic.get("dose") is not None:
+        what += f" from an input at dose {float(synthetic['dose']):g} of the full dose"
+    elif synthetic.get("source_modality") and synthetic.get("target_modality"):
+        what += f", {synthetic['source_modality']} to {synthetic['target_modality']}"
+    flagged = [row["text"] for row in synthetic_checks(prediction) if row["flag"]]
+    return what + (": " + "; ".join(flagged) if flagged else "")

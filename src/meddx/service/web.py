@@ -4,7 +4,10 @@ Server-rendered HTML (Jinja2, autoescaped), one stylesheet and one small script
 (the overlay opacity slider) served by the app itself: nothing from a CDN. A
 segmentation or detection result shows its mask colours and box outlines over the
 image with the same slider, a legend (class colours, counts or shares, mean
-uncertainty) and its files (label mask, DICOM SEG / SR). The
+uncertainty) and its files (label mask, DICOM SEG / SR). A restoration or
+translation result shows its synthetic image beside the input under a red
+"SYNTHETIC – not acquired" banner (the PNG has its own burnt in), the dose, the
+hallucination checks in words and the derived DICOM. The
 result card leads with the decision in plain words (:func:`headline`): a file the
 model was not made for says "Not analysed" and why, an image outside the training
 data says it was referred for that reason. The admin page shows each model's
@@ -204,20 +207,41 @@ def home(request: Request) -> Response:
     return render(request, "upload.html", user=user, models=api.models(request, user))
 
 
+def _dose(text: str | None) -> float | None:
+    """The dose form field: empty is none given; anything else a fraction in (0, 1] (HTTP 422 otherwise)."""
+    if not (text or "").strip():
+        return None
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise HTTPException(422, f"dose must be a number between 0 and 1, not {text!r}") from None
+    if not 0 < value <= 1:
+        raise HTTPException(422, f"dose must be a fraction of the full dose in (0, 1], not {value:g}")
+    return value
+
+
 @router.post("/upload")
 async def upload(request: Request, file: Annotated[list[UploadFile], File()], csrf: Csrf = None,
                  model: Annotated[str | None, Form(max_length=128)] = None,
-                 patient_id: Annotated[str | None, Form(max_length=128)] = None) -> Response:
+                 patient_id: Annotated[str | None, Form(max_length=128)] = None,
+                 dose: Annotated[str | None, Form(max_length=32)] = None) -> Response:
     """One file: on to its result card. Several: a summary with one line per file (a bad file never
-    stops the others; each gets its result or the reason it was refused)."""
+    stops the others; each gets its result or the reason it was refused). ``dose``: for restoration
+    models (the fraction of the full dose; ignored for other models when left empty)."""
     user = _clinical(request)
     if user is None:
         return _login_redirect()
     _check_csrf(request, csrf)
     ctx = api.ctx_of(request)
+    try:
+        options = {"dose": _dose(dose)}
+    except HTTPException as exc:
+        return render(request, "upload.html", status_code=exc.status_code, user=user,
+                      models=api.models(request, user), error=f"The file was not accepted: {exc.detail}")
     if len(file) > 1:
         try:
-            batch = await api.run_batch(ctx, user.username, file, model or None, "auto", True, patient_id or None)
+            batch = await api.run_batch(ctx, user.username, file, model or None, "auto", True, patient_id or None,
+                                        options)
         except HTTPException as exc:
             return render(request, "upload.html", status_code=exc.status_code, user=user,
                           models=api.models(request, user), error=f"The files were not accepted: {exc.detail}")
@@ -225,7 +249,7 @@ async def upload(request: Request, file: Annotated[list[UploadFile], File()], cs
                       lines=[_batch_line(item) for item in batch.results])
     try:
         study = await api.run_study(ctx, user.username, file[0], model or None, patient_id or None,
-                                    "auto", True, None)
+                                    "auto", True, None, options)
     except HTTPException as exc:
         return render(request, "upload.html", status_code=exc.status_code, user=user,
                       models=api.models(request, user), error=f"The file was not accepted: {exc.detail}")
@@ -237,8 +261,21 @@ def headline(prediction: dict[str, Any]) -> str:
     from meddx.trust.decide import plain_words
 
     decision = prediction["decision"]
+    if isinstance(prediction.get("synthetic"), dict) and decision["decision"] != "rejected":
+        return synthetic_headline(prediction)
     return plain_words(decision["decision"], decision["reason"], prediction.get("prediction"),
                        str(prediction.get("modality") or "image"))
+
+
+def synthetic_headline(prediction: dict[str, Any]) -> str:
+    """A restoration's or translation's outcome: a synthetic image, and whether its checks want a second look."""
+    synthetic = prediction["synthetic"]
+    decision = prediction["decision"]["decision"]
+    kind = "full-dose restoration" if synthetic.get("kind") == "restoration" else \
+        f"{synthetic.get('target_modality') or 'translated'} image"
+    if decision in ("review", "refer"):
+        return f"Review: the synthetic {kind} differs from the input beyond the expected \u2013 compare them"
+    return f"Synthetic {kind} (computed, not acquired)"
 
 
 def _batch_line(item: Any) -> dict[str, Any]:
@@ -265,7 +302,21 @@ def result_page(request: Request, result_id: str) -> Response:
                   result_id=str(result.id), study_id=str(result.study_id), created_at=result.created_at.isoformat(),
                   has_overlay=result.overlay_blob_id is not None, has_image=bool(payload.get("preview_blob_id")),
                   headline=headline(prediction), legend=tasks.legend(prediction), findings=tasks.summary(prediction),
-                  downloads=downloads, similar=_similar_panel(request, result, payload, patient, user))
+                  downloads=downloads, synthetic=_synthetic_panel(prediction, payload),
+                  similar=_similar_panel(request, result, payload, patient, user))
+
+
+def _synthetic_panel(prediction: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any] | None:
+    """What the card shows of a synthetic result: the banner, whether there is a picture, the checks in words."""
+    from meddx.service import tasks
+
+    synthetic = prediction.get("synthetic")
+    if not isinstance(synthetic, dict):
+        return None
+    return {"banner": tasks.BANNER, "burnt_in": synthetic.get("banner"), "kind": synthetic.get("kind"),
+            "has_image": "synthetic" in (payload.get("files") or {}), "dose": synthetic.get("dose"),
+            "source": synthetic.get("source_modality"), "target": synthetic.get("target_modality"),
+            "method": synthetic.get("method"), "checks": tasks.synthetic_checks(prediction)}
 
 
 SIMILAR_ON_CARD = 6
@@ -294,7 +345,9 @@ def _similar_panel(request: Request, result: Any, payload: dict[str, Any], patie
     return {"model": result.model_name, "hits": [h.model_dump() for h in hits]}
 
 
-DOWNLOADS = {"mask": "Label mask (PNG)", "seg": "DICOM Segmentation", "sr": "DICOM Structured Report (TID 1500)"}
+DOWNLOADS = {"mask": "Label mask (PNG)", "seg": "DICOM Segmentation", "sr": "DICOM Structured Report (TID 1500)",
+             "synthetic": "Synthetic image (PNG, with banner)",
+             "synthetic_dicom": "Synthetic image (DICOM, ImageType DERIVED)"}
 
 
 @router.get("/results/{result_id}/overlay.png")
@@ -311,6 +364,14 @@ def result_image(request: Request, result_id: str) -> Response:
     if user is None:
         raise HTTPException(401, "log in first")
     return api.get_preview(request, result_id, user)
+
+
+@router.get("/results/{result_id}/synthetic.png")
+def result_synthetic(request: Request, result_id: str) -> Response:
+    user = _clinical(request)
+    if user is None:
+        raise HTTPException(401, "log in first")
+    return api.get_synthetic(request, result_id, user)
 
 
 @router.get("/studies", response_class=HTMLResponse)

@@ -177,7 +177,7 @@ def digest(data: bytes) -> str:
 
 def output_summary(prediction: dict[str, Any]) -> str:
     """What the audit log hashes of a result: decision, prediction, calibrated probabilities, OOD flag (and a
-    detection's counts, a segmentation's class shares)."""
+    detection's counts, a segmentation's class shares, a synthetic image's kind, dose and checks)."""
     ood = prediction.get("ood") or {}
     summary = {"decision": prediction["decision"]["decision"], "prediction": prediction["prediction"],
                "calibrated": prediction["calibrated_probabilities"], "ood_flagged": ood.get("flagged")}
@@ -185,4 +185,7 @@ def output_summary(prediction: dict[str, Any]) -> str:
         summary["counts"] = prediction["counts"]
     if prediction.get("mask"):
         summary["fraction"] = prediction["mask"].get("fraction")
+    if prediction.get("synthetic"):  # a synthetic image: what it is and what its checks found
+        synthetic = prediction["synthetic"]
+        summary["synthetic"] = {k: synthetic.get(k) for k in ("kind", "method", "dose", "checks")}
     return json.dumps(summary, sort_keys=True)

@@ -306,3 +306,15 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
 
 
 __all__ = ["DOSES", "evaluate", "predict", "restore_array", "score", "train"]
+
+
+def report(folder: Path, package: dict[str, Any], data: str | None, *, out: Path, n_boot: int = 1000,
+           split: str | None = None, examples: int = 3, example_dose: float | None = None,
+           max_images: int | None = None) -> Path:
+    """``meddx report MODEL DATA``: the HTML report of :func:`meddx.synthesis.report.write`."""
+    import sys
+
+    from meddx.synthesis.report import write
+
+    return write(sys.modules[__name__], folder, package, data, out=out, n_boot=n_boot, split=split,
+                 examples=examples, example_dose=example_dose, max_images=max_images)
