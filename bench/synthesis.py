@@ -81,8 +81,8 @@ def _detector(path: Path) -> Any:
 
 def _boxes(det: Any, image: np.ndarray, threshold: float) -> list[dict[str, Any]]:
     rgb = np.repeat(np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    found = det.detect(rgb, score_thresh=threshold)
-    return [{"label": b["label"], "box": b["box"]} for b in (found if isinstance(found, list) else found["boxes"])]
+    boxes, _, labels = det.detect(rgb, score_thresh=threshold)
+    return [{"label": int(k), "box": [float(v) for v in b]} for b, k in zip(boxes, labels, strict=True)]
 
 
 def run_set(spec: dict[str, Any], args: argparse.Namespace, pipe: Any | None) -> tuple[list[dict[str, Any]], dict]:
@@ -185,6 +185,8 @@ def run_set(spec: dict[str, Any], args: argparse.Namespace, pipe: Any | None) ->
 def _ci(row: dict[str, Any], key: str, digits: int) -> str:
     if row.get(key) is None:
         return "–"
+    if f"{key}_ci" not in row:
+        return f"{row[key]:.{digits}f}"
     low, high = row[f"{key}_ci"]
     return f"{row[key]:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
 
@@ -222,6 +224,11 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
              "(X-ray: photon-count Poisson noise, Beer-Lambert; MRI: Rician noise, sd ∝ 1/√dose). BM3D and NLM get "
              "the same noise information as meddx (variance-stabilised Poisson for X-ray, the known sd for MRI). "
              "95 % CIs: percentile bootstrap over the test images (the noise floor of the set).", ""]
+    goal = info.get("goal_met") or {}
+    if goal:
+        lines += ["Goal (meddx beats BM3D on PSNR and SSIM at every dose on every modality): "
+                  + ("**met**" if all(goal.values()) else "**not met** at " + ", ".join(k for k, v in goal.items()
+                                                                                   if not v)) + ".", ""]
     for key, extra in info["sets"].items():
         lines += [f"## {key}: {extra['data']} ({extra['n']} test images, {extra['train']} training images)", "",
                   f"Restorer: {extra['run']}, {extra['steps']} steps (best validation step {extra['best_step']}), "
@@ -258,6 +265,26 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(stems: list[str], stem: str) -> None:
+    """One table from partial runs of this script (their commands are listed in it)."""
+    import json
+
+    from bench._common import RESULTS
+
+    parts = [json.loads((RESULTS / f"{s}.json").read_text(encoding="utf-8")) for s in stems]
+    rows = [r for p in parts for r in p["rows"]]
+    sets = {k: v for p in parts for k, v in p["sets"].items()}
+    translation = next((p["translation"] for p in parts if p.get("translation")), None)
+    info = {"command": " ; ".join(p["command"] for p in parts) + f" ; {command_line()}",
+            "machine": parts[0]["machine"], "sets": sets, "anchors": ANCHORS, "translation": translation,
+            "wall_seconds": max(p["wall_seconds"] for p in parts), "merged_from": stems,
+            "goal_met": {k: v for p in parts for k, v in p.get("goal_met", {}).items()}}
+    text = markdown(rows, info)
+    text = text.replace("Wall time", f"Partial runs made in parallel and merged ({', '.join(stems)}); longest wall time")
+    write_results(stem, {**info, "rows": rows}, text)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=14.0, help="training time per set (minutes)")
@@ -273,7 +300,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--translation-minutes", type=float, default=8.0, help="0 = skip the translation part")
     parser.add_argument("--reuse", action="store_true", help="score restorers already trained in bench/runs")
     parser.add_argument("--stem", default="synthesis")
+    parser.add_argument("--merge", nargs="+", metavar="STEM",
+                        help="write the table from partial runs (bench/results/STEM.json, e.g. sets run in parallel)")
     args = parser.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.stem)
+        return
     t0 = time.perf_counter()
     wanted = [s for s in SETS if s["key"] in args.sets.split(",")]
     pipe = classifier(args.classifier) if any(s["data"] == "pneumoniamnist" for s in wanted) else None
@@ -290,10 +322,10 @@ def main(argv: list[str] | None = None) -> None:
         rows += translation["rows"]
     info = {"command": command_line(), "machine": machine(), "sets": sets, "anchors": ANCHORS,
             "translation": translation, "wall_seconds": round(time.perf_counter() - t0, 1)}
-    text = markdown(rows, info)
     goal = [r for r in rows if r["method"] == "meddx" and r.get("psnr_minus_bm3d")]
     info["goal_met"] = {f"{r['set']}@{r['dose']:g}": bool(r["psnr_minus_bm3d"]["value"] > 0
                                                            and r["ssim_minus_bm3d"]["value"] > 0) for r in goal}
+    text = markdown(rows, info)
     write_results(args.stem, {**info, "rows": rows}, text)
     print(text)
 

@@ -43,11 +43,17 @@ def with_banner(image: np.ndarray, text: str) -> np.ndarray:
     canvas = Image.new("RGB", (picture.width, picture.height + band), (170, 0, 0))
     canvas.paste(picture, (0, band))
     draw = ImageDraw.Draw(canvas)
-    try:
-        font = ImageFont.load_default(size=max(10, band - 4))
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    draw.text((4, 1), text, fill=(255, 255, 255), font=font)
+    size = max(10, band - 4)
+    while True:  # the largest font whose text fits the width
+        try:
+            font = ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1: one bitmap size
+            font = ImageFont.load_default()
+            break
+        if draw.textlength(text, font=font) <= canvas.width - 8 or size <= 8:
+            break
+        size -= 1
+    draw.text((4, max(0, (band - size) // 2 - 1)), text, fill=(255, 255, 255), font=font)
     return np.asarray(canvas)
 
 

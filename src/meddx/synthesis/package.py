@@ -26,7 +26,8 @@ from meddx.synthesis import dose as DM
 DOSES = (0.25, 0.1, 0.05)
 """Dose fractions every restorer is scored at (validation and test)."""
 STEPS_PER_EPOCH = 200
-_CONFIG_OPTIONS = {"patch": int, "batch": int, "lr": float, "time_limit_s": float, "eval_every": int}
+_CONFIG_OPTIONS = {"patch": int, "batch": int, "lr": float, "time_limit_s": float, "eval_every": int, "loss": str,
+                   "ssim_weight": float}
 TRAIN_OPTIONS = {*_CONFIG_OPTIONS, "steps", "batch_size", "size", "noise", "photons", "mu", "sigma", "dose_min",
                  "dose_max", "max_train_images", "n_boot", "threads"}
 PREDICT_OPTIONS = {"dose", "out_dir", "explain_dir", "threads", "classifier", "checks", "backend", "explain",
@@ -125,7 +126,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
                  "split": images.info.get("split")},
         "splits": {k: v[:2000] for k, v in images.names.items()},
         "training": {**{k: v for k, v in info.items() if k != "history"}, "seed": seed, "batch": cfg.batch,
-                     "lr": cfg.lr, "loss": "L1", "history": info["history"],
+                     "lr": cfg.lr, "loss": cfg.loss, "ssim_weight": cfg.ssim_weight, "history": info["history"],
                      "dose_sampling": "log-uniform over dose_range, fresh noise per crop"},
         "intended_use": "Research: restoring low-dose images for reading support; every output is marked "
                         "synthetic and must not replace the acquired image.",

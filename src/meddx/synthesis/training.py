@@ -33,6 +33,9 @@ class TrainConfig:
     eval_every: int = 250
     time_limit_s: float | None = None
     seed: int = 0
+    loss: str = "l1+ssim"
+    """``l1``, or ``l1+ssim`` (L1 + ``ssim_weight`` × (1 - SSIM), MONAI's SSIMLoss: keeps fine texture)."""
+    ssim_weight: float = 0.5
     bank: int = 3
     """Degraded copies per image and dose for non-pixel-wise dose models."""
     params: dict[str, float] = field(default_factory=dict)
@@ -131,6 +134,15 @@ def train_restorer(train: list[np.ndarray], val: list[np.ndarray], model: DoseMo
     net = build(cfg.network)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     batches = _Batches(train, model, cfg, rng)
+    if cfg.loss not in ("l1", "l1+ssim"):
+        from meddx.exceptions import ConfigError
+
+        raise ConfigError(f"unknown loss {cfg.loss!r}", field="loss", hint="Use l1 or l1+ssim")
+    ssim_loss = None
+    if cfg.loss == "l1+ssim":
+        from monai.losses import SSIMLoss
+
+        ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, win_size=7 if batches.patch >= 7 else batches.patch)
     checks = validation_set(val, model, cfg.val_doses, cfg.params)
     baseline = float(np.mean([psnr(x, y) for _, x, y, _ in checks])) if checks else float("nan")
     best: dict[str, Any] = {"psnr": -math.inf, "step": 0, "state": None}
@@ -144,7 +156,10 @@ def train_restorer(train: list[np.ndarray], val: list[np.ndarray], model: DoseMo
             group["lr"] = max(cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))), cfg.lr * 0.01)
         obs, lev, clean = (torch.from_numpy(a) for a in batches())
         net.train()
-        loss = torch.nn.functional.l1_loss(restore_tensor(net, obs, lev), clean)
+        restored = restore_tensor(net, obs, lev)
+        loss = torch.nn.functional.l1_loss(restored, clean)
+        if ssim_loss is not None:
+            loss = loss + cfg.ssim_weight * ssim_loss(restored.clamp(0, 1), clean)
         opt.zero_grad()
         loss.backward()
         opt.step()
