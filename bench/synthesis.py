@@ -103,7 +103,8 @@ def run_set(spec: dict[str, Any], args: argparse.Namespace, pipe: Any | None) ->
     if args.reuse and (run / "package.json").is_file():
         print(f"{spec['key']}: reusing {run}", flush=True)
     else:
-        P.train(spec["data"], model=args.model, out=run, size=spec["size"], time_limit_s=args.minutes * 60,
+        minutes = dict(item.split("=") for item in args.set_minutes).get(spec["key"], args.minutes)
+        P.train(spec["data"], model=args.model, out=run, size=spec["size"], time_limit_s=float(minutes) * 60,
                 steps=100_000, eval_every=args.eval_every, progress=True, n_boot=200, threads=1)
     package = read_package(run)
     net = P.load_net(run, package)
@@ -288,6 +289,8 @@ def merge(stems: list[str], stem: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=14.0, help="training time per set (minutes)")
+    parser.add_argument("--set-minutes", nargs="*", default=[], metavar="KEY=MINUTES",
+                        help="training time of one set instead of --minutes, e.g. xray-28=8")
     parser.add_argument("--model", default=None, help="restoration network (default: the handler's)")
     parser.add_argument("--sets", default=",".join(s["key"] for s in SETS))
     parser.add_argument("--max-test", type=int, default=0, help="score at most this many test images per set")
