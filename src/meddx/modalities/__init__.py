@@ -200,6 +200,15 @@ def call(func: Callable[..., Any], *args: Any, what: str = "", **options: Any) -
     return func(*args, **options)
 
 
+def check_options(options: dict[str, Any], allowed: set[str], *, what: str, kind: str) -> None:
+    """Refuse an option a handler's ``what`` step (training, evaluate, predict) does not take, naming it and
+    listing the known ones (``kind``: the model kind, e.g. "segmentation models")."""
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"unknown {what} option {key!r} for {kind}", field=key,
+                              hint=f"Known options: {sorted(allowed)}")
+
+
 FUSION_PREFIX = "fusion:"
 
 

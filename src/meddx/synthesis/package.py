@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from meddx.exceptions import ConfigError, MeddxError
+from meddx.modalities import check_options
 from meddx.synthesis import data as SD
 from meddx.synthesis import dose as DM
 
@@ -33,13 +34,6 @@ TRAIN_OPTIONS = {*_CONFIG_OPTIONS, "steps", "batch_size", "size", "noise", "phot
 PREDICT_OPTIONS = {"dose", "out_dir", "explain_dir", "threads", "classifier", "checks", "backend", "explain",
                    "uncertainty", "slice_index", "samples"}
 WEIGHTS = "model.safetensors"
-
-
-def _check(options: dict[str, Any], allowed: set[str], what: str) -> None:
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(f"unknown {what} option {key!r} for restoration models", field=key,
-                              hint=f"Known options: {sorted(allowed)}")
 
 
 def params_of(package: dict[str, Any]) -> dict[str, float]:
@@ -74,7 +68,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     from meddx.synthesis.networks import DEFAULT, NETWORKS
     from meddx.synthesis.training import TrainConfig, train_restorer
 
-    _check(options, TRAIN_OPTIONS, "training")
+    check_options(options, TRAIN_OPTIONS, what="training", kind="restoration models")
     network = model or DEFAULT
     if network not in NETWORKS:
         raise ConfigError(f"unknown restoration network {network!r}", field="model", hint=f"Use one of {sorted(NETWORKS)}")
@@ -182,7 +176,7 @@ def score(net: Any, images: list[np.ndarray], dose_model: DM.DoseModel, params: 
 def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | None = None, n_boot: int = 1000,
              out: Path | None = None, seed: int = 0, positive: str | None = None, **options: Any) -> dict[str, Any]:
     """PSNR/SSIM of low-dose input and restored image at each dose on ``split`` (default test) of ``data``."""
-    _check(options, {"doses", "max_images", "size"}, "evaluate")
+    check_options(options, {"doses", "max_images", "size"}, what="evaluate", kind="restoration models")
     part = split or "test"
     images = SD.load(data, options.get("size") or package.get("preprocess", {}).get("size"))
     if part not in images.splits or not images.splits[part]:
@@ -237,7 +231,7 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     from meddx.inference.schema import Decision, Prediction, Synthetic
     from meddx.synthesis import derived, hallucination
 
-    _check(options, PREDICT_OPTIONS, "predict")
+    check_options(options, PREDICT_OPTIONS, what="predict", kind="restoration models")
     if not inputs:
         raise ConfigError("no input files", field="files", hint="Pass low-dose images (.dcm, .png, .jpg)")
     if options.get("threads"):

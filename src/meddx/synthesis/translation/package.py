@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from meddx.exceptions import ConfigError, MeddxError
+from meddx.modalities import check_options
 from meddx.synthesis.translation import data as D
 
 KIND = "translation"
@@ -38,13 +39,6 @@ EVALUATE_OPTIONS = {"max_images"}
 PREDICT_OPTIONS = {"out_dir", "direction", "threads", "explain_dir"}
 FLAG_ADDED = 1
 """A prediction with at least this many added structures is referred (see :func:`predict`)."""
-
-
-def _check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(f"unknown {what} option {key!r} for translation models", field=key,
-                              hint=f"Known options: {sorted(allowed)}")
 
 
 def _swap(src: D.Source) -> D.Source:
@@ -111,7 +105,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         train_pix2pix,
     )
 
-    _check_options(options, TRAIN_OPTIONS, "training")
+    check_options(options, TRAIN_OPTIONS, what="training", kind="translation models")
     if options.get("threads"):
         torch.set_num_threads(int(options["threads"]))
     say = (lambda m: print(m, flush=True)) if progress else (lambda _m: None)
@@ -293,7 +287,7 @@ def evaluate(folder: Path, package: dict[str, Any], data: str, *, split: str | N
     images), structure SSIM and structures added / removed against the input. Every figure is a
     mean over images with a 95 % percentile-bootstrap CI. Option ``max_images`` caps each domain.
     """
-    _check_options(options, EVALUATE_OPTIONS, "evaluate")
+    check_options(options, EVALUATE_OPTIONS, what="evaluate", kind="translation models")
     if positive is not None:
         raise ConfigError("translation models have no positive class", field="positive", hint="Drop --positive")
     spec = package.get("translation") or {}
@@ -398,7 +392,7 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     """
     from meddx.inference.schema import Prediction
 
-    _check_options(options, PREDICT_OPTIONS, "predict")
+    check_options(options, PREDICT_OPTIONS, what="predict", kind="translation models")
     if not inputs:
         raise ConfigError("no input files", field="files", hint="Pass images (.png, .jpg, .dcm)")
     if options.get("threads"):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from meddx.exceptions import ConfigError, MeddxError
+from meddx.modalities import check_options
 from meddx.tasks.segmentation import data as D
 from meddx.tasks.segmentation import metrics as M
 
@@ -35,13 +36,6 @@ PREDICT_OPTIONS = {"uncertainty", "samples", "out_dir", "explain_dir", "backend"
 UNCERTAINTY = ("auto", "none", "mc-dropout")
 MC_SAMPLES = 4
 """MC-dropout draws per image when ``uncertainty`` is ``auto`` or ``mc-dropout`` and no ``samples`` is given."""
-
-
-def _check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(f"unknown {what} option {key!r} for segmentation models", field=key,
-                              hint=f"Known options: {sorted(allowed)}")
 
 
 # --------------------------------------------------------------------------- train
@@ -120,7 +114,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     from meddx.tasks.segmentation.network import DEFAULT, NETWORKS
     from meddx.tasks.segmentation.training import TrainConfig, train_network
 
-    _check_options(options, TRAIN_OPTIONS, "training")
+    check_options(options, TRAIN_OPTIONS, what="training", kind="segmentation models")
     network = model or DEFAULT
     if network not in NETWORKS:
         raise ConfigError(f"unknown segmentation network {network!r}", field="model",
@@ -416,7 +410,7 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     from meddx.inference.schema import Prediction
     from meddx.tasks.segmentation.model import SegModel
 
-    _check_options(options, PREDICT_OPTIONS, "predict")
+    check_options(options, PREDICT_OPTIONS, what="predict", kind="segmentation models")
     if not inputs:
         raise ConfigError("no input files", field="files", hint="Pass fundus images (.png, .jpg)")
     method = options.get("uncertainty") or "auto"
