@@ -257,3 +257,22 @@ def test_cli_denoise_and_train_with_set(tiny_restorer, tmp_path, capsys):
     assert main(["train", str(data), "--task", "restoration", "--set", "oops"]) == 2
     assert main(["train", str(data), "--task", "restoration", "--model", "dncnn-small", "--out", str(tmp_path / "r3")]) == 2
     assert "which acquisition noise" in capsys.readouterr().err
+
+
+def test_precise_batch_norm_uses_population_statistics():
+    import torch
+
+    from meddx.synthesis.networks import build
+    from meddx.synthesis.training import precise_batch_norm
+
+    net = build("dncnn-small")
+    rng = np.random.default_rng(0)
+    fixed = [(rng.random((4, 1, 16, 16), dtype=np.float32), np.full((4, 1, 16, 16), 0.02, np.float32),
+              np.zeros((4, 1, 16, 16), np.float32)) for _ in range(3)]
+    it = iter(fixed * 4)
+    precise_batch_norm(net, lambda: next(it), n=6)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    first = [m.running_mean.clone() for m in norms]
+    assert all(m.momentum == 0.1 and int(m.num_batches_tracked) == 6 for m in norms)
+    precise_batch_norm(net, lambda: next(it), n=6)  # the same batches again: the same statistics
+    assert all(torch.allclose(a, m.running_mean, atol=1e-6) for a, m in zip(first, norms))

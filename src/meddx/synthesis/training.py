@@ -3,7 +3,8 @@
 Doses are drawn log-uniformly over ``dose_range`` so one network (told the noise level per pixel)
 serves every dose in it. For dose models whose noise is not pixel-wise (CT: noise made on the
 sinogram) a bank of degraded copies of each whole image is made first and crops are cut from it.
-Every ``eval_every`` steps the network is scored (PSNR) on the validation images at the
+Every ``eval_every`` steps the batch-norm statistics are recomputed over fresh training batches
+(:func:`precise_batch_norm`) and the network is scored (PSNR) on the validation images at the
 ``val_doses``; the best state is kept.
 """
 
@@ -94,6 +95,33 @@ class _Batches:
         return obs, lev, clean
 
 
+def precise_batch_norm(net: Any, batches: Any, n: int = 24) -> None:
+    """Recompute batch-norm statistics as the plain mean over ``n`` fresh training batches.
+
+    The running averages (momentum 0.1) follow the last few batches, whose random doses change the
+    activations' scale, so a network scored with them swings by ±1 dB from one evaluation to the next;
+    population statistics make evaluation (and the saved model) stable.
+    """
+    import torch
+
+    from meddx.synthesis.networks import restore_tensor
+
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    with torch.no_grad():
+        for _ in range(n):
+            obs, lev, _clean = (torch.from_numpy(a) for a in batches())
+            restore_tensor(net, obs, lev)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+
+
 def restore_images(net: Any, observed: list[np.ndarray], levels: list[np.ndarray]) -> list[np.ndarray]:
     """Run ``net`` on each image (whole, padded to a multiple of 8); float32 images in [0, 1]."""
     import torch
@@ -167,6 +195,7 @@ def train_restorer(train: list[np.ndarray], val: list[np.ndarray], model: DoseMo
         elapsed = time.perf_counter() - start
         out_of_time = cfg.time_limit_s is not None and elapsed > cfg.time_limit_s
         if checks and (step % cfg.eval_every == 0 or step == cfg.steps or out_of_time):
+            precise_batch_norm(net, batches)
             net.eval()
             restored = restore_images(net, [c[2] for c in checks], [c[3] for c in checks])
             score = float(np.mean([psnr(c[1], r) for c, r in zip(checks, restored, strict=True)]))
