@@ -85,6 +85,12 @@ def _boxes(det: Any, image: np.ndarray, threshold: float) -> list[dict[str, Any]
     return [{"label": int(k), "box": [float(v) for v in b]} for b, k in zip(boxes, labels, strict=True)]
 
 
+def full_dose_row(key: str, modality: str, n: int) -> dict[str, Any]:
+    """The reference itself: PSNR undefined (infinite), SSIM 1."""
+    return {"set": key, "modality": modality, "dose": 1.0, "method": "full-dose", "psnr": None, "ssim": 1.0,
+            "downstream_auc": None, "n": n}
+
+
 def run_set(spec: dict[str, Any], args: argparse.Namespace, pipe: Any | None) -> tuple[list[dict[str, Any]], dict]:
     """Train (or reuse) the restorer of one set and score every method at every dose."""
     import torch
@@ -121,11 +127,11 @@ def run_set(spec: dict[str, Any], args: argparse.Namespace, pipe: Any | None) ->
                              "params": params}
     full_p = _probabilities(pipe, test) if pipe is not None and spec["data"] == "pneumoniamnist" else None
     y = np.asarray(labels)[: len(test)] if full_p is not None else None
+    rows.append(full_dose_row(spec["key"], spec["modality"], len(test)))
     if full_p is not None:
         auc = _auc_ci(y, full_p)
-        rows.append({"set": spec["key"], "modality": spec["modality"], "dose": 1.0, "method": "full-dose",
-                     "psnr": None, "ssim": 1.0, "downstream_auc": round(auc["value"], 4),
-                     "downstream_auc_ci": [round(auc["low"], 4), round(auc["high"], 4)], "n": len(test)})
+        rows[-1].update(downstream_auc=round(auc["value"], 4),
+                        downstream_auc_ci=[round(auc["low"], 4), round(auc["high"], 4)])
     det = None
     if spec["data"] == "covid-cxr-ieee8023-lungbbox" and args.detector and (args.detector / "package.json").is_file():
         det, det_package = _detector(args.detector)
@@ -275,6 +281,10 @@ def merge(stems: list[str], stem: str) -> None:
     parts = [json.loads((RESULTS / f"{s}.json").read_text(encoding="utf-8")) for s in stems]
     rows = [r for p in parts for r in p["rows"]]
     sets = {k: v for p in parts for k, v in p["sets"].items()}
+    for key in sets:  # partial runs made before every set had its full-dose row
+        if not any(r.get("set") == key and r["method"] == "full-dose" for r in rows):
+            first = next(r for r in rows if r.get("set") == key)
+            rows.insert(rows.index(first), full_dose_row(key, first["modality"], first["n"]))
     translation = next((p["translation"] for p in parts if p.get("translation")), None)
     info = {"command": " ; ".join(p["command"] for p in parts) + f" ; {command_line()}",
             "machine": parts[0]["machine"], "sets": sets, "anchors": ANCHORS, "translation": translation,
