@@ -199,8 +199,8 @@ def _ci(row: dict[str, Any], key: str, digits: int) -> str:
 
 
 def _recovered(rows: list[dict[str, Any]], key: str) -> list[str]:
-    full = next((r for r in rows if r["set"] == key and r["method"] == "full-dose"), None)
-    if full is None:
+    full = next((r for r in rows if r.get("set") == key and r["method"] == "full-dose"), None)
+    if full is None or full.get("downstream_auc") is None:
         return []
     out = []
     for dose in DOSES:
