@@ -204,13 +204,13 @@ def _recovered(rows: list[dict[str, Any]], key: str) -> list[str]:
         return []
     out = []
     for dose in DOSES:
-        low = next(r for r in rows if r["set"] == key and r["dose"] == dose and r["method"] == "low-dose")
+        low = next(r for r in rows if r.get("set") == key and r["dose"] == dose and r["method"] == "low-dose")
         for m in ("nlm", "bm3d", "meddx"):
-            r = next(r for r in rows if r["set"] == key and r["dose"] == dose and r["method"] == m)
+            r = next(r for r in rows if r.get("set") == key and r["dose"] == dose and r["method"] == m)
             lost = full["downstream_auc"] - low["downstream_auc"]
             share = (r["downstream_auc"] - low["downstream_auc"]) / lost if lost > 0 else float("nan")
             r["auc_recovered"] = None if np.isnan(share) else round(float(share), 3)
-        meddx = next(r for r in rows if r["set"] == key and r["dose"] == dose and r["method"] == "meddx")
+        meddx = next(r for r in rows if r.get("set") == key and r["dose"] == dose and r["method"] == "meddx")
         out.append(f"- dose {dose:g}: AUC full {full['downstream_auc']:.4f}, low {low['downstream_auc']:.4f}, meddx "
                    f"{meddx['downstream_auc']:.4f}: recovered "
                    + ("n/a (no AUC lost)" if meddx["auc_recovered"] is None else f"{meddx['auc_recovered']:.0%}")
@@ -243,13 +243,13 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
                   f"{extra['params']}.", "",
                   "| dose | method | PSNR dB (95 % CI) | SSIM (95 % CI) | s / image | added / removed structures per "
                   "image | residual regions | downstream AUC |", "|---|---|---|---|---|---|---|---|"]
-        for r in [r for r in rows if r["set"] == key]:
+        for r in [r for r in rows if r.get("set") == key]:
             lines.append(f"| {r['dose']:g} | {r['method']} | {_ci(r, 'psnr', 2)} | {_ci(r, 'ssim', 4)} | "
                          f"{r.get('seconds_per_image', 0):.3f} | {r.get('structures_added_per_image', '–')} / "
                          f"{r.get('structures_removed_per_image', '–')} | {r.get('residual_regions_per_image', '–')} | "
                          f"{_ci(r, 'downstream_auc', 4)} |")
         lines.append("")
-        for r in [r for r in rows if r["set"] == key and r["method"] == "meddx"]:
+        for r in [r for r in rows if r.get("set") == key and r["method"] == "meddx"]:
             p, s = r["psnr_minus_bm3d"], r["ssim_minus_bm3d"]
             lines.append(f"- dose {r['dose']:g}: meddx − BM3D PSNR {p['value']:+.2f} dB ({p['low']:+.2f} to "
                          f"{p['high']:+.2f}; better on {p['wins']:.0%} of images), SSIM {s['value']:+.4f} "
