@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def test_cli_report_of_a_restorer(tiny_restorer, tmp_path, capsys):  # noqa: F811
+def test_cli_report_of_a_restorer(tiny_restorer, tmp_path, capsys):
     from meddx.cli import main
     from meddx.packaging.registry import read_package
 
@@ -47,7 +46,7 @@ def test_cli_report_of_a_restorer(tiny_restorer, tmp_path, capsys):  # noqa: F81
     assert summary["synthetic"] is True and summary["split"] == "test" and "psnr@0.1" in summary["metrics"]
 
 
-def test_report_on_training_images_says_so_and_refuses_unknown_options(tiny_restorer, tmp_path):  # noqa: F811
+def test_report_on_training_images_says_so_and_refuses_unknown_options(tiny_restorer, tmp_path):
     from meddx.exceptions import ConfigError
     from meddx.modalities import call
     from meddx.packaging.registry import read_package

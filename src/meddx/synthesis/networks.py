@@ -62,9 +62,7 @@ def _redcnn(width: int = 48) -> Any:
                     skips.append(h)
             for i, deconv in enumerate(self.dec):
                 h = deconv(h)
-                if i == 1:
-                    h = h + skips.pop()
-                elif i == 3:
+                if i in (1, 3):
                     h = h + skips.pop()
                 if i < 4:
                     h = self.act(h)

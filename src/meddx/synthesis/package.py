@@ -212,7 +212,7 @@ def _downstream(classifier: str | None, observed: np.ndarray, restored: np.ndarr
     from meddx.inference import Pipeline
 
     pipe = Pipeline.load(classifier)
-    to8 = lambda x: np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
+    to8 = lambda x: np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
     p = pipe.predict_arrays(np.stack([to8(observed), to8(restored)]))
     names = list(pipe.package.get("class_names") or [])
     top = [names[int(np.argmax(row))] if names else int(np.argmax(row)) for row in p]
@@ -228,6 +228,7 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     package's doses, with a warning), ``out_dir``, ``classifier`` (a classifier package: its decision on
     input and output is compared), ``threads``. A file that cannot be read is rejected; the batch goes on.
     """
+    from meddx.inference.batch import predict_each
     from meddx.inference.schema import Decision, Prediction, Synthetic
     from meddx.synthesis import derived, hallucination
 
@@ -260,44 +261,37 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     method = str(package.get("name"))
     base = {"modality": "image", "model": method, "model_version": str(package.get("version")), "class_names": [],
             "intended_use": package.get("intended_use")}
-    results, used = [], set()
-    for i, item in enumerate(inputs):
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(item).stem) or "input"
-        stem = f"{stem}-{i}" if stem in used else stem
-        used.add(stem)
-        try:
-            observed, sample = SD.read_file(item)
-            restored, level = restore_array(net, observed, dose_model, dose, params)
-            check = hallucination.residual(observed, restored, level,
-                                           expected=dose_model.expected(restored, dose, **params))
-            png, raw = derived.save_png(restored, out_dir / f"{stem}.restored.png", kind="restoration", method=method)
-            dicom = None
-            if getattr(sample, "format", "") == "dicom" or Path(item).suffix.lower() == ".dcm":
-                dicom = str(derived.derived_dicom(item, restored, out_dir / f"{stem}.restored.dcm", kind="restoration",
-                                                  method=method, description=f"low-dose restoration, dose {dose:g}"))
-            checks = {"residual": {k: v for k, v in check.items() if k != "map"},
-                      "noise_sd": float(np.sqrt(np.mean(level**2)))}
-            downstream = _downstream(options.get("classifier"), observed, restored)
-            if downstream:
-                checks["downstream"] = downstream
-            flagged = check["regions"]
-            reason = ("restored; " + (f"{flagged} region(s) changed beyond the expected noise: compare with the input "
-                                      "before reading" if flagged else "the removed signal looks like noise only"))
-            pred = Prediction(**base, input=str(item), task="restoration", probabilities={},
-                              calibrated_probabilities={}, calibration="none", prediction=None, uncertainty=None,
-                              decision=Decision(decision="review" if flagged else "restored", reason=reason),
-                              warnings=list(warnings),
-                              synthetic=Synthetic(kind="restoration", method=method,
-                                                  banner=derived.banner_text("restoration", method), image=str(png),
-                                                  image_raw=str(raw), dicom=dicom, dose=dose,
-                                                  source_modality=dose_model.modality, target_modality=dose_model.modality,
-                                                  checks=checks))
-            results.append(pred.to_json_dict())
-        except (MeddxError, OSError, ValueError) as exc:  # one bad file never stops the batch
-            rejected = Prediction.rejected(input=str(item), reasons=[str(exc)], **base)
-            rejected.task = "restoration"
-            results.append(rejected.to_json_dict())
-    return results
+
+    def one(item: str, stem: str) -> dict[str, Any]:
+        observed, sample = SD.read_file(item)
+        restored, level = restore_array(net, observed, dose_model, dose, params)
+        check = hallucination.residual(observed, restored, level,
+                                       expected=dose_model.expected(restored, dose, **params))
+        png, raw = derived.save_png(restored, out_dir / f"{stem}.restored.png", kind="restoration", method=method)
+        dicom = None
+        if getattr(sample, "format", "") == "dicom" or Path(item).suffix.lower() == ".dcm":
+            dicom = str(derived.derived_dicom(item, restored, out_dir / f"{stem}.restored.dcm", kind="restoration",
+                                              method=method, description=f"low-dose restoration, dose {dose:g}"))
+        checks = {"residual": {k: v for k, v in check.items() if k != "map"},
+                  "noise_sd": float(np.sqrt(np.mean(level**2)))}
+        downstream = _downstream(options.get("classifier"), observed, restored)
+        if downstream:
+            checks["downstream"] = downstream
+        flagged = check["regions"]
+        reason = ("restored; " + (f"{flagged} region(s) changed beyond the expected noise: compare with the input "
+                                  "before reading" if flagged else "the removed signal looks like noise only"))
+        pred = Prediction(**base, input=str(item), task="restoration", probabilities={},
+                          calibrated_probabilities={}, calibration="none", prediction=None, uncertainty=None,
+                          decision=Decision(decision="review" if flagged else "restored", reason=reason),
+                          warnings=list(warnings),
+                          synthetic=Synthetic(kind="restoration", method=method,
+                                              banner=derived.banner_text("restoration", method), image=str(png),
+                                              image_raw=str(raw), dicom=dicom, dose=dose,
+                                              source_modality=dose_model.modality, target_modality=dose_model.modality,
+                                              checks=checks))
+        return pred.to_json_dict()
+
+    return predict_each(inputs, one, base=base, task="restoration")
 
 
 __all__ = ["DOSES", "evaluate", "predict", "restore_array", "score", "train"]

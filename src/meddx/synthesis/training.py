@@ -170,7 +170,7 @@ def train_restorer(train: list[np.ndarray], val: list[np.ndarray], model: DoseMo
     if cfg.loss == "l1+ssim":
         from monai.losses import SSIMLoss
 
-        ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, win_size=7 if batches.patch >= 7 else batches.patch)
+        ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, win_size=min(7, batches.patch))
     checks = validation_set(val, model, cfg.val_doses, cfg.params)
     baseline = float(np.mean([psnr(x, y) for _, x, y, _ in checks])) if checks else float("nan")
     best: dict[str, Any] = {"psnr": -math.inf, "step": 0, "state": None}

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from meddx.exceptions import ConfigError, MeddxError
+from meddx.exceptions import ConfigError
 from meddx.modalities import check_options
 from meddx.synthesis.translation import data as D
 
@@ -204,7 +204,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         from meddx.packaging.card import write_card
 
         write_card(run, package)
-    except Exception:  # noqa: BLE001, S110 - the card is a convenience; the package is what matters
+    except Exception:
         pass
     return run
 
@@ -390,7 +390,6 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     iso-intense) — contrast changes are what translation does. A prediction with an added structure is
     decided ``refer``. A file that cannot be read or used gets a ``rejected`` prediction; the batch goes on.
     """
-    from meddx.inference.schema import Prediction
 
     check_options(options, PREDICT_OPTIONS, what="predict", kind="translation models")
     if not inputs:
@@ -410,18 +409,10 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     out_dir.mkdir(parents=True, exist_ok=True)
     base = {"modality": "image", "model": str(package.get("name")), "model_version": str(package.get("version")),
             "class_names": list(package.get("class_names") or []), "intended_use": package.get("intended_use")}
-    results, used = [], set()
-    for i, item in enumerate(inputs):
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(item)).stem) or "input"
-        stem = f"{stem}-{i}" if stem in used else stem
-        used.add(stem)
-        try:
-            results.append(_predict_one(nets, package, str(item), out_dir, stem, direction, base))
-        except (MeddxError, OSError, ValueError) as exc:  # one bad file never stops the batch
-            rejected = Prediction.rejected(input=str(item), reasons=[str(exc)], **base)
-            rejected.task = KIND
-            results.append(rejected.to_json_dict())
-    return results
+    from meddx.inference.batch import predict_each
+
+    return predict_each(inputs, lambda item, stem: _predict_one(nets, package, item, out_dir, stem, direction, base),
+                        base=base, task=KIND)
 
 
 __all__ = ["evaluate", "predict", "train"]

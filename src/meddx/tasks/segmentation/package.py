@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from meddx.exceptions import ConfigError, MeddxError
+from meddx.exceptions import ConfigError
 from meddx.modalities import check_options
 from meddx.tasks.segmentation import data as D
 from meddx.tasks.segmentation import metrics as M
@@ -222,7 +222,7 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
         from meddx.packaging.card import write_card
 
         write_card(run, package)
-    except Exception:  # noqa: BLE001 - the card is a convenience; the package is what matters
+    except Exception:
         pass
     return run
 
@@ -337,7 +337,13 @@ def _overlay(image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> np.ndarray
 
 def _predict_one(seg: Any, package: dict[str, Any], item: str, out_dir: Path, stem: str, method: str, samples: int,
                  threshold: float, base: dict[str, Any]) -> dict[str, Any]:
-    from meddx.inference.schema import Decision, InputCheck, Mask, Prediction, Uncertainty
+    from meddx.inference.schema import (
+        Decision,
+        InputCheck,
+        Mask,
+        Prediction,
+        Uncertainty,
+    )
     from meddx.trust.decide import decide
 
     image = D.read_image(Path(item))
@@ -407,7 +413,6 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
     4), ``backend`` (``auto``: ONNX Runtime when ``model.onnx`` exists, no torch import; ``torch``),
     ``threads``, ``threshold`` (overrides the package's).
     """
-    from meddx.inference.schema import Prediction
     from meddx.tasks.segmentation.model import SegModel
 
     check_options(options, PREDICT_OPTIONS, what="predict", kind="segmentation models")
@@ -432,20 +437,14 @@ def predict(folder: Path, package: dict[str, Any], inputs: list[str], **options:
         notes.append("saliency explanations are not available for segmentation models; see mask.overlay")
     if options.get("slice_index") is not None:
         notes.append("--slice applies to 3-D volumes; segmentation models read 2-D images, the option is ignored")
-    results, used = [], set()
-    for i, item in enumerate(inputs):
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(item).stem) or "input"
-        stem = f"{stem}-{i}" if stem in used else stem
-        used.add(stem)
-        try:
-            result = _predict_one(seg, package, str(item), out_dir, stem, method, samples, threshold, base)
-            result["warnings"] = [*result["warnings"], *notes]
-            results.append(result)
-        except (MeddxError, OSError, ValueError) as exc:  # one bad file never stops the batch
-            rejected = Prediction.rejected(input=str(item), reasons=[str(exc)], **base)
-            rejected.task = "segmentation"
-            results.append(rejected.to_json_dict())
-    return results
+    from meddx.inference.batch import predict_each
+
+    def one(item: str, stem: str) -> dict[str, Any]:
+        result = _predict_one(seg, package, item, out_dir, stem, method, samples, threshold, base)
+        result["warnings"] = [*result["warnings"], *notes]
+        return result
+
+    return predict_each(inputs, one, base=base, task="segmentation")
 
 
 __all__ = ["CLASS_NAMES", "evaluate", "operating_point", "predict", "train"]
