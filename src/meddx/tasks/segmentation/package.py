@@ -337,13 +337,7 @@ def _overlay(image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> np.ndarray
 
 def _predict_one(seg: Any, package: dict[str, Any], item: str, out_dir: Path, stem: str, method: str, samples: int,
                  threshold: float, base: dict[str, Any]) -> dict[str, Any]:
-    from meddx.inference.schema import (
-        Decision,
-        InputCheck,
-        Mask,
-        Prediction,
-        Uncertainty,
-    )
+    from meddx.inference.schema import Decision, InputCheck, Mask, Prediction, Uncertainty
     from meddx.trust.decide import decide
 
     image = D.read_image(Path(item))
