@@ -3,9 +3,11 @@
 Each takes two channels, the observed image and its noise-level map (FFDNet-style conditioning, so
 one model serves every dose), and returns the restored image ``observed - predicted noise``.
 
-- ``unet``: MONAI's residual U-Net (3 down-samplings, 32-256 channels, batch norm);
+- ``unet``: MONAI's residual U-Net (3 down-samplings, 32-256 channels, no normalisation);
 - ``dncnn``: DnCNN (Zhang et al. 2017): 3×3 conv + batch norm + ReLU, 12 layers of 48 channels;
 - ``redcnn``: RED-CNN (Chen et al. 2017, low-dose CT): 5 conv / 5 deconv with symmetric shortcuts;
+- ``unet-bn``: the same with batch norm (trains less stably: batch statistics mix the noise levels of a
+  batch's crops into every crop's features);
 - ``dncnn-small``: 5 layers of 16 channels, for tests and quick trials.
 """
 
@@ -21,13 +23,14 @@ MULTIPLE = 8
 """Inputs are padded to a multiple of this (the U-Net down-samples 3 times)."""
 
 
-def _unet() -> Any:
+def _unet(norm: Any = None) -> Any:
     from monai.networks.nets import UNet
 
-    # batch norm, not MONAI's default instance norm: instance norm would erase the absolute intensity and the
-    # constant noise-level channel, which say how much noise (and Rician bias) to remove
+    # no normalisation: MONAI's default instance norm erases the absolute intensity and the constant noise-level
+    # channel (which say how much noise and Rician bias to remove); batch norm mixes the noise levels of a batch's
+    # crops into every crop's features, and validation PSNR then swung by 1-2 dB from one check to the next
     return UNet(spatial_dims=2, in_channels=2, out_channels=1, channels=(32, 64, 128, 256), strides=(2, 2, 2),
-                num_res_units=2, norm="batch")
+                num_res_units=2, norm=norm)
 
 
 def _dncnn(depth: int = 12, width: int = 48) -> Any:
@@ -71,7 +74,7 @@ def _redcnn(width: int = 48) -> Any:
     return REDCNN()
 
 
-NETWORKS = {"unet": _unet, "dncnn": _dncnn, "redcnn": _redcnn,
+NETWORKS = {"unet": _unet, "unet-bn": lambda: _unet(norm="batch"), "dncnn": _dncnn, "redcnn": _redcnn,
             "dncnn-small": lambda: _dncnn(depth=5, width=16)}
 DEFAULT = "unet"
 
