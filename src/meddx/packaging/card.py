@@ -289,4 +289,15 @@ def write_card(folder: str | Path, package: dict[str, Any] | None = None) -> Pat
     return path
 
 
+def write_card_or_say(folder: str | Path, package: dict[str, Any], say: Any = None) -> Path | None:
+    """:func:`write_card` for a training run: the card is a courtesy, so a failure is reported through
+    ``say`` (when given) and never stops the run that has already written its package."""
+    try:
+        return write_card(folder, package)
+    except Exception as exc:  # noqa: BLE001 - any card problem leaves the package intact
+        if say is not None:
+            say(f"model card not written: {exc}")
+        return None
+
+
 __all__ = ["INTENDED_USE", "render_card", "write_card"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from meddx.exceptions import ConfigError, MeddxError
+from meddx.exceptions import ConfigError
 from meddx.modalities import check_options
 from meddx.synthesis import data as SD
 from meddx.synthesis import dose as DM
@@ -137,12 +137,9 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
                 f"{m[f'low_psnr@{d:g}']['value']:.2f}), SSIM {m[f'ssim@{d:g}']['value']:.4f}")
     package["training"]["seconds"] = round(time.perf_counter() - t0, 1)
     write_package(run, package)
-    try:
-        from meddx.packaging.card import write_card
+    from meddx.packaging.card import write_card_or_say
 
-        write_card(run, package)
-    except (MeddxError, KeyError, TypeError, ValueError) as exc:  # the card is a courtesy; the package stands
-        say(f"model card not written: {exc}")
+    write_card_or_say(run, package, say)
     return run
 
 

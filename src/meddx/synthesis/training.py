@@ -156,6 +156,7 @@ def train_restorer(train: list[np.ndarray], val: list[np.ndarray], model: DoseMo
 
     from meddx.synthesis.metrics import psnr
     from meddx.synthesis.networks import build, restore_tensor
+    from meddx.training.selection import BestState
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -173,7 +174,7 @@ def train_restorer(train: list[np.ndarray], val: list[np.ndarray], model: DoseMo
         ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, win_size=min(7, batches.patch))
     checks = validation_set(val, model, cfg.val_doses, cfg.params)
     baseline = float(np.mean([psnr(x, y) for _, x, y, _ in checks])) if checks else float("nan")
-    best: dict[str, Any] = {"psnr": -math.inf, "step": 0, "state": None}
+    best = BestState()
     start = time.perf_counter()
     running, step = 0.0, 0
     for step in range(1, cfg.steps + 1):
@@ -204,15 +205,12 @@ def train_restorer(train: list[np.ndarray], val: list[np.ndarray], model: DoseMo
             if log:
                 log(f"step {step}/{cfg.steps} loss {running:.4f} validation PSNR {score:.2f} dB "
                     f"(low dose {baseline:.2f}) ({elapsed:.0f} s)")
-            if score > best["psnr"]:
-                best = {"psnr": score, "step": step,
-                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+            best.offer(net, score, step)
         elif log and step % 100 == 0:
             log(f"step {step}/{cfg.steps} loss {running:.4f} ({elapsed:.0f} s)")
         if out_of_time:
             break
-    if best["state"] is not None:
-        net.load_state_dict(best["state"])
+    best.restore(net)
     net.eval()
-    return net, {"steps": step, "best_step": best["step"], "val_psnr": best["psnr"], "val_psnr_low_dose": baseline,
+    return net, {"steps": step, "best_step": best.step, "val_psnr": best.score, "val_psnr_low_dose": baseline,
                  "patch": batches.patch, "seconds": round(time.perf_counter() - start, 1), "history": cfg.history}

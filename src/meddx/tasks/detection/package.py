@@ -259,12 +259,9 @@ def write_run(data: str, ds: DetectionSet, parts: dict[str, list[str]], cfg: Any
     package["training"]["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_package(run, package)
     (run / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    try:
-        from meddx.packaging.card import write_card
+    from meddx.packaging.card import write_card_or_say
 
-        write_card(run, package)
-    except Exception:  # noqa: BLE001 - the card is a convenience; the package is what matters
-        pass
+    write_card_or_say(run, package, say)
     m = result["metrics"]
     say(f"test mAP@0.5 {m['map50']['value']:.3f} [{m['map50']['low']:.3f}, {m['map50']['high']:.3f}], "
         f"mAP@0.5:0.95 {m['map50_95']['value']:.3f}; " +

@@ -218,12 +218,9 @@ def train(data: str, *, model: str | None = None, seed: int = 0, epochs: int | N
     package["training"]["seconds"] = round(time.perf_counter() - t_start, 1)
     package["training"]["train_seconds"] = info["seconds"]
     write_package(run, package)
-    try:
-        from meddx.packaging.card import write_card
+    from meddx.packaging.card import write_card_or_say
 
-        write_card(run, package)
-    except Exception:
-        pass
+    write_card_or_say(run, package, say)
     return run
 
 

@@ -96,6 +96,7 @@ def train_network(train: list[Prepared], val: list[Prepared], cfg: TrainConfig,
     from sklearn.metrics import roc_auc_score
 
     from meddx.tasks.segmentation.network import build
+    from meddx.training.selection import BestState
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -104,7 +105,7 @@ def train_network(train: list[Prepared], val: list[Prepared], cfg: TrainConfig,
     dice = DiceLoss(sigmoid=True, batch=True)
     vessel_idx = [np.flatnonzero(img.mask & img.fov) for img in train]
     fov_idx = [np.flatnonzero(img.fov) for img in train]
-    best: dict[str, Any] = {"auc": -1.0, "step": 0, "state": None}
+    best = BestState()
     start = time.perf_counter()
     running = 0.0
     step = 0
@@ -134,16 +135,13 @@ def train_network(train: list[Prepared], val: list[Prepared], cfg: TrainConfig,
                                 "seconds": round(elapsed, 1)})
             if log:
                 log(f"step {step}/{cfg.steps} loss {running:.4f} val AUC {auc:.4f} ({elapsed:.0f} s)")
-            if auc > best["auc"]:
-                best = {"auc": auc, "step": step,
-                        "state": {k: v.detach().clone() for k, v in net.state_dict().items()}}
+            best.offer(net, auc, step)
         elif log and step % 100 == 0:
             log(f"step {step}/{cfg.steps} loss {running:.4f} ({elapsed:.0f} s)")
         if out_of_time:
             break
-    if best["state"] is not None:
-        net.load_state_dict(best["state"])
+    best.restore(net)
     net.eval()
-    info = {"steps": step, "best_step": best["step"], "val_auc": best["auc"],
+    info = {"steps": step, "best_step": best.step, "val_auc": best.score if best.state is not None else -1.0,
             "seconds": round(time.perf_counter() - start, 1), "history": cfg.history}
     return net, info
