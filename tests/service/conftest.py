@@ -187,6 +187,23 @@ def build_service(trained: Path, home: Path, backend: str, request: pytest.Fixtu
             _drop_database(admin, url)
 
 
+@contextmanager
+def serving(trained: Path, runs: dict[str, Path], home: Path, request: pytest.FixtureRequest
+            ) -> Iterator[tuple[Service, dict[str, str]]]:
+    """:func:`build_service` (SQLite) with the packages in ``runs`` registered as well, and a second clinician
+    ``outsider`` logged in; yields the service and each run's registered name, by the key given."""
+    from meddx.packaging.registry import read_package, register
+
+    with build_service(trained, home, "sqlite", request) as svc:
+        names = {}
+        for key, run in runs.items():
+            register(run)
+            names[key] = str(read_package(run)["name"])
+        svc.add_user("outsider", "clinician")
+        svc.login("outsider")
+        yield svc, names
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str:
     """The database backend of this test run."""

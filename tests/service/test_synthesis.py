@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.conftest import Service, build_service
+from tests.service.conftest import Service, serving
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +50,8 @@ def synth_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def module_svc(trained_run: Path, synth_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
                request: pytest.FixtureRequest) -> Iterator[tuple[Service, dict[str, str]]]:
-    from meddx.packaging.registry import read_package, register
-
-    with build_service(trained_run, tmp_path_factory.mktemp("svc-synth") / "home", "sqlite", request) as svc:
-        names = {}
-        for task, run in synth_runs.items():
-            register(run)
-            names[task] = str(read_package(run)["name"])
-        svc.add_user("outsider", "clinician")
-        svc.login("outsider")
-        yield svc, names
+    with serving(trained_run, synth_runs, tmp_path_factory.mktemp("svc-synth") / "home", request) as served:
+        yield served
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.service._task_models import cells_voc, fundus, train_tiny_detector, train_tiny_segmenter
-from tests.service.conftest import Service, build_service
+from tests.service.conftest import Service, serving
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +37,8 @@ def task_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def module_svc(trained_run: Path, task_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
                request: pytest.FixtureRequest) -> Iterator[tuple[Service, dict[str, str]]]:
-    from meddx.packaging.registry import read_package, register
-
-    with build_service(trained_run, tmp_path_factory.mktemp("svc-tasks") / "home", "sqlite", request) as svc:
-        names = {}
-        for task, run in task_runs.items():
-            register(run)
-            names[task] = str(read_package(run)["name"])
-        svc.add_user("outsider", "clinician")
-        svc.login("outsider")
-        yield svc, names
+    with serving(trained_run, task_runs, tmp_path_factory.mktemp("svc-tasks") / "home", request) as served:
+        yield served
 
 
 @pytest.fixture
