@@ -115,6 +115,17 @@ def _image_loaded(driver: Any, element_id: str) -> bool:
         element_id))
 
 
+def _log_in(driver: Any, base: str, home: Home) -> None:
+    """Log ``home``'s clinician in (a password already set) and wait for the upload page."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "username").send_keys(home.username)
+    driver.find_element(By.ID, "password").send_keys(home.password)
+    driver.find_element(By.ID, "login-button").click()
+    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not open the upload page")
+
+
 def _upload(driver: Any, base: str, home: Home, path: Path) -> str:
     """Upload ``path`` with the form; the result card's URL (the test fails on an error instead)."""
     from selenium.webdriver.common.by import By
@@ -245,11 +256,7 @@ def test_clinician_sees_a_segmentation_mask_over_the_image(segmentation_service:
 
     home, server = segmentation_service
     driver, base = browser, server.url
-    driver.get(base + "/login")
-    driver.find_element(By.ID, "username").send_keys(home.username)
-    driver.find_element(By.ID, "password").send_keys(home.password)
-    driver.find_element(By.ID, "login-button").click()
-    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not open the upload page")
+    _log_in(driver, base, home)
 
     photo = tmp_path / "fundus.png"
     Image.fromarray(fundus(3, (120, 110))[0]).save(photo)
@@ -309,11 +316,7 @@ def test_clinician_sees_the_synthetic_banner_on_a_restored_image(restoration_ser
 
     home, server = restoration_service
     driver, base = browser, server.url
-    driver.get(base + "/login")
-    driver.find_element(By.ID, "username").send_keys(home.username)
-    driver.find_element(By.ID, "password").send_keys(home.password)
-    driver.find_element(By.ID, "login-button").click()
-    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not open the upload page")
+    _log_in(driver, base, home)
     low = tmp_path / "low-dose.png"
     Image.fromarray((get("xray-poisson").degrade(phantom(64, 3), 0.1, 0) * 255).astype(np.uint8)).save(low)
     driver.get(base + "/")
@@ -363,11 +366,7 @@ def test_clinician_sees_similar_confirmed_cases_on_the_result_card(indexed_servi
 
     home, server = indexed_service
     driver, base = browser, server.url
-    driver.get(base + "/login")
-    driver.find_element(By.ID, "username").send_keys(home.username)
-    driver.find_element(By.ID, "password").send_keys(home.password)
-    driver.find_element(By.ID, "login-button").click()
-    _wait(driver, lambda d: d.current_url.rstrip("/") == base, message="login did not open the upload page")
+    _log_in(driver, base, home)
 
     _upload(driver, base, home, chest_radiograph(tmp_path))
     _wait(driver, lambda d: d.find_element(By.ID, "decision").text.strip(), message="empty decision")
